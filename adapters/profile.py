@@ -1,0 +1,206 @@
+"""Vendor profiles: one TOML file per vendor under ``conf/vendors/``.
+
+A profile says how to recognise a vendor's meters and how to talk to them: associations (client
+addresses, security level, which secrets), framing, timeouts and PDU size. Later schema versions
+add the OBIS mapping, scalers and event-code tables; ``profile.schema`` names the version a file
+was written for, and a file written for a newer schema than this hesd knows is refused.
+
+Format reference: ``docs/vendors.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from adapters.schema import ConfigError, Table, load_toml
+
+__all__ = [
+    "PROFILE_SCHEMA",
+    "Association",
+    "Framing",
+    "VendorProfile",
+    "load_profile",
+    "load_profiles",
+]
+
+PROFILE_SCHEMA: Final = 1
+VENDOR_NAME: Final = r"[a-z0-9][a-z0-9_-]{0,31}"
+SECURITY_LEVELS: Final = ("none", "lls", "hls-gmac")
+SECRET_NAMES: Final = ("lls_password", "hls_secret")
+
+
+@dataclass(frozen=True, slots=True)
+class Association:
+    """One DLMS client association the vendor's meters offer (IEC 62056-53 client SAP)."""
+
+    name: str
+    client_address: int  # client SAP, 1..127 (IEC 62056-46 §6.4.2.3: client addresses are 7 bits)
+    security: str  # "none" | "lls" | "hls-gmac"
+    secret: str | None  # which key of the meter's keyset authenticates (LLS password, HLS secret)
+    ciphered: bool  # suite-0 ciphering of xDLMS APDUs (needs the keyset's GUEK/GAK)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.client_address <= 127:
+            raise ValueError(f"client address {self.client_address} outside 1..127")
+        if self.security not in SECURITY_LEVELS:
+            raise ValueError(f"security {self.security!r} not one of {SECURITY_LEVELS}")
+        if (self.security == "none") != (self.secret is None):
+            raise ValueError("an authenticated association names its secret, a public one none")
+
+
+@dataclass(frozen=True, slots=True)
+class Framing:
+    """How APDUs travel: the TCP/UDP WRAPPER (IEC 62056-47) or HDLC (IEC 62056-46)."""
+
+    kind: str  # "wrapper" | "hdlc"
+    server_wport: int  # WRAPPER destination wPort of the management logical device
+    hdlc_logical_address: int  # HDLC upper server address (logical device), 1 = management
+    max_pdu_size: int  # proposed in the AARQ (IEC 62056-53 §8.3: 12..65535)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("wrapper", "hdlc"):
+            raise ValueError(f"framing {self.kind!r} is not wrapper or hdlc")
+        if not 12 <= self.max_pdu_size <= 65535:
+            raise ValueError(f"max PDU size {self.max_pdu_size} outside 12..65535")
+
+
+@dataclass(frozen=True, slots=True)
+class VendorProfile:
+    """What hesd knows about one vendor's meters, validated from its profile file."""
+
+    name: str
+    version: str
+    description: str
+    source: str
+    flag_ids: tuple[str, ...]  # three-letter manufacturer ids (FLAG) in the logical device name
+    system_title_prefix: bytes  # leading bytes of the meters' system titles
+    framing: Framing
+    associations: tuple[Association, ...]
+    default_association: str
+    response_timeout: float  # seconds to wait for one response
+    inactivity_timeout: float  # seconds of silence after which the association is considered lost
+
+    def association(self, name: str) -> Association:
+        for assoc in self.associations:
+            if assoc.name == name:
+                return assoc
+        raise KeyError(name)
+
+
+def _read_association(name: str, table: Table) -> Association:
+    client = table.integer("client_address", lo=1, hi=127)
+    security = table.choice("security", SECURITY_LEVELS)
+    secret: str | None = None
+    if security != "none":
+        default = "lls_password" if security == "lls" else "hls_secret"
+        secret = table.choice("secret", SECRET_NAMES, default=default)
+    ciphered = table.boolean("ciphered", default=False)
+    if ciphered and security == "none":
+        raise table.error(
+            "ciphered", "ciphering needs an authenticated association (lls or hls-gmac)"
+        )
+    table.finish()
+    return Association(name, client, security, secret, ciphered)
+
+
+def load_profile(path: Path) -> VendorProfile:
+    """Load and validate one vendor profile; the file name (without .toml) is the vendor name."""
+    doc = load_toml(path, source=str(path))
+    name = path.stem
+
+    head = doc.table("profile", required=True)
+    schema = head.integer("schema", lo=1, hi=1_000_000)
+    if schema > PROFILE_SCHEMA:
+        raise head.error(
+            "schema", f"profile written for schema {schema}, this hesd reads up to {PROFILE_SCHEMA}"
+        )
+    declared = head.string("name", pattern=VENDOR_NAME, describe="vendor name (a-z, 0-9, _ and -)")
+    if declared != name:
+        raise head.error("name", f'must equal the file name "{name}", got "{declared}"')
+    version = head.string("version", pattern=r"[0-9A-Za-z.+-]{1,32}", describe="a version string")
+    description = head.string("description", default="")
+    head.finish()
+
+    ident = doc.table("identity")
+    flag_ids = ident.string_list(
+        "flag_ids", default=(), pattern=r"[A-Z@]{3}", describe="three-letter FLAG manufacturer ids"
+    )
+    prefix_hex = ident.string(
+        "system_title_prefix",
+        default="",
+        pattern=r"(?:[0-9A-Fa-f]{2}){0,8}",
+        describe="hex of up to 8 bytes",
+    )
+    ident.finish()
+
+    frame = doc.table("framing")
+    kind = frame.choice("kind", ("wrapper", "hdlc"), default="wrapper")
+    framing = Framing(
+        kind=kind,
+        server_wport=frame.integer("server_wport", lo=1, hi=0xFFFF, default=1),
+        hdlc_logical_address=frame.integer("hdlc_logical_address", lo=1, hi=0x3FFF, default=1),
+        max_pdu_size=frame.integer("max_pdu_size", lo=12, hi=0xFFFF, default=1024),
+    )
+    frame.finish()
+
+    times = doc.table("timeouts")
+    response_timeout = times.number("response", lo=0.1, hi=600, default=10.0)
+    inactivity_timeout = times.number("inactivity", lo=1, hi=86400, default=120.0)
+    times.finish()
+
+    assoc_tables = doc.tables("associations", name_pattern=r"[a-z0-9_-]{1,32}")
+    if not assoc_tables:
+        raise ConfigError(doc.source, "associations", "missing; a profile needs one association")
+    associations = tuple(_read_association(n, t) for n, t in assoc_tables.items())
+    clients = [a.client_address for a in associations]
+    if len(set(clients)) != len(clients):
+        raise ConfigError(doc.source, "associations", "two associations share a client_address")
+
+    session = doc.table("session")
+    default_assoc = session.choice(
+        "association", tuple(assoc_tables), default=next(iter(assoc_tables))
+    )
+    session.finish()
+    doc.finish()
+
+    return VendorProfile(
+        name=name,
+        version=version,
+        description=description,
+        source=str(path),
+        flag_ids=flag_ids,
+        system_title_prefix=bytes.fromhex(prefix_hex),
+        framing=framing,
+        associations=associations,
+        default_association=default_assoc,
+        response_timeout=response_timeout,
+        inactivity_timeout=inactivity_timeout,
+    )
+
+
+def load_profiles(
+    directory: Path, enabled: tuple[str, ...], source: str
+) -> dict[str, VendorProfile]:
+    """Load the enabled profiles from ``directory`` (every ``*.toml`` when ``enabled`` is empty).
+
+    ``source`` names the config file that asked for them, for the error of a missing profile.
+    """
+    if not directory.is_dir():
+        raise ConfigError(source, "vendors.dir", f"{directory} is not a directory")
+    if enabled:
+        paths = []
+        for index, name in enumerate(enabled):
+            path = directory / f"{name}.toml"
+            if not path.is_file():
+                raise ConfigError(
+                    source, f"vendors.enabled[{index}]", f"vendor file {path} not found"
+                )
+            paths.append(path)
+    else:
+        paths = sorted(directory.glob("*.toml"))
+        if not paths:
+            raise ConfigError(source, "vendors.dir", f"no vendor profiles (*.toml) in {directory}")
+    profiles = [load_profile(p) for p in paths]
+    return {p.name: p for p in profiles}

@@ -1,0 +1,232 @@
+"""The hesd HTTP API (aiohttp): one application, served to ``hesctl`` on a unix socket.
+
+Errors are ``application/problem+json`` (RFC 9457) with a ``detail`` that names what was wrong.
+The reference of every route is ``docs/hes-api.yaml``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final
+
+import structlog
+from aiohttp import web
+
+from hesd import __version__
+from hesd.inventory import InventoryError, format_inventory, parse_inventory
+from hesd.store.outbox import outbox_stats
+from hesd.store.registry import METER_ID, STATUSES
+from protocols.errors import HesdError
+
+if TYPE_CHECKING:
+    from hesd.daemon import Daemon
+
+__all__ = ["ApiError", "build_app"]
+
+log = structlog.get_logger("hesd.api")
+
+DAEMON: Final[web.AppKey[Daemon]] = web.AppKey("daemon")
+PROBLEM: Final = "application/problem+json"
+MAX_PAGE: Final = 100_000
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(HesdError):
+    """An API call that cannot be served; becomes a problem+json response."""
+
+    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.extra = extra
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return problem(exc.status, exc.title, exc.detail, **exc.extra)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        detail = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
+        return problem(exc.status, exc.reason, f"{request.method} {request.path}: {detail}")
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("api.internal_error", method=request.method, path=request.path)
+        return problem(
+            500, "Internal Server Error", "hesd failed to serve this request; see its log"
+        )
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(data), content_type="application/json")
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
+
+
+def _choice(request: web.Request, name: str, choices: tuple[str, ...]) -> str | None:
+    value = request.query.get(name)
+    if value is not None and value not in choices:
+        raise ApiError(
+            400,
+            "Bad Request",
+            f"query parameter {name}: expected one of {', '.join(choices)}, got {value!r}",
+        )
+    return value
+
+
+async def get_status(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    now = time.time()
+    counts = await daemon.registry.counts()
+    outbox = await outbox_stats(daemon.store, now)
+    store = daemon.store
+    return _json(
+        {
+            "version": __version__,
+            "state": daemon.state,
+            "started_at": _iso(daemon.started_at),
+            "uptime_seconds": round(now - daemon.started_at, 3),
+            "config": daemon.config.source,
+            "vendors": sorted(daemon.vendors),
+            "sessions": {"active": daemon.active_sessions},
+            "meters": {"total": sum(counts.values()), **counts},
+            "outbox": {
+                "depth": outbox.depth,
+                "dead_letters": outbox.dead_letters,
+                "oldest_age_seconds": None
+                if outbox.oldest_age is None
+                else round(outbox.oldest_age, 3),
+            },
+            "store": {
+                "pending_writes": store.pending,
+                "commits": store.commits,
+                "last_commit_ms": round(store.last_commit_seconds * 1000, 3),
+            },
+        }
+    )
+
+
+async def list_meters(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    status = _choice(request, "status", STATUSES)
+    fmt = _choice(request, "format", ("json", "csv")) or "json"
+    vendor = request.query.get("vendor")
+    after = request.query.get("after", "")
+    limit_text = request.query.get("limit", "1000")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
+        raise ApiError(
+            400,
+            "Bad Request",
+            f"query parameter limit: expected integer 1..{MAX_PAGE}, got {limit_text!r}",
+        )
+    limit = int(limit_text)
+    records = await daemon.registry.select(status=status, vendor=vendor, after=after, limit=limit)
+    next_after = records[-1].meter_id if len(records) == limit else None
+    if fmt == "csv":
+        headers = {"X-Next-After": next_after} if next_after else {}
+        return web.Response(
+            text=format_inventory(r.entry for r in records),
+            content_type="text/csv",
+            headers=headers,
+        )
+    return _json({"meters": [r.to_json() for r in records], "next_after": next_after})
+
+
+async def get_meter(request: web.Request) -> web.Response:
+    meter_id = request.match_info["meter_id"]
+    record = await request.app[DAEMON].registry.get(meter_id)
+    if record is None:
+        raise ApiError(404, "Not Found", f"meter {meter_id!r} is not in the registry")
+    return _json(record.to_json())
+
+
+async def import_meters(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    if request.content_type != "text/csv":
+        raise ApiError(
+            415,
+            "Unsupported Media Type",
+            f"meter import takes text/csv, got {request.content_type}",
+        )
+    source = request.headers.get("X-Hesd-Source", "inventory.csv")[:256]
+    dry_run = request.query.get("dry_run", "") in ("1", "true")
+    try:
+        text = await request.text()
+    except UnicodeDecodeError:
+        raise ApiError(400, "Bad Request", f"{source}: not UTF-8 text") from None
+    vendors, keysets = set(daemon.vendors), set(daemon.secrets.keysets)
+    try:
+        # parsing a large inventory is CPU work: keep it off the event loop's thread
+        entries = await asyncio.to_thread(
+            parse_inventory, text, source, vendors=vendors, keysets=keysets
+        )
+    except InventoryError as exc:
+        raise ApiError(
+            422,
+            "Invalid Inventory",
+            str(exc),
+            errors=[{"line": e.line, "column": e.column, "message": e.message} for e in exc.errors],
+            more_errors=exc.more,
+        ) from None
+    async with daemon.import_lock:
+        if dry_run:
+            return _json({"dry_run": True, "meters": len(entries)})
+        summary = await daemon.registry.upsert(entries)
+    log.info(
+        "inventory.imported",
+        source=source,
+        created=summary.created,
+        updated=summary.updated,
+        unchanged=summary.unchanged,
+    )
+    return _json(
+        {"created": summary.created, "updated": summary.updated, "unchanged": summary.unchanged}
+    )
+
+
+async def list_vendors(request: web.Request) -> web.Response:
+    vendors = request.app[DAEMON].vendors
+    return _json(
+        {
+            "vendors": [
+                {
+                    "name": p.name,
+                    "version": p.version,
+                    "description": p.description,
+                    "source": p.source,
+                }
+                for p in sorted(vendors.values(), key=lambda p: p.name)
+            ]
+        }
+    )
+
+
+def build_app(daemon: Daemon) -> web.Application:
+    app = web.Application(
+        middlewares=[problem_middleware],
+        client_max_size=daemon.config.api.max_request_bytes,
+    )
+    app[DAEMON] = daemon
+    app.router.add_get("/api/v1/status", get_status)
+    app.router.add_get("/api/v1/meters", list_meters)
+    app.router.add_post("/api/v1/meters/import", import_meters)
+    app.router.add_get("/api/v1/meters/{meter_id:" + METER_ID + "}", get_meter)
+    app.router.add_get("/api/v1/vendors", list_vendors)
+    return app

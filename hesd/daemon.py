@@ -1,0 +1,292 @@
+"""The hesd daemon: one TaskGroup of named tasks, graceful drain, reload, systemd integration.
+
+Life cycle:
+
+* start: take the state-directory lock, load vendor profiles and secrets, open (and migrate) the
+  store, serve the API on the unix socket, send ``READY=1``;
+* SIGHUP: reload vendor profiles and secrets (and schedules, once there are any) from the same
+  config file; a file with errors is refused and the running configuration kept; sessions stay up;
+* SIGTERM/SIGINT: ``STOPPING=1``, stop accepting, let in-flight work finish for up to
+  ``daemon.drain_timeout`` seconds, commit and checkpoint the store, exit 0.
+
+A task that fails brings the TaskGroup down: hesd logs why and exits non-zero, and systemd restarts
+it. The watchdog is only pinged while the store writer makes progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import os
+import signal
+import socket
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import IO, Any, Final
+
+import structlog
+from aiohttp import web
+
+from adapters.profile import VendorProfile
+from adapters.schema import ConfigError
+from hesd import __version__
+from hesd.api.app import build_app
+from hesd.config import Config, load_config
+from hesd.notify import Notifier
+from hesd.secrets import SecretStore, load_secrets
+from hesd.store import InvocationCounters, Registry, Store
+from hesd.store.outbox import outbox_stats
+from protocols.errors import HesdError
+
+__all__ = ["Daemon", "DaemonError"]
+
+log = structlog.get_logger("hesd.daemon")
+
+STATUS_INTERVAL: Final = 15.0
+
+
+class DaemonError(HesdError):
+    """hesd cannot start (state directory locked, socket in use, ...)."""
+
+
+class Daemon:
+    def __init__(
+        self, config: Config, config_path: Path | None, notifier: Notifier | None = None
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.notifier = notifier or Notifier.from_environ()
+        self.state = "starting"
+        self.started_at = time.time()
+        self.vendors: dict[str, VendorProfile] = {}
+        self.secrets = SecretStore(source=None)
+        self.import_lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._store: Store | None = None
+        self._registry: Registry | None = None
+        self.counters: InvocationCounters | None = None
+        self.reloads = 0
+
+    # -- what the API reads ------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise DaemonError("store is not open")
+        return self._store
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            raise DaemonError("store is not open")
+        return self._registry
+
+    @property
+    def active_sessions(self) -> int:
+        return 0  # meter sessions arrive with the transports; nothing holds one yet
+
+    # -- control -----------------------------------------------------------------------------
+
+    def request_stop(self, reason: str = "request") -> None:
+        if not self._stop.is_set():
+            log.info("daemon.stopping", reason=reason)
+            self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until asked to stop; raises on a startup failure or a crashed task."""
+        loop = asyncio.get_running_loop()
+        async with contextlib.AsyncExitStack() as stack:
+            state_dir = self.config.daemon.state_dir
+            lock = _lock_state_dir(state_dir)
+            stack.callback(lock.close)
+            self.vendors = self.config.load_vendor_profiles()
+            self.secrets = load_secrets(self.config.daemon.secrets_file)
+
+            for sig, handler in (
+                (signal.SIGTERM, lambda: self.request_stop("SIGTERM")),
+                (signal.SIGINT, lambda: self.request_stop("SIGINT")),
+                (signal.SIGHUP, self.request_reload),
+            ):
+                loop.add_signal_handler(sig, handler)
+                stack.callback(loop.remove_signal_handler, sig)
+
+            store = await Store.open(self.config.store)
+            self._store = store
+            self._registry = Registry(store)
+            self.counters = InvocationCounters(store)
+            stack.push_async_callback(store.close)
+
+            runner = web.AppRunner(
+                build_app(self),
+                shutdown_timeout=self.config.daemon.drain_timeout,
+                access_log=None,
+                handle_signals=False,
+            )
+            await runner.setup()
+            stack.push_async_callback(runner.cleanup)
+            sock = _bind_unix_socket(self.config.api.socket, self.config.api.socket_mode)
+            stack.callback(_unlink_quietly, self.config.api.socket)
+            await web.SockSite(runner, sock).start()
+
+            async with asyncio.TaskGroup() as tg:
+                writer = tg.create_task(store.run_writer(), name="store:writer")
+                helpers = [
+                    _named(tg, self._reloader(), "daemon:reload"),
+                    _named(tg, self._status_reporter(), "daemon:status"),
+                ]
+                if self.notifier.watchdog_interval is not None:
+                    helpers.append(_named(tg, self._watchdog(), "daemon:watchdog"))
+                self.state = "running"
+                self.notifier.notify("READY=1", f"STATUS={await self._status_line()}")
+                log.info(
+                    "daemon.ready",
+                    version=__version__,
+                    config=self.config.source,
+                    socket=str(self.config.api.socket),
+                    vendors=sorted(self.vendors),
+                    pid=os.getpid(),
+                )
+                await self._stop.wait()
+
+                self.state = "draining"
+                self.notifier.notify("STOPPING=1", "STATUS=draining")
+                started = time.monotonic()
+                await runner.cleanup()  # stop accepting, wait for in-flight requests (bounded)
+                for task in helpers:
+                    task.cancel()
+                await store.close()  # commits what is queued; the writer task then returns
+                await writer
+                log.info("daemon.drained", seconds=round(time.monotonic() - started, 3))
+        self.state = "stopped"
+        self.notifier.close()
+
+    async def _status_line(self) -> str:
+        counts = await self.registry.counts()
+        outbox = await outbox_stats(self.store)
+        return (
+            f"{sum(counts.values())} meters ({counts['online']} online), "
+            f"{self.active_sessions} sessions, outbox {outbox.depth}"
+        )
+
+    async def _status_reporter(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL)
+            self.notifier.notify(f"STATUS={await self._status_line()}")
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        assert interval is not None
+        stall_after = interval * 2  # the full WatchdogSec: a writer stuck that long is not healthy
+        while True:
+            if self.store.healthy(stall_after):
+                self.notifier.notify("WATCHDOG=1")
+            else:
+                log.error(
+                    "daemon.unhealthy",
+                    reason="store writer stalled",
+                    oldest_write_age=round(self.store.oldest_pending_age(), 3),
+                )
+            await asyncio.sleep(interval)
+
+    async def _reloader(self) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            self.notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            try:
+                self.reload()
+            finally:
+                self.notifier.notify("READY=1", f"STATUS={await self._status_line()}")
+
+    def reload(self) -> bool:
+        """Re-read vendor profiles and secrets; on any error keep what runs and log why."""
+        try:
+            fresh = load_config(self.config_path)
+            vendors = fresh.load_vendor_profiles()
+            secrets = load_secrets(fresh.daemon.secrets_file)
+        except ConfigError as exc:
+            log.error("config.reload_failed", error=str(exc))
+            return False
+        changed = [
+            name
+            for name in ("daemon", "log", "api", "store", "uplink")
+            if getattr(fresh, name) != getattr(self.config, name)
+        ]
+        if changed:
+            log.warning(
+                "config.restart_required",
+                sections=changed,
+                detail="these sections apply at the next restart",
+            )
+        self.config = dataclasses.replace(self.config, vendors=fresh.vendors)
+        self.vendors = vendors
+        self.secrets = secrets
+        self.reloads += 1
+        log.info("config.reloaded", vendors=sorted(vendors), keysets=len(secrets.keysets))
+        return True
+
+
+def _named(tg: asyncio.TaskGroup, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    return tg.create_task(coro, name=name)
+
+
+def _lock_state_dir(state_dir: Path) -> IO[str]:
+    """Hold an exclusive lock on ``state_dir/hesd.lock`` so two daemons never share a store."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        handle = (state_dir / "hesd.lock").open("a+")
+    except OSError as exc:
+        raise DaemonError(f"{state_dir}: cannot use state directory: {exc.strerror}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise DaemonError(
+            f"{state_dir}: another hesd is running with this state directory"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _bind_unix_socket(path: Path, mode: int) -> socket.socket:
+    """Bind the API socket with ``mode`` from the start (no window with wider permissions)."""
+    if path.exists():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(os.fspath(path))
+        except OSError:
+            _unlink_quietly(path)  # nobody answers: a stale socket from a crashed hesd
+        else:
+            raise DaemonError(f"{path}: another process serves this API socket")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_umask = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(os.fspath(path))
+    except OSError as exc:
+        sock.close()
+        raise DaemonError(f"{path}: cannot bind the API socket: {exc.strerror}") from None
+    finally:
+        os.umask(old_umask)
+    os.chmod(path, mode)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

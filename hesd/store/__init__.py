@@ -1,0 +1,17 @@
+"""The hesd store (aiosqlite, WAL, group commit): registry, outbox, commands, counters."""
+
+from hesd.store.counters import CounterExhausted, InvocationCounters
+from hesd.store.db import Statement, Store, StoreError
+from hesd.store.registry import ImportSummary, MeterEntry, MeterRecord, Registry
+
+__all__ = [
+    "CounterExhausted",
+    "ImportSummary",
+    "InvocationCounters",
+    "MeterEntry",
+    "MeterRecord",
+    "Registry",
+    "Statement",
+    "Store",
+    "StoreError",
+]

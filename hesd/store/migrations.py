@@ -1,0 +1,98 @@
+"""Versioned schema of the hesd store; ``PRAGMA user_version`` records the applied version.
+
+Migrations only ever append: a released step is never edited. A database written by a newer hesd
+(a higher version than the last step here) is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+
+# (version, what it does, SQL). Times are UNIX seconds (UTC) as REAL; payloads are msgpack BLOBs.
+MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
+    (
+        1,
+        "meter registry, outbox, commands with audit trail, DLMS invocation counters",
+        """
+        CREATE TABLE meters (
+            meter_id       TEXT PRIMARY KEY,
+            vendor         TEXT NOT NULL,
+            transport      TEXT NOT NULL
+                           CHECK (transport IN ('tcp-in', 'tcp-out', 'serial', 'mqtt')),
+            address        TEXT NOT NULL DEFAULT '',
+            serial_number  TEXT NOT NULL DEFAULT '',
+            system_title   TEXT NOT NULL DEFAULT '',   -- 16 hex digits, or empty
+            keyset         TEXT NOT NULL DEFAULT '',   -- name in the secrets file, or empty
+            tags           TEXT NOT NULL DEFAULT '',   -- "key=value;key=value"
+            firmware       TEXT,
+            status         TEXT NOT NULL DEFAULT 'unknown'
+                           CHECK (status IN ('unknown', 'online', 'offline')),
+            last_seen      REAL,
+            signal_quality INTEGER,                    -- RSSI in dBm as the link reports it
+            created_at     REAL NOT NULL,
+            updated_at     REAL NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX meters_by_status ON meters (status, meter_id);
+        CREATE INDEX meters_by_vendor ON meters (vendor, meter_id);
+        CREATE INDEX meters_by_serial ON meters (serial_number) WHERE serial_number != '';
+        CREATE INDEX meters_by_system_title ON meters (system_title) WHERE system_title != '';
+
+        CREATE TABLE outbox (
+            seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind        TEXT NOT NULL CHECK (kind IN ('reading', 'event', 'command_result')),
+            meter_id    TEXT NOT NULL,
+            created_at  REAL NOT NULL,
+            payload     BLOB NOT NULL,
+            state       TEXT NOT NULL DEFAULT 'pending'
+                        CHECK (state IN ('pending', 'inflight', 'dead')),
+            attempts    INTEGER NOT NULL DEFAULT 0,
+            batch_key   TEXT,
+            last_error  TEXT
+        );
+        CREATE INDEX outbox_by_state ON outbox (state, seq);
+        CREATE INDEX outbox_by_meter ON outbox (meter_id, seq);
+
+        CREATE TABLE commands (
+            command_id    TEXT PRIMARY KEY,
+            meter_id      TEXT NOT NULL,
+            kind          TEXT NOT NULL,
+            params        BLOB NOT NULL,
+            state         TEXT NOT NULL
+                          CHECK (state IN ('queued', 'sent', 'succeeded', 'failed',
+                                           'expired', 'cancelled')),
+            requested_by  TEXT NOT NULL,
+            created_at    REAL NOT NULL,
+            updated_at    REAL NOT NULL,
+            expires_at    REAL NOT NULL,
+            attempts      INTEGER NOT NULL DEFAULT 0,
+            result        BLOB
+        ) WITHOUT ROWID;
+        CREATE INDEX commands_by_meter ON commands (meter_id, state, created_at);
+        CREATE INDEX commands_by_state ON commands (state, expires_at);
+
+        CREATE TABLE command_audit (
+            command_id  TEXT NOT NULL REFERENCES commands (command_id) ON DELETE CASCADE,
+            at          REAL NOT NULL,
+            state       TEXT NOT NULL,
+            detail      TEXT NOT NULL DEFAULT ''
+        );
+        CREATE INDEX command_audit_by_command ON command_audit (command_id, at);
+
+        -- Suite-0 invocation counters (IEC 62056-5-3 §5.3.4.7). 'tx' is the next counter hesd may
+        -- use towards the meter, reserved ahead in blocks so that a crash never reuses one; 'rx' is
+        -- the highest counter accepted from the meter, so a replay is refused after a restart.
+        CREATE TABLE invocation_counters (
+            meter_id        TEXT NOT NULL,
+            client_address  INTEGER NOT NULL,
+            direction       TEXT NOT NULL CHECK (direction IN ('tx', 'rx')),
+            value           INTEGER NOT NULL CHECK (value BETWEEN 0 AND 4294967295),
+            updated_at      REAL NOT NULL,
+            PRIMARY KEY (meter_id, client_address, direction)
+        ) WITHOUT ROWID;
+        """,
+    ),
+)
+
+SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
