@@ -1,0 +1,1 @@
+export HESD_CONFIG=/etc/hesd/hesd.toml
