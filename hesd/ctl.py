@@ -93,7 +93,10 @@ class Client:
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[dict[str, str], bytes]:
-        status, response_headers, data = self.request(method, url, body, headers)
+        try:
+            status, response_headers, data = self.request(method, url, body, headers)
+        except Unreachable as exc:
+            _fail(str(exc), EXIT_UNREACHABLE)
         if status >= 400:
             try:
                 detail = json.loads(data)["detail"]

@@ -27,9 +27,7 @@ UNIT_NAME = "hesd.service"
 def _systemd_analyze() -> str:
     exe = shutil.which("systemd-analyze")
     if exe is None:
-        pytest.fail(
-            "systemd-analyze not found; install it with `apt-get install systemd`"
-        )
+        pytest.fail("systemd-analyze not found; install it with `apt-get install systemd`")
     return exe
 
 

@@ -144,6 +144,10 @@ class Store:
     async def execute_many(self, sql: str, seq: Iterable[Params]) -> None:
         await self.submit([(sql, p) for p in seq])
 
+    async def sync(self) -> None:
+        """Wait until everything submitted or noted so far (flushers included) is committed."""
+        await self.submit([])
+
     def add_flusher(self, flusher: Flusher) -> None:
         """Register a source of coalesced statements, drained into every commit."""
         self._flushers.append(flusher)

@@ -1,0 +1,244 @@
+"""The store: migrations, group commit, failure isolation, coalesced state, invocation counters."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hesd.config import StoreConfig
+from hesd.store import InvocationCounters, MeterEntry, Registry, Store, StoreError
+from hesd.store.migrations import SCHEMA_VERSION
+from hesd.store.outbox import outbox_stats
+
+
+def store_config(tmp_path: Path, interval: float = 0.005) -> StoreConfig:
+    return StoreConfig(
+        path=tmp_path / "state" / "hesd.db",
+        commit_interval=interval,
+        commit_max_batch=2000,
+        slow_commit=5.0,
+    )
+
+
+class Running:
+    """A store with its writer task, closed (and the task awaited) at the end."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.writer = asyncio.create_task(store.run_writer(), name="store:writer")
+
+    async def close(self) -> None:
+        await self.store.close()
+        await self.writer
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Running]:
+    r = Running(await Store.open(store_config(tmp_path)))
+    yield r
+    await r.close()
+
+
+def user_version(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+async def test_open_migrates_and_uses_wal(tmp_path: Path) -> None:
+    r = Running(await Store.open(store_config(tmp_path)))
+    assert await r.store.scalar("PRAGMA journal_mode") == "wal"
+    await r.close()
+    path = tmp_path / "state" / "hesd.db"
+    assert user_version(path) == SCHEMA_VERSION
+    with sqlite3.connect(path) as conn:
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+    assert {"meters", "outbox", "commands", "command_audit", "invocation_counters"} <= tables
+
+
+async def test_database_from_a_newer_hesd_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "hesd.db"
+    path.parent.mkdir()
+    with sqlite3.connect(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match=rf"schema version {SCHEMA_VERSION + 1} is newer"):
+        await Store.open(store_config(tmp_path))
+
+
+async def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "hesd.db"
+    path.parent.mkdir()
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match=r"hesd\.db: file is not a database"):
+        await Store.open(store_config(tmp_path))
+
+
+async def test_concurrent_writes_share_commits(running: Running) -> None:
+    store = running.store
+    sql = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('event', ?, 0, x'00')"
+    await asyncio.gather(*(store.execute(sql, (f"m{i}",)) for i in range(500)))
+    assert await store.scalar("SELECT count(*) FROM outbox") == 500
+    assert store.commits < 50, f"500 concurrent writes took {store.commits} commits"
+
+
+async def test_a_bad_statement_fails_only_its_sender(running: Running) -> None:
+    store = running.store
+    good = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('event', ?, 0, x'00')"
+    bad = (
+        "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('nonsense', ?, 0, x'00')"
+    )
+    results = await asyncio.gather(
+        store.execute(good, ("a",)),
+        store.execute(bad, ("b",)),
+        store.execute(good, ("c",)),
+        return_exceptions=True,
+    )
+    assert results[0] is None
+    assert results[2] is None
+    assert isinstance(results[1], StoreError)
+    assert "CHECK constraint failed" in str(results[1])
+    rows = await store.fetchall("SELECT meter_id FROM outbox ORDER BY seq")
+    assert [r[0] for r in rows] == ["a", "c"]
+
+
+async def test_a_submission_is_atomic(running: Running) -> None:
+    store = running.store
+    good = (
+        "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('event', 'x', 0, x'00')",
+        (),
+    )
+    bad = (
+        "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('bad', 'y', 0, x'00')",
+        (),
+    )
+    with pytest.raises(StoreError):
+        await store.submit([good, bad])
+    assert await store.scalar("SELECT count(*) FROM outbox") == 0
+
+
+async def test_close_commits_what_is_queued(tmp_path: Path) -> None:
+    r = Running(await Store.open(store_config(tmp_path, interval=0.5)))
+    future = r.store.submit(
+        [
+            (
+                "INSERT INTO outbox (kind, meter_id, created_at, payload)"
+                " VALUES ('event', 'q', 0, x'00')",
+                (),
+            )
+        ]
+    )
+    await r.close()
+    assert future.done()
+    assert future.exception() is None
+    with sqlite3.connect(tmp_path / "state" / "hesd.db") as conn:
+        assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 1
+    with pytest.raises(StoreError, match="closing"):
+        r.store.submit([])
+
+
+async def test_outbox_stats(running: Running) -> None:
+    store = running.store
+    sql = (
+        "INSERT INTO outbox (kind, meter_id, created_at, payload, state)"
+        " VALUES ('event', 'm', ?, x'00', ?)"
+    )
+    await store.execute_many(sql, [(100.0, "pending"), (150.0, "inflight"), (50.0, "dead")])
+    stats = await outbox_stats(store, now=200.0)
+    assert (stats.depth, stats.dead_letters, stats.oldest_age) == (2, 1, 100.0)
+
+
+# -- registry ---------------------------------------------------------------------------------
+
+
+def entry(meter_id: str, **kw: object) -> MeterEntry:
+    fields: dict[str, object] = {"vendor": "is15959", "transport": "tcp-in", **kw}
+    return MeterEntry(meter_id, **fields)  # type: ignore[arg-type]
+
+
+async def test_registry_upsert_counts_and_keeps_state(running: Running) -> None:
+    registry = Registry(running.store)
+    first = await registry.upsert([entry("A"), entry("B"), entry("C")])
+    assert (first.created, first.updated, first.unchanged) == (3, 0, 0)
+    registry.note_state("A", status="online", last_seen=1000.0, signal_quality=-71)
+    await running.store.sync()
+    second = await registry.upsert([entry("A", serial_number="SN1"), entry("B"), entry("D")])
+    assert (second.created, second.updated, second.unchanged) == (1, 1, 1)
+    a = await registry.get("A")
+    assert a is not None
+    assert a.entry.serial_number == "SN1"
+    assert (a.status, a.last_seen, a.signal_quality) == ("online", 1000.0, -71)
+    assert await registry.get("Z") is None
+
+
+async def test_registry_state_updates_are_coalesced(running: Running) -> None:
+    registry = Registry(running.store)
+    await registry.upsert([entry("A")])
+    commits = running.store.commits
+    for i in range(1000):
+        registry.note_state("A", status="online", last_seen=float(i))
+    await running.store.sync()
+    record = await registry.get("A")
+    assert record is not None
+    assert record.last_seen == 999.0
+    assert running.store.commits - commits <= 2
+
+
+async def test_registry_select_filters_and_pages(running: Running) -> None:
+    registry = Registry(running.store)
+    await registry.upsert(
+        [entry(f"M{i:03d}", vendor="acme" if i % 2 else "is15959") for i in range(10)]
+    )
+    registry.note_state("M003", status="offline")
+    await running.store.sync()
+    assert [r.meter_id for r in await registry.select(status="offline")] == ["M003"]
+    assert len(await registry.select(vendor="acme")) == 5
+    page1 = await registry.select(limit=4)
+    page2 = await registry.select(limit=4, after=page1[-1].meter_id)
+    assert [r.meter_id for r in page1 + page2] == [f"M{i:03d}" for i in range(8)]
+    assert await registry.counts() == {"unknown": 9, "online": 0, "offline": 1}
+
+
+def test_registry_refuses_unknown_state_fields(tmp_path: Path) -> None:
+    registry = Registry.__new__(Registry)
+    registry._dirty = {}  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match="not registry state fields"):
+        registry.note_state("A", colour="red")
+    with pytest.raises(ValueError, match="status 'asleep'"):
+        registry.note_state("A", status="asleep")
+
+
+# -- invocation counters ----------------------------------------------------------------------
+
+
+async def test_tx_counters_never_repeat_across_a_crash(tmp_path: Path) -> None:
+    r1 = Running(await Store.open(store_config(tmp_path)))
+    counters = InvocationCounters(r1.store, block=10)
+    used = [await counters.next_tx("M1", 48) for _ in range(15)]
+    assert used == list(range(15))
+    # a crash: the first process never closes; a second one opens the same database
+    r2 = Running(await Store.open(store_config(tmp_path)))
+    after_crash = await InvocationCounters(r2.store, block=10).next_tx("M1", 48)
+    assert after_crash >= 15, "a counter was reused after a restart"
+    assert after_crash == 20  # resumes at the end of the reserved block
+    await r2.close()
+    await r1.close()
+
+
+async def test_rx_counters_refuse_replay_and_survive_restart(tmp_path: Path) -> None:
+    r = Running(await Store.open(store_config(tmp_path)))
+    counters = InvocationCounters(r.store)
+    assert await counters.accept_rx("M1", 48, 5)
+    assert not await counters.accept_rx("M1", 48, 5)
+    assert not await counters.accept_rx("M1", 48, 4)
+    assert await counters.accept_rx("M1", 48, 9)
+    await r.close()
+    r = Running(await Store.open(store_config(tmp_path)))
+    counters = InvocationCounters(r.store)
+    assert await counters.last_rx("M1", 48) == 9
+    assert not await counters.accept_rx("M1", 48, 9)
+    await r.close()
