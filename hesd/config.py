@@ -132,7 +132,7 @@ def parse_config(doc: Table, base: Path) -> Config:
     store_t = doc.table("store")
     store = StoreConfig(
         path=store_t.path("path", base=state_dir, default="hesd.db"),
-        commit_interval=store_t.number("commit_interval", lo=0, hi=1, default=0.005),
+        commit_interval=store_t.number("commit_interval", lo=0, hi=1, default=0.0),
         commit_max_batch=store_t.integer("commit_max_batch", lo=1, hi=100_000, default=2000),
         slow_commit=store_t.number("slow_commit", lo=0.001, hi=60, default=0.5),
     )

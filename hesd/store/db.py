@@ -3,10 +3,11 @@
 Two aiosqlite connections, each with its own thread: the *writer* owns every write, the *reader*
 serves queries (WAL lets readers see the last commit while a write is in progress). Writers do not
 execute SQL themselves: they ``submit`` statements and await a future that resolves once those
-statements are committed, durably (``synchronous=FULL``). The writer task gathers whatever was
-submitted within ``commit_interval`` (or up to ``commit_max_batch`` submissions) into one
-transaction, so one fsync serves many sessions and a slow disk delays acknowledgements without
-ever blocking the event loop.
+statements are committed, durably (``synchronous=FULL``). The writer task puts everything queued
+(up to ``commit_max_batch`` submissions) into one transaction; what arrives while a commit runs
+joins the next, so batches grow by themselves with load and disk latency, one fsync serves many
+sessions, and a slow disk delays acknowledgements without ever blocking the event loop. A positive
+``commit_interval`` additionally waits that long to gather writes (fewer fsyncs on a quiet disk).
 
 State that changes often and only matters in its latest value (a meter's last-seen time, its
 signal quality) is not submitted at all: owners register a *flusher* that hands the writer its
