@@ -28,17 +28,28 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hesd.config import StoreConfig  # noqa: E402
-from hesd.store import Store  # noqa: E402
+from hesd.config import StoreConfig
+from hesd.store import Store
 
 INSERT = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('reading', ?, ?, ?)"
-PAYLOAD = msgpack.packb({"quantity": "energy.import.active", "value": 12345.678, "unit": "kWh",
-                         "ts": "2026-11-23T10:15:00Z", "obis": "1.0.1.8.0.255", "quality": []})
+PAYLOAD = msgpack.packb(
+    {
+        "quantity": "energy.import.active",
+        "value": 12345.678,
+        "unit": "kWh",
+        "ts": "2026-11-23T10:15:00Z",
+        "obis": "1.0.1.8.0.255",
+        "quality": [],
+    }
+)
 
 
-async def run_case(directory: Path, writers: int, records: int, interval: float) -> dict[str, float]:
-    config = StoreConfig(path=directory / "bench.db", commit_interval=interval,
-                         commit_max_batch=5000, slow_commit=60)
+async def run_case(
+    directory: Path, writers: int, records: int, interval: float
+) -> dict[str, float]:
+    config = StoreConfig(
+        path=directory / "bench.db", commit_interval=interval, commit_max_batch=5000, slow_commit=60
+    )
     store = await Store.open(config)
     task = asyncio.create_task(store.run_writer(), name="store:writer")
     latencies: list[float] = []
@@ -68,8 +79,9 @@ async def run_case(directory: Path, writers: int, records: int, interval: float)
 
 async def run_baseline(directory: Path, records: int) -> dict[str, float]:
     """One transaction per record, one writer: the cost group commit avoids."""
-    config = StoreConfig(path=directory / "base.db", commit_interval=0, commit_max_batch=1,
-                         slow_commit=60)
+    config = StoreConfig(
+        path=directory / "base.db", commit_interval=0, commit_max_batch=1, slow_commit=60
+    )
     store = await Store.open(config)
     task = asyncio.create_task(store.run_writer(), name="store:writer")
     latencies = []
@@ -82,9 +94,13 @@ async def run_baseline(directory: Path, records: int) -> dict[str, float]:
     await store.close()
     await task
     latencies.sort()
-    return {"writes_per_s": records / elapsed, "commits": records, "writes_per_commit": 1.0,
-            "ack_p50_ms": latencies[len(latencies) // 2] * 1000,
-            "ack_p99_ms": latencies[int(len(latencies) * 0.99)] * 1000}
+    return {
+        "writes_per_s": records / elapsed,
+        "commits": records,
+        "writes_per_commit": 1.0,
+        "ack_p50_ms": latencies[len(latencies) // 2] * 1000,
+        "ack_p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+    }
 
 
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -120,21 +136,33 @@ def main() -> None:
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))  # warnings only
     results = uvloop.run(main_async(args))
-    header = f"{'case':34} {'writes/s':>10} {'per commit':>11} {'ack p50 ms':>11} {'ack p99 ms':>11}"
+    header = (
+        f"{'case':34} {'writes/s':>10} {'per commit':>11} {'ack p50 ms':>11} {'ack p99 ms':>11}"
+    )
     print(header)
     print("-" * len(header))
     for name, r in results.items():
-        print(f"{name:34} {r['writes_per_s']:10.0f} {r['writes_per_commit']:11.1f} "
-              f"{r['ack_p50_ms']:11.2f} {r['ack_p99_ms']:11.2f}")
+        print(
+            f"{name:34} {r['writes_per_s']:10.0f} {r['writes_per_commit']:11.1f} "
+            f"{r['ack_p50_ms']:11.2f} {r['ack_p99_ms']:11.2f}"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "benchmark": "store_commit",
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
-        "params": {"writers": args.writers, "records": args.records, "repeat": args.repeat},
-        "median": results,
-    }, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "store_commit",
+                "machine": {
+                    "cpus": __import__("os").cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+                "params": {"writers": args.writers, "records": args.records, "repeat": args.repeat},
+                "median": results,
+            },
+            indent=2,
+        )
+    )
     print(f"\nwrote {out}")
 
 

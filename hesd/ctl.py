@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, NoReturn
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import click
 
@@ -292,7 +292,7 @@ def meters(ctx: click.Context, status: str | None, vendor: str | None, as_json: 
 @click.pass_context
 def meters_show(ctx: click.Context, meter_id: str, as_json: bool) -> None:
     """Everything the registry holds about one meter."""
-    meter = _client(ctx).json("GET", f"/api/v1/meters/{meter_id}")
+    meter = _client(ctx).json("GET", f"/api/v1/meters/{quote(meter_id, safe='')}")
     if as_json:
         click.echo(json.dumps(meter, indent=2))
         return

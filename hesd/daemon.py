@@ -208,11 +208,15 @@ class Daemon:
                 self.notifier.notify("READY=1", f"STATUS={await self._status_line()}")
 
     def reload(self) -> bool:
-        """Re-read vendor profiles and secrets; on any error keep what runs and log why."""
+        """Re-read vendor profiles and the secrets file; on any error keep what runs and log why.
+
+        The ``[vendors]`` section applies at once; changes to other sections (the secrets file's
+        path included) are logged as ``config.restart_required`` and wait for a restart.
+        """
         try:
             fresh = load_config(self.config_path)
             vendors = fresh.load_vendor_profiles()
-            secrets = load_secrets(fresh.daemon.secrets_file)
+            secrets = load_secrets(self.config.daemon.secrets_file)  # the path is a restart setting
         except ConfigError as exc:
             log.error("config.reload_failed", error=str(exc))
             return False

@@ -23,8 +23,9 @@ LOG: Final = Path("var") / "demo-hesd.log"
 def step(*args: str) -> None:
     shown = " ".join(shlex.quote(a) for a in args)
     print(f"\n$ {shown}", flush=True)
-    result = subprocess.run([str(BIN / args[0]), *args[1:]], check=False, text=True,
-                            capture_output=True, env=ENV)
+    result = subprocess.run(
+        [str(BIN / args[0]), *args[1:]], check=False, text=True, capture_output=True, env=ENV
+    )
     sys.stdout.write(result.stdout)
     sys.stdout.write(result.stderr)
     if result.returncode != 0:
@@ -37,8 +38,9 @@ def main() -> None:
     LOG.parent.mkdir(exist_ok=True)
     print(f"$ hesd run &    # embedded defaults; log in {LOG}", flush=True)
     with LOG.open("w") as log:
-        daemon = subprocess.Popen([str(BIN / "hesd"), "run"], stdout=log, stderr=subprocess.STDOUT,
-                                  env=ENV)
+        daemon = subprocess.Popen(
+            [str(BIN / "hesd"), "run"], stdout=log, stderr=subprocess.STDOUT, env=ENV
+        )
     try:
         step("hesctl", "status", "--wait", "20")
         step("hesctl", "meters", "import", "conf/meters.example.csv")

@@ -13,7 +13,9 @@ CONFTEST = (Path(__file__).resolve().parent / "conftest.py").read_text()
 
 def test_leaked_task_fails_the_test(pytester: pytest.Pytester) -> None:
     pytester.makeconftest(CONFTEST)
-    pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
     pytester.makepyfile(
         """
         import asyncio

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hesd.config import StoreConfig
-from hesd.store import InvocationCounters, MeterEntry, Registry, Store, StoreError
+from hesd.store import InvocationCounters, MeterEntry, Registry, RegistryConflict, Store, StoreError
 from hesd.store.migrations import SCHEMA_VERSION
 from hesd.store.outbox import outbox_stats
 
@@ -242,3 +242,17 @@ async def test_rx_counters_refuse_replay_and_survive_restart(tmp_path: Path) -> 
     assert await counters.last_rx("M1", 48) == 9
     assert not await counters.accept_rx("M1", 48, 9)
     await r.close()
+
+
+async def test_a_system_title_belongs_to_one_meter(running: Running) -> None:
+    registry = Registry(running.store)
+    await registry.upsert([entry("A", system_title="00AA00AA00AA00AA")])
+    with pytest.raises(RegistryConflict) as info:
+        await registry.upsert([entry("B", system_title="00AA00AA00AA00AA")])
+    assert info.value.conflicts == [
+        "meter B: system_title 00AA00AA00AA00AA already belongs to meter A"
+    ]
+    assert await registry.get("B") is None
+    # moving the title in one import is fine: A gives it up, B takes it
+    summary = await registry.upsert([entry("A"), entry("B", system_title="00AA00AA00AA00AA")])
+    assert (summary.created, summary.updated) == (1, 1)

@@ -19,7 +19,7 @@ from aiohttp import web
 from hesd import __version__
 from hesd.inventory import InventoryError, format_inventory, parse_inventory
 from hesd.store.outbox import outbox_stats
-from hesd.store.registry import METER_ID, STATUSES
+from hesd.store.registry import METER_ID, STATUSES, RegistryConflict
 from protocols.errors import HesdError
 
 if TYPE_CHECKING:
@@ -168,9 +168,9 @@ async def import_meters(request: web.Request) -> web.Response:
     source = request.headers.get("X-Hesd-Source", "inventory.csv")[:256]
     dry_run = request.query.get("dry_run", "") in ("1", "true")
     try:
-        text = await request.text()
-    except UnicodeDecodeError:
-        raise ApiError(400, "Bad Request", f"{source}: not UTF-8 text") from None
+        text = (await request.read()).decode("utf-8")  # the inventory format is UTF-8, always
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "Bad Request", f"{source}: not UTF-8 text (byte {exc.start})") from None
     vendors, keysets = set(daemon.vendors), set(daemon.secrets.keysets)
     try:
         # parsing a large inventory is CPU work: keep it off the event loop's thread
@@ -188,7 +188,10 @@ async def import_meters(request: web.Request) -> web.Response:
     async with daemon.import_lock:
         if dry_run:
             return _json({"dry_run": True, "meters": len(entries)})
-        summary = await daemon.registry.upsert(entries)
+        try:
+            summary = await daemon.registry.upsert(entries)
+        except RegistryConflict as exc:
+            raise ApiError(409, "Conflict", f"{source}: {exc}", conflicts=exc.conflicts) from None
     log.info(
         "inventory.imported",
         source=source,

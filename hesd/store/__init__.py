@@ -2,7 +2,13 @@
 
 from hesd.store.counters import CounterExhausted, InvocationCounters
 from hesd.store.db import Statement, Store, StoreError
-from hesd.store.registry import ImportSummary, MeterEntry, MeterRecord, Registry
+from hesd.store.registry import (
+    ImportSummary,
+    MeterEntry,
+    MeterRecord,
+    Registry,
+    RegistryConflict,
+)
 
 __all__ = [
     "CounterExhausted",
@@ -11,6 +17,7 @@ __all__ = [
     "MeterEntry",
     "MeterRecord",
     "Registry",
+    "RegistryConflict",
     "Statement",
     "Store",
     "StoreError",

@@ -37,7 +37,8 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
         CREATE INDEX meters_by_status ON meters (status, meter_id);
         CREATE INDEX meters_by_vendor ON meters (vendor, meter_id);
         CREATE INDEX meters_by_serial ON meters (serial_number) WHERE serial_number != '';
-        CREATE INDEX meters_by_system_title ON meters (system_title) WHERE system_title != '';
+        CREATE UNIQUE INDEX meters_by_system_title ON meters (system_title)
+            WHERE system_title != '';
 
         CREATE TABLE outbox (
             seq         INTEGER PRIMARY KEY AUTOINCREMENT,

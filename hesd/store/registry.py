@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from hesd.store.db import Statement, Store
+from protocols.errors import HesdError
 
 __all__ = [
     "METER_ID",
@@ -26,6 +27,7 @@ __all__ = [
     "MeterEntry",
     "MeterRecord",
     "Registry",
+    "RegistryConflict",
 ]
 
 METER_ID: Final = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
@@ -88,6 +90,14 @@ class MeterRecord:
             "signal_quality": self.signal_quality,
             "firmware": self.firmware,
         }
+
+
+class RegistryConflict(HesdError):
+    """An import would give a system title to a second meter (the title identifies a meter)."""
+
+    def __init__(self, conflicts: list[str]) -> None:
+        self.conflicts = conflicts
+        super().__init__("\n".join(conflicts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +181,7 @@ class Registry:
                 chunk,
             ):
                 existing[row["meter_id"]] = _record(row).entry
+        await self._check_system_titles(entries)
         created = updated = unchanged = 0
         statements: list[Statement] = []
         for entry in entries:
@@ -209,6 +220,27 @@ class Registry:
         if statements:
             await self._store.submit(statements)
         return ImportSummary(created, updated, unchanged)
+
+    async def _check_system_titles(self, entries: Sequence[MeterEntry]) -> None:
+        """Refuse titles already held by another meter that this import does not re-title."""
+        wanted = {e.system_title: e.meter_id for e in entries if e.system_title}
+        importing = {e.meter_id: e.system_title for e in entries}
+        titles = list(wanted)
+        conflicts: list[str] = []
+        for start in range(0, len(titles), 500):
+            chunk = titles[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in await self._store.fetchall(
+                f"SELECT meter_id, system_title FROM meters WHERE system_title IN ({marks})", chunk
+            ):
+                owner, title = row[0], row[1]
+                if owner != wanted[title] and importing.get(owner, title) == title:
+                    conflicts.append(
+                        f"meter {wanted[title]}: system_title {title}"
+                        f" already belongs to meter {owner}"
+                    )
+        if conflicts:
+            raise RegistryConflict(conflicts)
 
     # -- queries -----------------------------------------------------------------------------
 

@@ -1,0 +1,129 @@
+"""The HTTP API in-process: answers and problem+json errors, as docs/hes-api.yaml states them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from hesd.api.app import build_app
+from hesd.config import load_config
+from hesd.daemon import Daemon
+from hesd.store import Registry, Store
+
+REPO = Path(__file__).resolve().parent.parent
+CSV = "text/csv; charset=utf-8"
+
+
+@pytest.fixture
+async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TestClient]:
+    monkeypatch.chdir(REPO)
+    config = load_config(None)
+    config = type(config)(
+        **{
+            **{f: getattr(config, f) for f in config.__dataclass_fields__},
+            "store": type(config.store)(tmp_path / "hesd.db", 0.0, 100, 5.0),
+        }
+    )
+    daemon = Daemon(config, None)
+    daemon.vendors = config.load_vendor_profiles()
+    store = await Store.open(config.store)
+    writer = asyncio.create_task(store.run_writer(), name="store:writer")
+    daemon._store, daemon._registry = store, Registry(store)
+    async with TestClient(TestServer(build_app(daemon))) as test_client:
+        yield test_client
+    await store.close()
+    await writer
+
+
+async def test_status(client: TestClient) -> None:
+    response = await client.get("/api/v1/status")
+    assert response.status == 200
+    body = await response.json()
+    assert body["meters"]["total"] == 0
+    assert body["vendors"] == ["is15959"]
+
+
+async def test_unknown_meter_is_a_problem(client: TestClient) -> None:
+    response = await client.get("/api/v1/meters/NOPE")
+    assert response.status == 404
+    assert response.content_type == "application/problem+json"
+    body = await response.json()
+    assert body["detail"] == "meter 'NOPE' is not in the registry"
+
+
+async def test_unknown_route_is_a_problem(client: TestClient) -> None:
+    response = await client.get("/api/v1/nothing")
+    assert response.status == 404
+    assert response.content_type == "application/problem+json"
+    assert (await response.json())["detail"].startswith("GET /api/v1/nothing")
+
+
+async def test_bad_query_parameters(client: TestClient) -> None:
+    response = await client.get("/api/v1/meters?status=sleeping")
+    assert response.status == 400
+    assert (await response.json())["detail"] == (
+        "query parameter status: expected one of unknown, online, offline, got 'sleeping'"
+    )
+    response = await client.get("/api/v1/meters?limit=0")
+    assert (await response.json())["detail"] == (
+        "query parameter limit: expected integer 1..100000, got '0'"
+    )
+
+
+async def test_import_needs_csv(client: TestClient) -> None:
+    response = await client.post(
+        "/api/v1/meters/import", data=b"{}", headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 415
+
+
+async def test_import_is_utf8_whatever_the_charset_says(client: TestClient) -> None:
+    body = b"meter_id,vendor,transport\nM1,is15959,tcp-in\n"
+    response = await client.post(
+        "/api/v1/meters/import", data=body, headers={"Content-Type": "text/csv; charset=foo"}
+    )
+    assert response.status == 200
+    response = await client.post(
+        "/api/v1/meters/import",
+        data=b"meter_id\xff\n",
+        headers={"Content-Type": CSV, "X-Hesd-Source": "lot.csv"},
+    )
+    assert response.status == 400
+    assert (await response.json())["detail"] == "lot.csv: not UTF-8 text (byte 8)"
+
+
+async def test_invalid_inventory_lists_errors(client: TestClient) -> None:
+    body = b"meter_id,vendor,transport\nM1,acme,tcp-in\n"
+    response = await client.post(
+        "/api/v1/meters/import",
+        data=body,
+        headers={"Content-Type": CSV, "X-Hesd-Source": "lot.csv"},
+    )
+    assert response.status == 422
+    problem = await response.json()
+    assert problem["errors"] == [
+        {"line": 2, "column": "vendor", "message": 'unknown vendor "acme" (known: is15959)'}
+    ]
+
+
+async def test_system_title_conflict(client: TestClient) -> None:
+    first = b"meter_id,vendor,transport,system_title\nM1,is15959,tcp-in,00AA00AA00AA00AA\n"
+    second = b"meter_id,vendor,transport,system_title\nM2,is15959,tcp-in,00AA00AA00AA00AA\n"
+    assert (
+        await client.post("/api/v1/meters/import", data=first, headers={"Content-Type": CSV})
+    ).status == 200
+    response = await client.post(
+        "/api/v1/meters/import",
+        data=second,
+        headers={"Content-Type": CSV, "X-Hesd-Source": "lot.csv"},
+    )
+    assert response.status == 409
+    problem = await response.json()
+    assert problem["conflicts"] == [
+        "meter M2: system_title 00AA00AA00AA00AA already belongs to meter M1"
+    ]
+    assert (await client.get("/api/v1/meters/M2")).status == 404
