@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,12 +23,7 @@ CSV = "text/csv; charset=utf-8"
 async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TestClient]:
     monkeypatch.chdir(REPO)
     config = load_config(None)
-    config = type(config)(
-        **{
-            **{f: getattr(config, f) for f in config.__dataclass_fields__},
-            "store": type(config.store)(tmp_path / "hesd.db", 0.0, 100, 5.0),
-        }
-    )
+    config = replace(config, store=replace(config.store, path=tmp_path / "hesd.db"))
     daemon = Daemon(config, None)
     daemon.vendors = config.load_vendor_profiles()
     store = await Store.open(config.store)
