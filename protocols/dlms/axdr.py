@@ -4,21 +4,11 @@ The ``Data`` CHOICE of IEC 62056-6-2 §4.1.5 is encoded with the A-XDR rules of 
 tag octet (``Tag``), then the content; variable-length content is preceded by an A-XDR length
 (``encode_length``). Values map to Python as follows (plain mode):
 
-==================================  =================================================
-null-data, dont-care                ``None``
-boolean                             ``bool``
-integer .. long64-unsigned, enum,   ``int`` (bcd: the raw octet 0..255)
-bcd
-float32, float64                    ``float``
-octet-string                        ``bytes`` (a 12-octet string stays ``bytes``:
-                                    callers who know it is a date-time call
-                                    ``DateTime.from_octets``)
-visible-string, utf8-string         ``str``
-bit-string                          ``BitString``
-array / structure                   ``list`` / ``tuple``
-compact-array                       ``CompactArray``
-date-time / date / time             ``DateTime`` / ``Date`` / ``Time``
-==================================  =================================================
+null-data, dont-care -> ``None``; boolean -> ``bool``; integer .. long64-unsigned, enum, bcd (the
+raw octet) -> ``int``; float32/64 -> ``float``; octet-string -> ``bytes`` (12 octets stay bytes:
+a caller who knows a date-time is there calls ``DateTime.from_octets``); visible-string and
+utf8-string -> ``str``; bit-string -> ``BitString``; array -> ``list``; structure -> ``tuple``;
+compact-array -> ``CompactArray``; date-time/date/time -> ``DateTime``/``Date``/``Time``.
 
 A bare ``int`` or ``float`` cannot be encoded, because A-XDR needs to know its width: wrap it in
 ``Typed``. ``decode(..., typed=True)`` returns every node as a ``Typed`` so that a decoded value
@@ -77,19 +67,7 @@ class Truncated(RemoteProtocolError):
 
 _TAGS: dict[int, Tag] = {int(t): t for t in Tag}
 _NAMES: dict[int, str] = {int(t): t.name.lower().replace("_", "-") for t in Tag}
-_INT_RANGES: dict[int, tuple[int, int]] = {
-    Tag.INTEGER: (-0x80, 0x7F),
-    Tag.LONG: (-0x8000, 0x7FFF),
-    Tag.DOUBLE_LONG: (-0x8000_0000, 0x7FFF_FFFF),
-    Tag.LONG64: (-0x8000_0000_0000_0000, 0x7FFF_FFFF_FFFF_FFFF),
-    Tag.UNSIGNED: (0, 0xFF),
-    Tag.LONG_UNSIGNED: (0, 0xFFFF),
-    Tag.DOUBLE_LONG_UNSIGNED: (0, 0xFFFF_FFFF),
-    Tag.LONG64_UNSIGNED: (0, 0xFFFF_FFFF_FFFF_FFFF),
-    Tag.ENUM: (0, 0xFF),
-    Tag.BCD: (0, 0xFF),  # IEC 62056-6-2 §4.1.5: one octet; kept raw, not converted to digits
-}
-_STRUCTS: dict[int, struct.Struct] = {
+_STRUCTS: dict[int, struct.Struct] = {  # IEC 62056-6-2 §4.1.5: fixed-size types, big-endian
     Tag.INTEGER: struct.Struct(">b"),
     Tag.LONG: struct.Struct(">h"),
     Tag.DOUBLE_LONG: struct.Struct(">i"),
@@ -99,9 +77,16 @@ _STRUCTS: dict[int, struct.Struct] = {
     Tag.DOUBLE_LONG_UNSIGNED: struct.Struct(">I"),
     Tag.LONG64_UNSIGNED: struct.Struct(">Q"),
     Tag.ENUM: struct.Struct(">B"),
-    Tag.BCD: struct.Struct(">B"),
+    Tag.BCD: struct.Struct(">B"),  # one octet; kept raw, not converted to digits
     Tag.FLOAT32: struct.Struct(">f"),
     Tag.FLOAT64: struct.Struct(">d"),
+}
+_INT_RANGES: dict[int, tuple[int, int]] = {  # signed formats are lower case
+    t: (-(1 << (8 * s.size - 1)), (1 << (8 * s.size - 1)) - 1)
+    if s.format.islower()
+    else (0, (1 << (8 * s.size)) - 1)
+    for t, s in _STRUCTS.items()
+    if s.format[-1] not in "fd"
 }
 _F32 = _STRUCTS[Tag.FLOAT32]
 _U16 = _STRUCTS[Tag.LONG_UNSIGNED]
@@ -427,7 +412,7 @@ class CompactArray:
 
 def _normalize(tag: Tag, value: object) -> object:
     """``value`` checked (and made canonical) for ``tag``; LocalProtocolError if it does not fit."""
-    name = _NAMES[tag]
+    name = _NAMES[tag]  # for the messages
     rng = _INT_RANGES.get(tag)
     if rng is not None:
         if not isinstance(value, int) or isinstance(value, bool):
@@ -495,11 +480,18 @@ class Typed:
     value: object = None
 
     def __post_init__(self) -> None:
-        tag = _TAGS.get(self.tag) if isinstance(self.tag, int) else None
-        if tag is None:
-            raise LocalProtocolError(f"{self.tag!r} is not an A-XDR tag")
-        object.__setattr__(self, "tag", tag)
-        object.__setattr__(self, "value", _normalize(tag, self.value))
+        raw: object = self.tag
+        tag, value = self.tag, self.value
+        if type(raw) is not Tag:
+            found = _TAGS.get(raw) if type(raw) is int else None
+            if found is None:
+                raise LocalProtocolError(f"{raw!r} is not an A-XDR tag")
+            tag = found
+            object.__setattr__(self, "tag", tag)
+        rng = _INT_RANGES.get(tag)
+        if type(value) is int and rng is not None and rng[0] <= value <= rng[1]:
+            return  # the common case, already canonical
+        object.__setattr__(self, "value", _normalize(tag, value))
 
 
 Value: TypeAlias = (  # what encode takes and decode gives; int and float only inside Typed
@@ -551,6 +543,8 @@ def _length(data: bytes, p: int, end: int, at: int, tag: int) -> tuple[int, int]
 
 def decode_length(data: bytes | bytearray | memoryview, offset: int = 0) -> tuple[int, int]:
     """The A-XDR length at ``offset`` and the offset after it."""
+    if offset < 0:
+        raise LocalProtocolError(f"offset {offset} is negative")
     data = bytes(data)
     return _length(data, offset, len(data), offset, Tag.OCTET_STRING)
 
@@ -676,7 +670,7 @@ def encode_into(out: bytearray, value: Value) -> None:
 
 
 def encode(value: Value) -> bytes:
-    """The A-XDR encoding of ``value`` (see the module's table; ints and floats need ``Typed``)."""
+    """The A-XDR encoding of ``value`` (mapping: module docstring; ints, floats need Typed)."""
     out = bytearray()
     encode_into(out, value)
     return bytes(out)
@@ -812,6 +806,17 @@ def _plain(data: bytes, pos: int, end: int, depth: int, budget: Budget) -> tuple
     return _read(data, pos + 1, end, tag)
 
 
+def _node(tag: int, value: object) -> Typed:
+    """A Typed for a decoded value, which is canonical already: skip the constructor's checks."""
+    node: Typed = _new(Typed)
+    _set(node, "tag", _TAGS[tag])
+    _set(node, "value", value)
+    return node
+
+
+_new, _set = object.__new__, object.__setattr__
+
+
 def _typed(data: bytes, pos: int, end: int, depth: int, budget: Budget) -> tuple[Typed, int]:
     tag = data[pos]
     if tag in {1, 2}:
@@ -822,12 +827,12 @@ def _typed(data: bytes, pos: int, end: int, depth: int, budget: Budget) -> tuple
                 raise _ended(pos, tag, len(children), n)
             child, p = _typed(data, p, end, depth - 1, budget)
             children.append(child)
-        return Typed(_TAGS[tag], tuple(children)), p
+        return _node(tag, tuple(children)), p
     if tag == 19:
         value, p = _compact(data, pos, end, depth, budget)
-        return Typed(Tag.COMPACT_ARRAY, value), p
+        return _node(tag, value), p
     value, p = _read(data, pos + 1, end, tag)
-    return Typed(_TAGS[tag], value), p
+    return _node(tag, value), p
 
 
 def _description(
