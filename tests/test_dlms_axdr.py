@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import math
+import struct
 import tracemalloc
 from typing import Any
 
@@ -559,10 +560,44 @@ def test_mutated_values_raise_only_remote_protocol_errors(tree: Typed, data: st.
             decode(bytes(octets_), typed=typed)
 
 
-@given(st.binary(min_size=12, max_size=12))
-def test_date_time_garbage(octets_: bytes) -> None:
-    with contextlib.suppress(RemoteProtocolError):
-        DateTime.from_octets(octets_)
+def check_from_octets(octets_: bytes) -> None:
+    """``from_octets`` (which has a fast path of its own) agrees with the constructor's checks."""
+    fields = struct.unpack(">HBBBBBBBhB", octets_)
+    unspecified = (0xFFFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, -0x8000, 0xFF)
+    try:
+        expected = DateTime(
+            *[None if v == u else v for v, u in zip(fields, unspecified, strict=True)]
+        )
+    except LocalProtocolError:
+        with pytest.raises(RemoteProtocolError):
+            DateTime.from_octets(octets_)
+    else:
+        assert DateTime.from_octets(octets_) == expected
+        assert DateTime.from_octets(bytearray(octets_)).to_octets() == octets_
+
+
+@given(
+    st.binary(min_size=12, max_size=12) | date_times.map(DateTime.to_octets),
+    st.integers(0, 11),
+    st.none() | st.integers(0, 255),
+)
+def test_date_time_from_octets_refuses_exactly_the_invalid(
+    octets_: bytes, where: int, octet: int | None
+) -> None:
+    if octet is not None:
+        octets_ = octets_[:where] + bytes((octet,)) + octets_[where + 1 :]
+    check_from_octets(octets_)
+
+
+def test_date_time_from_octets_every_single_field_value() -> None:
+    # each field swept over every value (year and deviation over their edges), the rest valid
+    valid = DateTime(2024, 2, 29, 4, 1, 2, 3, 4, -330, 0).to_octets()
+    base = list(struct.unpack(">HBBBBBBBhB", valid))
+    years = [0, 1, 0xFFFE, 0xFFFF]
+    deviations = [*range(-800, 801), -0x8000, 0x7FFF, -0x7FFF]
+    for index, values in enumerate([years, *[range(256)] * 7, deviations, range(256)]):
+        for v in values:
+            check_from_octets(struct.pack(">HBBBBBBBhB", *base[:index], v, *base[index + 1 :]))
 
 
 def test_unknown_tags() -> None:

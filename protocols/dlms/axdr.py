@@ -104,6 +104,7 @@ _FIELD_RANGES: dict[str, tuple[int, int, tuple[int, ...]]] = {
     "deviation": (-720, 720, ()),  # minutes, UTC = local time + deviation
     "clock_status": (0, 0xFE, ()),
 }
+_new, _set = object.__new__, object.__setattr__  # to build checked values without re-checking
 DST_END, DST_BEGIN = 0xFD, 0xFE  # special months
 SECOND_LAST_DAY, LAST_DAY = 0xFD, 0xFE  # special days of the month
 
@@ -114,19 +115,18 @@ class _Calendar:
     __slots__ = ()
     _FORMAT: ClassVar[struct.Struct]
     _KIND: ClassVar[str]
+    _RULES: ClassVar[tuple[tuple[str, int, int, tuple[int, ...]], ...]]  # set below the classes
+    _UNSPECIFIED: ClassVar[tuple[int, ...]]
 
     def __post_init__(self) -> None:
-        names: tuple[str, ...] = self.__slots__
-        for name in names:
+        for name, lo, hi, special in self._RULES:
             value = getattr(self, name)
-            lo, hi, special = _FIELD_RANGES[name]
-            if value is not None and (
-                type(value) is not int or not (lo <= value <= hi or value in special)
-            ):
-                extra = "".join(f", 0x{v:X}" for v in special)
-                raise LocalProtocolError(
-                    f"{self._KIND}: {name} {value!r} is not {lo}..{hi}{extra} or None"
-                )
+            if value is None or (type(value) is int and (lo <= value <= hi or value in special)):
+                continue
+            extra = "".join(f", 0x{v:X}" for v in special)
+            raise LocalProtocolError(
+                f"{self._KIND}: {name} {value!r} is not {lo}..{hi}{extra} or None"
+            )
 
     @classmethod
     def from_octets(cls, data: bytes | bytearray | memoryview) -> Self:
@@ -135,25 +135,22 @@ class _Calendar:
             raise RemoteProtocolError(
                 f"a COSEM {cls._KIND} is {cls._FORMAT.size} octets, got {len(data)}"
             )
-        names: tuple[str, ...] = cls.__slots__
+        if cls is DateTime and (value := _date_time_from_octets(data)) is not None:
+            return value  # type: ignore[return-value]
         fields = cls._FORMAT.unpack(data)
         try:
             return cls(
-                *(
-                    None if v == _UNSPECIFIED_FIELD.get(n, 0xFF) else v
-                    for n, v in zip(names, fields, strict=True)
-                )
+                *[None if v == u else v for v, u in zip(fields, cls._UNSPECIFIED, strict=True)]
             )
         except LocalProtocolError as exc:
             raise RemoteProtocolError(str(exc)) from None
 
     def to_octets(self) -> bytes:
-        names: tuple[str, ...] = self.__slots__
         return self._FORMAT.pack(
-            *(
-                _UNSPECIFIED_FIELD.get(n, 0xFF) if (v := getattr(self, n)) is None else v
-                for n in names
-            )
+            *[
+                u if (v := getattr(self, rule[0])) is None else v
+                for rule, u in zip(self._RULES, self._UNSPECIFIED, strict=True)
+            ]
         )
 
 
@@ -273,6 +270,45 @@ class DateTime(_Calendar):
             deviation,
             clock_status,
         )
+
+
+for _kind in (Date, Time, DateTime):
+    _kind._RULES = tuple((n, *_FIELD_RANGES[n]) for n in _kind.__slots__)
+    _kind._UNSPECIFIED = tuple(_UNSPECIFIED_FIELD.get(n, 0xFF) for n in _kind.__slots__)
+_OK_MONTHS = frozenset([*range(1, 13), 0xFD, 0xFE, 0xFF])
+_OK_DAYS = frozenset([*range(1, 32), 0xFD, 0xFE, 0xFF])
+_OK_WEEKDAYS, _OK_HOURS = frozenset([*range(1, 8), 0xFF]), frozenset([*range(24), 0xFF])
+_OK_SIXTY, _OK_HUNDREDTHS = frozenset([*range(60), 0xFF]), frozenset([*range(100), 0xFF])
+
+
+def _date_time_from_octets(data: bytes | bytearray | memoryview) -> DateTime | None:
+    """The common case of ``DateTime.from_octets`` unrolled (a profile has one per row); None
+    for anything else, which the general path then parses or refuses with the field's name."""
+    y, mo, d, wd, h, mi, s, hs, dev, st = DateTime._FORMAT.unpack(data)
+    if not (
+        mo in _OK_MONTHS
+        and d in _OK_DAYS
+        and wd in _OK_WEEKDAYS
+        and h in _OK_HOURS
+        and mi in _OK_SIXTY
+        and s in _OK_SIXTY
+        and hs in _OK_HUNDREDTHS
+        and (-720 <= dev <= 720 or dev == -0x8000)
+        and st != 0xFF
+    ):
+        return None
+    value: DateTime = _new(DateTime)  # every field checked: skip __init__ and __post_init__
+    _set(value, "year", None if y == 0xFFFF else y)
+    _set(value, "month", None if mo == 0xFF else mo)
+    _set(value, "day", None if d == 0xFF else d)
+    _set(value, "weekday", None if wd == 0xFF else wd)
+    _set(value, "hour", None if h == 0xFF else h)
+    _set(value, "minute", None if mi == 0xFF else mi)
+    _set(value, "second", None if s == 0xFF else s)
+    _set(value, "hundredths", None if hs == 0xFF else hs)
+    _set(value, "deviation", None if dev == -0x8000 else dev)
+    _set(value, "clock_status", st)
+    return value
 
 
 # -- bit-string, compact-array, Typed ------------------------------------------------------------
@@ -812,9 +848,6 @@ def _node(tag: int, value: object) -> Typed:
     _set(node, "tag", _TAGS[tag])
     _set(node, "value", value)
     return node
-
-
-_new, _set = object.__new__, object.__setattr__
 
 
 def _typed(data: bytes, pos: int, end: int, depth: int, budget: Budget) -> tuple[Typed, int]:
