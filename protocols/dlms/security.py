@@ -633,19 +633,27 @@ class SecurityContext:
         tag = self._suite.gmac(_AUTHENTICATION, self.system_title + ic, bytes(challenge))
         return bytes((_AUTHENTICATION,)) + ic + tag
 
-    def verify_gmac(self, challenge: bytes, response: bytes) -> int:
-        """Check the server's f(CtoS) of HLS-GMAC pass 4; returns and records its IC."""
+    def verify_gmac(self, challenge: bytes, response: bytes, *, nested: bool = False) -> int:
+        """Check the server's f(CtoS) of HLS-GMAC pass 4; returns its IC.
+
+        ``nested``: f(CtoS) arrived inside a ciphered ACTION-Response that ``unprotect`` has just
+        verified. The server computed f(CtoS) before ciphering that response, so its counter is
+        below the one just accepted; replay protection came from the enclosing APDU, and the
+        counter recorded stays that APDU's. Otherwise (HLS-GMAC on a plain context) the counter
+        must be above the last accepted, and is recorded.
+        """
         server = self._server()
         _check_challenge(challenge)
         invocation_counter = _parse_gmac_response(response)
         last = self.last_server_invocation_counter
-        if last is not None and invocation_counter <= last:
+        if not nested and last is not None and invocation_counter <= last:
             raise RemoteProtocolError(
                 f"HLS-GMAC: invocation counter {invocation_counter} not above last accepted {last}"
             )
         iv = server + bytes(response[1:5])
         _compare_gmac(self._suite.gmac(_AUTHENTICATION, iv, bytes(challenge)), bytes(response[5:]))
-        self.last_server_invocation_counter = invocation_counter
+        if not nested:
+            self.last_server_invocation_counter = invocation_counter
         return invocation_counter
 
     def _server(self) -> bytes:
