@@ -62,10 +62,11 @@ def encode_wrapper(source_wport: int, destination_wport: int, apdu: bytes) -> by
     try:
         header = _HEADER.pack(WRAPPER_VERSION, source_wport, destination_wport, len(apdu))
     except struct.error:
-        _check_u16("source wPort", source_wport)
-        _check_u16("destination wPort", destination_wport)
-        _check_u16("APDU length", len(apdu))
-        raise  # unreachable: one of the checks above fails first
+        # IEC 62056-47 §5.2: wPorts and length are Unsigned16.
+        raise LocalProtocolError(
+            f"wrapper: wPorts {source_wport}, {destination_wport} or APDU length {len(apdu)} "
+            "do not fit 16 bits"
+        ) from None
     return header + apdu
 
 
