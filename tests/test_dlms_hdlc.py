@@ -206,6 +206,10 @@ def test_control_helpers_refuse_the_wrong_kind() -> None:
     with pytest.raises(LocalProtocolError):
         control_s(FrameType.UA, 0, True)
     with pytest.raises(LocalProtocolError):
+        control_s(FrameType.RR, 8, True)
+    with pytest.raises(LocalProtocolError):
+        HdlcFrame(SERVER, CLIENT, 0x100)
+    with pytest.raises(LocalProtocolError):
         control_u(FrameType.RR, True)
     with pytest.raises(LocalProtocolError):
         control_i(8, 0, True)
