@@ -411,12 +411,19 @@ class HdlcFramer:
         length = (b1 & 0x07) << 8 | buf[2]
         if length < _MIN_FRAME_LENGTH:
             return _NOISE_FRAME
-        source_start = _address_end(buf, 3)
-        if source_start < 0:
-            return None if source_start == _NEED_MORE else _NOISE_FRAME
-        control_at = _address_end(buf, source_start)
-        if control_at < 0:
-            return None if control_at == _NEED_MORE else _NOISE_FRAME
+        # One-byte addresses (every client's, many servers') are the common case: inline.
+        if available > 3 and buf[3] & 1:
+            source_start = 4
+        else:
+            source_start = _address_end(buf, 3)
+            if source_start < 0:
+                return None if source_start == _NEED_MORE else _NOISE_FRAME
+        if available > source_start and buf[source_start] & 1:
+            control_at = source_start + 1
+        else:
+            control_at = _address_end(buf, source_start)
+            if control_at < 0:
+                return None if control_at == _NEED_MORE else _NOISE_FRAME
         header_end = control_at + 1  # index after the control byte
         end = length + 1  # index of the closing flag
         has_info = end > header_end + 2
@@ -427,9 +434,7 @@ class HdlcFramer:
         if has_info:
             if available < header_end + 2:
                 return None
-            if fcs16(buf[1:header_end]) != int.from_bytes(
-                buf[header_end : header_end + 2], "little"
-            ):
+            if fcs16(buf[1:header_end]) != buf[header_end] | buf[header_end + 1] << 8:
                 self._drop_opening_flag()
                 # IEC 62056-46 §6.4.4.6: HCS over format, addresses and control
                 raise RemoteProtocolError("HDLC: header check sequence (HCS) mismatch")
@@ -441,8 +446,7 @@ class HdlcFramer:
             raise RemoteProtocolError(
                 f"HDLC: no closing flag at offset {end}, where the length field {length} puts it"
             )
-        received = int.from_bytes(buf[end - 2 : end], "little")
-        if fcs16(buf[1 : end - 2]) != received:
+        if fcs16(buf[1 : end - 2]) != buf[end - 2] | buf[end - 1] << 8:
             self._consume(end, delivered=False)
             # IEC 62056-46 §6.4.4.7: FCS over the whole frame between the flags
             raise RemoteProtocolError("HDLC: frame check sequence (FCS) mismatch")
