@@ -7,6 +7,8 @@ client's bytes are compared with gurux-dlms's for the same request.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from protocols.dlms import apdu as x
 from protocols.dlms import axdr
@@ -382,3 +384,65 @@ def test_parameters_are_validated() -> None:
         AssociationParameters(mechanism=Mechanism.LLS)
     with pytest.raises(LocalProtocolError, match="need a SecurityContext"):
         ClientConnection(AssociationParameters(mechanism=Mechanism.HLS_GMAC))
+
+
+# -- (state x input) ------------------------------------------------------------------------------
+
+SERVER_APDUS = [
+    METER_AARE,
+    Aare(False, AssociationResult.REJECTED_PERMANENT, 1, 13, None).encode(),
+    x.GetResponseNormal(iip(1), Typed(Tag.LONG_UNSIGNED, 1)).encode(),
+    x.GetResponseNormal(iip(2), x.DataAccessResult.OBJECT_UNDEFINED).encode(),
+    x.GetResponseWithDatablock(iip(1), False, 1, b"\x12\x00").encode(),
+    x.GetResponseWithDatablock(iip(1), True, 2, b"\x01").encode(),
+    x.SetResponseNormal(iip(1), x.DataAccessResult.SUCCESS).encode(),
+    x.ActionResponse(iip(1), x.ActionResult.SUCCESS).encode(),
+    x.ExceptionResponse(1, 1).encode(),
+    x.DataNotification(1, None, b"push").encode(),
+    ReleaseResponse(0).encode(),
+    b"\xc4\x01",
+    b"\x00",
+]
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(["associate", "get", "set", "action", "release", "timeout"]),
+            st.sampled_from(SERVER_APDUS),
+            st.binary(max_size=12),
+        ),
+        max_size=25,
+    )
+)
+def test_any_sequence_ends_in_a_state_or_a_protocol_error(steps: list[object]) -> None:
+    conn = ClientConnection(AssociationParameters())
+    now = 0.0
+    for step in steps:
+        now += 1.0
+        try:
+            if step == "associate":
+                conn.associate(now)
+            elif step == "get":
+                conn.get(ENERGY, now)
+            elif step == "set":
+                conn.set(CLOCK, b"\x00", now)
+            elif step == "action":
+                conn.action(x.MethodDescriptor(70, ObisCode.parse("0.0.96.3.10.255"), 1), now)
+            elif step == "release":
+                conn.release(now)
+            elif step == "timeout":
+                conn.handle_timeout(now + 100)
+            else:
+                assert isinstance(step, bytes)
+                conn.receive_apdu(step, now)
+        except (LocalProtocolError, RemoteProtocolError):
+            pass
+        assert conn.state in State
+        for apdu in conn.data_to_send():
+            assert isinstance(apdu, bytes)
+            assert apdu
+        if conn.state in (State.IDLE, State.READY, State.CLOSED):
+            assert conn.next_deadline() is None
+        else:
+            assert conn.next_deadline() is not None
