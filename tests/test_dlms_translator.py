@@ -834,20 +834,21 @@ def test_wrapper_frames_one_after_the_other() -> None:
 def test_acse() -> None:
     assert text(CAPTURES["aarq-lls"]).splitlines()[1:5] == [
         "  AARQ  mechanism lls",
-        "    application context: logical name",
-        "    mechanism: lls (1)",
+        "    application context: logical name (2.16.756.5.8.1.1)",
+        "    mechanism: lls (2.16.756.5.8.2.1)",
         "    authentication value: 8 bytes (not shown)",
     ]
     assert text(CAPTURES["aare-rejected"]) == (
         "AARE  rejected-permanent, acse-service-user: authentication-failure\n"
-        "  application context: logical name\n"
+        "  application context: logical name (2.16.756.5.8.1.1)\n"
         "  result: rejected-permanent (1)\n"
         "  diagnostic: acse-service-user: authentication-failure\n"
-        "  mechanism: none (0)"
+        "  mechanism: none (2.16.756.5.8.2.0)"
     )
     assert text(acse.ReleaseRequest(0).encode()) == "RLRQ  reason normal"
     assert text(acse.ReleaseResponse(1).encode()) == "RLRE  reason not-finished"
     assert text(acse.ReleaseResponse(None).encode()) == "RLRE  reason absent"
+    assert text(acse.ReleaseRequest(30).encode()) == "RLRQ  reason user-defined"
     initiate = acse.InitiateRequest(
         acse.Conformance.GET | acse.Conformance(1 << 23), 1024, 6, DEDICATED_KEY
     )
@@ -1017,6 +1018,26 @@ def test_parse_hex(pasted: str) -> None:
 def test_parse_hex_errors(pasted: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_hex(pasted)
+
+
+@given(
+    data=st.binary(min_size=1, max_size=64),
+    separator=st.sampled_from([" ", ":", "\n", " \t", ""]),
+    prefix=st.booleans(),
+    upper=st.booleans(),
+)
+def test_parse_hex_round_trip(data: bytes, separator: str, prefix: bool, upper: bool) -> None:
+    prefix = prefix and separator != ""  # "0x7E0xA0": the second "0x" is glued to a digit
+    tokens = [("0x" if prefix else "") + (f"{b:02X}" if upper else f"{b:02x}") for b in data]
+    assert parse_hex(separator.join(tokens)) == data
+
+
+@given(st.text(max_size=40))
+def test_parse_hex_refuses_with_value_error_only(pasted: str) -> None:
+    try:
+        assert parse_hex(pasted)
+    except ValueError as error:
+        assert str(error)
 
 
 def test_misuse_raises_local_errors() -> None:

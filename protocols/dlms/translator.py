@@ -28,6 +28,7 @@ import dataclasses
 import enum
 import json
 import math
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -113,8 +114,10 @@ class Translation:
 
 # -- hex input ----------------------------------------------------------------------------------
 
-_HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
-_SEPARATORS: Final = frozenset(" \t\r\n:")
+_PREFIX: Final = re.compile(r"\b0[xX]")  # "0x" opening a token ("0x7E 0xA0", "0x7EA0")
+_SEPARATORS: Final = str.maketrans("", "", " \t\r\n:")
+_NOT_HEX: Final = re.compile(r"[^0-9A-Fa-f]")
+_HEX_TOKENS: Final = re.compile(r"\b0[xX]|[0-9A-Fa-f]+|[ \t\r\n:]+|(.)", re.S)
 
 
 def parse_hex(text: str) -> bytes:
@@ -122,30 +125,21 @@ def parse_hex(text: str) -> bytes:
 
     ``ValueError`` names the first character that is none of those, and where it is.
     """
-    digits: list[str] = []
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch in _HEX_DIGITS:
-            # "0x" starts a byte unless glued to a digit before it ("0x7E 0xA0", "0x7EA0")
-            glued = i > 0 and text[i - 1] in _HEX_DIGITS
-            if ch == "0" and text[i + 1 : i + 2] in ("x", "X") and not glued:
-                i += 2
-                continue
-            digits.append(ch)
-        elif ch not in _SEPARATORS:
-            line = text.count("\n", 0, i) + 1
-            column = i - (text.rfind("\n", 0, i) + 1) + 1
+    digits = _PREFIX.sub("", text) if "x" in text or "X" in text else text
+    digits = digits.translate(_SEPARATORS)
+    if digits and len(digits) % 2 == 0 and not _NOT_HEX.search(digits):
+        return bytes.fromhex(digits)
+    for match in _HEX_TOKENS.finditer(text):
+        if (bad := match.group(1)) is not None:
+            i = match.start()
+            line, column = text.count("\n", 0, i) + 1, i - text.rfind("\n", 0, i)
             raise ValueError(
-                f"not hex: {ch!r} at position {i} (line {line}, column {column}); "
+                f"not hex: {bad!r} at position {i} (line {line}, column {column}); "
                 "expected hex digits, whitespace, ':' or '0x'"
             )
-        i += 1
     if not digits:
         raise ValueError("no hex digits in the input")
-    if len(digits) % 2:
-        raise ValueError(f"odd number of hex digits ({len(digits)}): a byte is two digits")
-    return bytes.fromhex("".join(digits))
+    raise ValueError(f"odd number of hex digits ({len(digits)}): a byte is two digits")
 
 
 # -- values -------------------------------------------------------------------------------------
@@ -608,11 +602,15 @@ class _Peeler:
         lines: list[str] = []
         title: bytes | None = None
         if isinstance(pdu, acse.ReleaseRequest | acse.ReleaseResponse):
-            names = {0: "normal", 1: "urgent" if data[0] == 0x62 else "not-finished", 30: "user"}
-            summary = "reason " + ("absent" if pdu.reason is None else names.get(pdu.reason, "?"))
+            reason = pdu.reason  # ISO/IEC 8650: Release-request/response-reason
+            names = {0: "normal", 1: "urgent" if data[0] == 0x62 else "not-finished"}
+            names[30] = "user-defined"
+            summary = "reason " + ("absent" if reason is None else names.get(reason, str(reason)))
         else:
-            context = "logical name" + (", with ciphering" if pdu.ciphered_context else "")
-            lines.append(f"application context: {context}")
+            # Green Book 9.4.2.2.2 and .3: context and mechanism names are 2.16.756.5.8.{1,2}.n
+            ciphered = pdu.ciphered_context
+            context = "logical name" + (", with ciphering" if ciphered else "")
+            lines.append(f"application context: {context} (2.16.756.5.8.1.{3 if ciphered else 1})")
             if isinstance(pdu, acse.Aarq):
                 title, what = pdu.calling_ap_title, "calling"
                 summary = f"mechanism {_name(pdu.mechanism)}"
@@ -624,7 +622,8 @@ class _Peeler:
                 lines += [f"diagnostic: {diagnostic}"]
             if title is not None:
                 lines.append(f"{what} AP title: {_system_title(title)}")
-            lines.append(f"mechanism: {_name(pdu.mechanism)} ({int(pdu.mechanism)})")
+            mechanism = pdu.mechanism
+            lines.append(f"mechanism: {_name(mechanism)} (2.16.756.5.8.2.{int(mechanism)})")
             secret = pdu.authentication_value  # an LLS password: its length only, always
             fields["authentication_value_length"] = None if secret is None else len(secret)
             if secret is not None:
