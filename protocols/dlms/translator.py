@@ -24,10 +24,6 @@ the values of the attributes and methods that carry secrets (Association LN ``se
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import json
-import math
 import re
 import struct
 from collections.abc import Mapping
@@ -35,8 +31,18 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from protocols.dlms import acse, apdu, axdr, cosem, hdlc, security
-from protocols.dlms.axdr import Tag, Typed
+from protocols.dlms.axdr import Tag
 from protocols.dlms.obis import ObisCode
+from protocols.dlms.render import (
+    children,
+    date_time_hint,
+    enum_name,
+    hex_lines,
+    jsonable,
+    labelled,
+    plain_text,
+    value_lines,
+)
 from protocols.dlms.wrapper import WRAPPER_HEADER_LENGTH, WrapperFramer
 from protocols.errors import LocalProtocolError, RemoteProtocolError
 
@@ -142,200 +148,15 @@ def parse_hex(text: str) -> bytes:
     raise ValueError(f"odd number of hex digits ({len(digits)}): a byte is two digits")
 
 
-# -- values -------------------------------------------------------------------------------------
-
-_TAG_NAMES: Final = {tag: tag.name.lower().replace("_", "-") for tag in Tag} | {
-    Tag.NULL: "null-data"
-}
-_CONTAINERS: Final = (Tag.ARRAY, Tag.STRUCTURE)
-
-
-def _name(member: enum.Enum) -> str:
-    """An enum member as the standard spells it: ``OBJECT_UNDEFINED`` -> ``object-undefined``."""
-    return str(member.name).lower().replace("_", "-")
-
-
-def _inner(value: Typed) -> Any:
-    return value.value
-
-
-def _kids(value: Any, tag: Tag = Tag.STRUCTURE) -> tuple[Any, ...]:
-    """The elements of ``value`` if it is a typed structure (or ``tag``), else none."""
-    return _inner(value) if isinstance(value, Typed) and value.tag == tag else ()
-
-
-def _two(value: int | None) -> str:
-    if value is None:
-        return "**"  # IEC 62056-6-2 §4.1.6.1: not specified
-    return f"{value:02d}" if value < 0xFD else f"0x{value:02X}"  # 0xFD, 0xFE: special days
-
-
-def _calendar(value: axdr.DateTime | axdr.Date | axdr.Time) -> str:
-    parts = []
-    if not isinstance(value, axdr.Time):
-        year = "****" if value.year is None else f"{value.year:04d}"
-        parts.append(f"{year}-{_two(value.month)}-{_two(value.day)}")
-    if not isinstance(value, axdr.Date):
-        clock = f"{_two(value.hour)}:{_two(value.minute)}:{_two(value.second)}"
-        parts.append(clock + (f".{value.hundredths:02d}" if value.hundredths else ""))
-    text = " ".join(parts)
-    if isinstance(value, axdr.DateTime):
-        deviation = "unspecified" if value.deviation is None else value.deviation
-        status = value.clock_status
-        text += f", deviation {deviation}, status " + ("unspecified" if status is None else "")
-        if status is not None:
-            names = [_name(flag) for flag in cosem.ClockStatus if flag & status]
-            text += f"0x{status:02X}" + (f" ({', '.join(names)})" if names else "")
-    return text
-
-
-def _date_time_hint(raw: bytes) -> str | None:
-    """What 12 octets say as a COSEM date-time, if they are a valid one."""
-    try:
-        return _calendar(axdr.DateTime.from_octets(raw))
-    except RemoteProtocolError:
-        return None
-
-
-def _hints(value: Typed) -> list[str]:
-    """What the elements of a structure are, where its shape says so: a class id then a logical
-    name (capture objects, object lists, script actions), or a scaler_unit."""
-    kids = _kids(value)
-    hints = [""] * len(_kids(value, value.tag))
-    if len(kids) >= 2:
-        first, second = kids[0].tag, kids[1].tag
-        if first == Tag.LONG_UNSIGNED and second == Tag.OCTET_STRING and len(kids[1].value) == 6:
-            hints[1] = "obis"
-        elif len(kids) == 2 and first == Tag.INTEGER and second == Tag.ENUM:
-            hints[1] = "unit"  # Blue Book 4.3.2 scaler_unit
-    return hints
-
-
-def _hint_of(tag: Tag, value: Any, hint: str) -> str | None:
-    if tag == Tag.OCTET_STRING and hint == "obis":
-        return f"OBIS {ObisCode.from_bytes(value)}"
-    if tag == Tag.OCTET_STRING and len(value) == 12 and (stamp := _date_time_hint(value)):
-        return f"date-time {stamp}"
-    if tag == Tag.ENUM and hint == "unit":
-        unit = cosem.ScalerUnit(0, value).unit
-        return unit.symbol if isinstance(unit, cosem.Unit) else None
-    return None
-
-
-def _simple(tag: Tag, value: Any) -> str:
-    if tag in (Tag.NULL, Tag.DONT_CARE):
-        return ""
-    if tag == Tag.OCTET_STRING:
-        return f"[{len(value)}] {value.hex().upper()}"
-    if tag in (Tag.VISIBLE_STRING, Tag.UTF8_STRING):
-        return " " + json.dumps(value, ensure_ascii=False)
-    if tag == Tag.BIT_STRING:
-        return f"[{value.length}] {value.bits}"
-    if tag == Tag.BOOLEAN:
-        return " true" if value else " false"
-    if tag == Tag.BCD:
-        return f" 0x{value:02X}"
-    return " " + _plain(value)
-
-
-def _value_lines(value: Any, hint: str = "") -> list[str]:
-    """A typed value: its head line, then its elements indented by two spaces."""
-    if not isinstance(value, Typed):  # compact-array elements are plain values
-        return [_plain(value)]
-    tag, inner = value.tag, _inner(value)
-    if tag in _CONTAINERS:
-        lines = [f"{_TAG_NAMES[tag]}[{len(inner)}]"]
-        for kid, kid_hint in zip(inner, _hints(value), strict=True):
-            lines += ["  " + line for line in _value_lines(kid, kid_hint)]
-        return lines
-    if tag == Tag.COMPACT_ARRAY:
-        head = f"compact-array[{len(inner.values)}] of {inner.type_description}"
-        return [head, *("  " + _plain(item) for item in inner.values)]
-    extra = _hint_of(tag, inner, hint)
-    return [_TAG_NAMES[tag] + _simple(tag, inner) + (f" ({extra})" if extra else "")]
-
-
-def _plain(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.hex().upper()
-    if isinstance(value, list | tuple):
-        return "(" + ", ".join(map(_plain, value)) + ")"
-    if isinstance(value, axdr.DateTime | axdr.Date | axdr.Time):
-        return _calendar(value)
-    if isinstance(value, axdr.BitString):
-        return value.bits
-    return str(value) if isinstance(value, ObisCode | int | str) else repr(value)
-
-
-def _json(obj: Any, hint: str = "") -> Any:
-    """JSON for ``--json``: typed values with their type, enums by name, bytes as hex, and the
-    codec's dataclasses field by field, without the fields they keep out of repr (secrets)."""
-    if isinstance(obj, Typed):
-        tag, inner = obj.tag, _inner(obj)
-        out: Fields = {"type": _TAG_NAMES[tag]}
-        if tag in _CONTAINERS:
-            out["value"] = [_json(k, h) for k, h in zip(inner, _hints(obj), strict=True)]
-        elif tag == Tag.COMPACT_ARRAY:
-            out.update(type_description=str(inner.type_description), value=_json(inner.values))
-        else:
-            out["value"] = _json(inner)
-            if (extra := _hint_of(tag, inner, hint)) is not None:
-                out["hint"] = extra
-        return out
-    if isinstance(obj, enum.IntFlag):
-        return int(obj)
-    if isinstance(obj, enum.Enum):
-        return _name(obj)
-    if isinstance(obj, list | tuple):
-        return [_json(item) for item in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return repr(obj)
-    if isinstance(obj, bytes | ObisCode | axdr.DateTime | axdr.Date | axdr.Time | axdr.BitString):
-        return _plain(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _json(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.repr}
-    return obj
-
-
-def _labelled(label: str, value: Any, *, secret: bool = False) -> list[str]:
-    if secret:
-        inner = _inner(value) if isinstance(value, Typed) else value
-        size = f"{len(inner)} bytes, " if isinstance(inner, bytes | str) else ""
-        return [f"{label}: ({size}secret, not shown)"]
-    lines = _value_lines(value)
-    return [f"{label}: {lines[0]}", *lines[1:]]
-
-
-def _hex_lines(raw: bytes, indent: str = "") -> list[str]:
-    text = raw.hex().upper()
-    return [indent + text[i : i + 64] for i in range(0, len(text), 64)]
-
-
 # -- xDLMS APDUs --------------------------------------------------------------------------------
 
 # (class id, "attribute" or "method", index) whose value is a secret (Blue Book 4.4.3, 4.4.7)
 _SECRETS: Final = {(15, "attribute", 7), (15, "method", 2), (64, "method", 2)}
 
 
-class _TypedReader(apdu._Reader):
-    """apdu's own reader, with A-XDR data decoded ``typed=True`` so that types can be shown."""
-
-    __slots__ = ()
-
-    def data_value(self, what: str) -> axdr.Value:
-        try:
-            value, self.pos = axdr.decode(self.data, self.pos, typed=True)
-        except RemoteProtocolError as exc:
-            raise RemoteProtocolError(f"{self.name}: {what}: {exc}") from None
-        return value
-
-
 def _decode_typed(data: bytes) -> tuple[apdu.Apdu, int]:
     """``apdu.decode_apdu`` with typed data; also returns where the APDU ends."""
-    name, decoder = apdu._DECODERS[data[0]]
-    reader = _TypedReader(data, name)
-    reader.pos = 1
-    return decoder(reader), reader.pos
+    return apdu.decode_apdu_prefix(data, typed=True)
 
 
 def _invoke(invoke: apdu.InvokeIdAndPriority) -> str:
@@ -355,7 +176,7 @@ def _descriptor(d: apdu.AttributeDescriptor, kind: str = "attribute") -> str:
 
 def _capture_object(value: Any) -> str | None:
     """Blue Book 4.3.6 capture_object_definition {class_id, logical_name, attribute, data index}."""
-    kids = _kids(value)
+    kids = children(value)
     shape = (Tag.LONG_UNSIGNED, Tag.OCTET_STRING, Tag.INTEGER, Tag.LONG_UNSIGNED)
     if tuple(k.tag for k in kids) != shape or len(kids[1].value) != 6:
         return None
@@ -368,14 +189,14 @@ def _access(access: apdu.AccessSelection | None) -> list[str]:
     """Selective access (Blue Book 4.3.6) by range (selector 1) or by entry (2), in words."""
     if access is None:
         return []
-    kids = _kids(access.parameters)
+    kids = children(access.parameters)
     if access.selector == 1 and len(kids) == 4 and (restricting := _capture_object(kids[0])):
-        columns = [_capture_object(c) or _value_lines(c)[0] for c in _kids(kids[3], Tag.ARRAY)]
+        columns = [_capture_object(c) or value_lines(c)[0] for c in children(kids[3], Tag.ARRAY)]
         return [
             "access: by range (selector 1)",
             f"  restricting object: {restricting}",
-            f"  from: {_value_lines(kids[1])[0]}",
-            f"  to: {_value_lines(kids[2])[0]}",
+            f"  from: {value_lines(kids[1])[0]}",
+            f"  to: {value_lines(kids[2])[0]}",
             *(f"  column: {column}" for column in columns),
             *(() if columns else ("  columns: all",)),
         ]
@@ -386,7 +207,7 @@ def _access(access: apdu.AccessSelection | None) -> list[str]:
             f"access: by entry (selector 2): entries {first}..{last or 'last'}, "
             f"columns {first_column}..{last_column or 'last'}"
         ]
-    return [f"access: selector {access.selector}", *_labelled("  parameters", access.parameters)]
+    return [f"access: selector {access.selector}", *labelled("  parameters", access.parameters)]
 
 
 def _result(label: str, result: Any) -> list[str]:
@@ -394,8 +215,8 @@ def _result(label: str, result: Any) -> list[str]:
         kind = (
             "data-access-result" if isinstance(result, apdu.DataAccessResult) else "action-result"
         )
-        return [f"{label}: {kind} {_name(result)} ({int(result)})"]
-    return _labelled(label, result)
+        return [f"{label}: {kind} {enum_name(result)} ({int(result)})"]
+    return labelled(label, result)
 
 
 def _raw_data(raw: bytes | apdu.DataAccessResult, fields: Fields) -> list[str]:
@@ -409,17 +230,17 @@ def _raw_data(raw: bytes | apdu.DataAccessResult, fields: Fields) -> list[str]:
         return [
             *lines,
             "  (the start of a value continued in the next blocks)",
-            *_hex_lines(raw, "  "),
+            *hex_lines(raw, "  "),
         ]
     except RemoteProtocolError:
-        return [*lines, "  (not one whole value: a later block of one)", *_hex_lines(raw, "  ")]
-    fields["value"] = _json(value)
-    return lines + ["  " + line for line in _labelled("value", value)]
+        return [*lines, "  (not one whole value: a later block of one)", *hex_lines(raw, "  ")]
+    fields["value"] = jsonable(value)
+    return lines + ["  " + line for line in labelled("value", value)]
 
 
 def _render_apdu(pdu: apdu.Apdu) -> tuple[str, Fields, list[str]]:
     """Summary, JSON fields and detail lines of a plaintext xDLMS APDU."""
-    fields: Fields = _json(pdu)
+    fields: Fields = jsonable(pdu)
     lines: list[str] = []
     summary = _invoke(pdu.invoke) if hasattr(pdu, "invoke") else ""
     secret = False
@@ -441,13 +262,13 @@ def _render_apdu(pdu: apdu.Apdu) -> tuple[str, Fields, list[str]]:
         for i, result in enumerate(pdu.results, 1):
             lines += _result(f"result {i}", result)
     elif isinstance(pdu, apdu.SetRequestNormal):
-        lines += _labelled("value", pdu.value, secret=secret)
+        lines += labelled("value", pdu.value, secret=secret)
     elif isinstance(pdu, apdu.SetResponseNormal | apdu.SetResponseLastDatablock):
         lines += _result("result", pdu.result)
         if isinstance(pdu, apdu.SetResponseLastDatablock):
             lines.append(f"block-number: {pdu.block_number}")
     elif isinstance(pdu, apdu.ActionRequest):
-        parameters = _labelled("parameters", pdu.parameters, secret=secret)
+        parameters = labelled("parameters", pdu.parameters, secret=secret)
         lines += parameters if pdu.has_parameters else ["parameters: none"]
     elif isinstance(pdu, apdu.ActionResponse):
         lines += _result("result", pdu.result)
@@ -461,18 +282,18 @@ def _render_apdu(pdu: apdu.Apdu) -> tuple[str, Fields, list[str]]:
         summary = (
             f"long-invoke-id {n & 0xFFFFFF} ({kind}, {'high' if n >> 31 else 'normal'} priority)"
         )
-        stamp = None if pdu.date_time is None else _date_time_hint(pdu.date_time)
-        lines.append(f"date-time: {stamp or _plain(pdu.date_time or 'absent')}")
-        lines += _labelled("body", pdu.body)
+        stamp = None if pdu.date_time is None else date_time_hint(pdu.date_time)
+        lines.append(f"date-time: {stamp or plain_text(pdu.date_time or 'absent')}")
+        lines += labelled("body", pdu.body)
     elif isinstance(pdu, apdu.EventNotification):
         if pdu.time is not None:
-            lines.append(f"time: {_date_time_hint(pdu.time) or _plain(pdu.time)}")
-        lines += _labelled("value", pdu.value)
+            lines.append(f"time: {date_time_hint(pdu.time) or plain_text(pdu.time)}")
+        lines += labelled("value", pdu.value)
     blocks = apdu.GetResponseWithDatablock, apdu.SetRequestWithFirstDatablock
     if isinstance(pdu, (*blocks, apdu.SetRequestWithDatablock)):
         lines.append(f"block {pdu.block_number}" + (", last block" if pdu.last_block else ""))
         if secret:
-            lines += _labelled("raw-data", pdu.raw_data, secret=True)
+            lines += labelled("raw-data", pdu.raw_data, secret=True)
         else:
             lines += _raw_data(pdu.raw_data, fields)
     if secret:  # the value, parameters or raw-data of a secret stays out of the JSON too
@@ -549,7 +370,7 @@ class _Peeler:
             self.ciphered(data, depth, title)
         elif data[0] in (_INITIATE_REQUEST, _INITIATE_RESPONSE):
             self.initiate(data, depth)
-        elif data[0] in apdu._DECODERS:
+        elif apdu.is_xdlms_tag(data[0]):
             try:
                 pdu, end = _decode_typed(data)
             except RemoteProtocolError as exc:
@@ -570,7 +391,7 @@ class _Peeler:
         except RemoteProtocolError as exc:
             self.error(depth, str(exc))
             return
-        fields: Fields = _json(pdu)
+        fields: Fields = jsonable(pdu)
         lines: list[str] = []
         if isinstance(pdu, acse.InitiateRequest):
             name, size = "xDLMS InitiateRequest", f"max receive PDU size {pdu.max_receive_pdu_size}"
@@ -582,7 +403,7 @@ class _Peeler:
             name, size = "xDLMS InitiateResponse", f"max PDU size {pdu.max_pdu_size}"
             lines.append(f"vaa-name: 0x{pdu.vaa_name:04X}")
         conformance = int(pdu.conformance)
-        flags = [_name(flag) for flag in acse.Conformance if flag & conformance]
+        flags = [enum_name(flag) for flag in acse.Conformance if flag & conformance]
         unknown = conformance & ~sum(acse.Conformance)
         flags += [f"bit {23 - bit}" for bit in range(24) if unknown >> bit & 1]
         lines += [f"conformance: 0x{conformance:06X}", *(f"  {flag}" for flag in flags)]
@@ -591,12 +412,12 @@ class _Peeler:
 
     def acse(self, data: bytes, depth: int) -> None:
         try:
-            end = acse._read_tlv(data, 0, _ACSE_NAMES[data[0]])[2]  # BER: where the APDU ends
+            end = acse.acse_length(data)
             pdu = acse.decode_acse(data[:end])
         except RemoteProtocolError as exc:
             self.error(depth, str(exc))
             return
-        fields: Fields = _json(pdu)
+        fields: Fields = jsonable(pdu)
         user = pdu.user_information
         fields["user_information"] = None if user is None else f"{len(user)} bytes"
         lines: list[str] = []
@@ -613,17 +434,17 @@ class _Peeler:
             lines.append(f"application context: {context} (2.16.756.5.8.1.{3 if ciphered else 1})")
             if isinstance(pdu, acse.Aarq):
                 title, what = pdu.calling_ap_title, "calling"
-                summary = f"mechanism {_name(pdu.mechanism)}"
+                summary = f"mechanism {enum_name(pdu.mechanism)}"
             else:
                 title, what = pdu.responding_ap_title, "responding"
                 diagnostic = pdu.describe_diagnostic()
-                summary = f"{_name(pdu.result)}, {diagnostic}"
-                lines += [f"result: {_name(pdu.result)} ({int(pdu.result)})"]
+                summary = f"{enum_name(pdu.result)}, {diagnostic}"
+                lines += [f"result: {enum_name(pdu.result)} ({int(pdu.result)})"]
                 lines += [f"diagnostic: {diagnostic}"]
             if title is not None:
                 lines.append(f"{what} AP title: {_system_title(title)}")
             mechanism = pdu.mechanism
-            lines.append(f"mechanism: {_name(mechanism)} (2.16.756.5.8.2.{int(mechanism)})")
+            lines.append(f"mechanism: {enum_name(mechanism)} (2.16.756.5.8.2.{int(mechanism)})")
             secret = pdu.authentication_value  # an LLS password: its length only, always
             fields["authentication_value_length"] = None if secret is None else len(secret)
             if secret is not None:
@@ -639,15 +460,15 @@ class _Peeler:
 
     def ciphered(self, data: bytes, depth: int, title: bytes | None) -> None:
         try:
-            parsed = security._parse(data)
+            parsed = security.parse_ciphered(data)
         except RemoteProtocolError as exc:
             self.error(depth, str(exc))
             return
         sc, ic, own_title = parsed.security_control, parsed.invocation_counter, parsed.system_title
-        flags = [name for name, on in _json(sc).items() if on]
+        flags = [name for name, on in jsonable(sc).items() if on]
         summary = f"SC 0x{parsed.sc:02X} ({', '.join(flags).replace('_', ' ')}), IC {ic}"
-        fields: Fields = {"security_control": parsed.sc, **_json(sc), "invocation_counter": ic}
-        fields.update(system_title=_json(own_title), ciphered_length=len(parsed.content))
+        fields: Fields = {"security_control": parsed.sc, **jsonable(sc), "invocation_counter": ic}
+        fields.update(system_title=jsonable(own_title), ciphered_length=len(parsed.content))
         lines = [] if own_title is None else [f"system title: {_system_title(own_title)}"]
         sender = "client" if parsed.tag in _CLIENT_GLO_TAGS else "server"
         keys, plain, failure = self.keys, None, None
@@ -661,10 +482,10 @@ class _Peeler:
                 plain = security.decrypt_apdu(
                     data, ek=keys.ek, ak=keys.ak, expected_system_title=nonce
                 )
+            except security.AuthenticationFailed:
+                failure = "authentication failed (wrong keys or system title, or altered bytes)"
             except RemoteProtocolError as exc:
                 failure = str(exc)
-                if "authentication tag mismatch" in failure:  # security._Suite0.open
-                    failure = "authentication failed (wrong keys or system title, or altered bytes)"
             status = f"decrypted with system title {nonce.hex().upper()}"
             if plain is None:
                 status = "not decrypted"
@@ -788,7 +609,7 @@ def _frame(peeler: _Peeler, frame: hdlc.HdlcFrame, number: int, segment: str) ->
         fields["receive_sequence"] = frame.receive_sequence
     summary += f", P/F {int(frame.poll_final)}" + (", segmented" if frame.segmented else "")
     fields.update(poll_final=frame.poll_final, segmented=frame.segmented, length=frame.length)
-    fields.update(destination=_json(frame.destination), source=_json(frame.source))
+    fields.update(destination=jsonable(frame.destination), source=jsonable(frame.source))
     lines = [
         f"frame {number}, length {frame.length}, control 0x{frame.control:02X}",
         f"destination: {_address(frame.destination)}",
@@ -804,7 +625,7 @@ def _frame(peeler: _Peeler, frame: hdlc.HdlcFrame, number: int, segment: str) ->
         except RemoteProtocolError as exc:
             error = str(exc)
         else:
-            fields["parameters"] = _json(p)
+            fields["parameters"] = jsonable(p)
             lines += [
                 f"parameters ({'proposed' if kind is hdlc.FrameType.SNRM else 'negotiated'}):",
                 f"  information field length: transmit {p.max_info_transmit}, "
@@ -830,7 +651,7 @@ def _frame(peeler: _Peeler, frame: hdlc.HdlcFrame, number: int, segment: str) ->
     elif frame.segmented or (kind is hdlc.FrameType.I and frame.info[:3] not in _LLC_HEADERS):
         # the S bit and no last segment, or no LLC header: the APDU started before the input
         info = frame.info
-        peeler.add(1, "segment", "(incomplete APDU)", {"length": len(info)}, _hex_lines(info))
+        peeler.add(1, "segment", "(incomplete APDU)", {"length": len(info)}, hex_lines(info))
     else:
         _llc_and_apdu(peeler, frame.info, 1)
 
@@ -867,7 +688,7 @@ def translate(data: bytes, *, keys: TranslatorKeys | None = None) -> Translation
         _wrapper(peeler, data)
     elif (
         data[0] in _ACSE_NAMES
-        or data[0] in apdu._DECODERS
+        or apdu.is_xdlms_tag(data[0])
         or security.is_ciphered(data[0])
         or data[0] in (_INITIATE_REQUEST, _INITIATE_RESPONSE)
     ):
