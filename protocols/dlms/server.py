@@ -65,7 +65,7 @@ from protocols.dlms.acse import (
 )
 from protocols.dlms.axdr import Value
 from protocols.dlms.obis import ObisCode
-from protocols.dlms.security import GLO_TAG_FOR, SecurityContext, make_challenge
+from protocols.dlms.security import GLO_TAG_FOR, PLAIN_TAG_FOR, SecurityContext, make_challenge
 from protocols.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
@@ -293,7 +293,10 @@ def _block_size(room: int) -> int:
 
 
 def _peek_counter(data: bytes) -> int | None:
-    """The invocation counter of a ciphered APDU, before anything is verified (None: malformed)."""
+    """The invocation counter of a ciphered APDU, before anything is verified (None: malformed
+    or not a glo/general-glo APDU, which ``unprotect`` then refuses)."""
+    if data[0] not in PLAIN_TAG_FOR and data[0] != 0xDB:
+        return None
     pos = 1
     if data[0] == 0xDB:  # general-glo-ciphering: an 8-octet system title comes first
         if len(data) < 2 or data[1] != 8:
