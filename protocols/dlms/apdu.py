@@ -54,6 +54,7 @@ __all__ = [
     "by_range",
     "decode_apdu",
     "decode_apdu_prefix",
+    "decode_result_list",
     "is_xdlms_tag",
 ]
 
@@ -833,6 +834,14 @@ _DECODERS: Final[dict[int, tuple[str, Callable[[_Reader], Apdu]]]] = {
     ApduTag.DATA_NOTIFICATION: ("Data-Notification", _data_notification),
     ApduTag.EVENT_NOTIFICATION_REQUEST: ("Event-Notification-Request", _event_notification),
 }
+
+
+def decode_result_list(data: bytes) -> tuple[Value | DataAccessResult, ...]:
+    """The SEQUENCE OF Get-Data-Result that a GET-Response-With-List sends in datablocks."""
+    reader = _Reader(data, "GET-Response-With-List (reassembled)")
+    results = tuple(reader.get_data_result() for _ in range(reader.count("result list")))
+    reader.end()
+    return results
 
 
 def is_xdlms_tag(tag: int) -> bool:
