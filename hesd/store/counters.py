@@ -97,6 +97,15 @@ class InvocationCounters:
         self._store.poke()
         return True
 
+    def note_rx(self, meter_id: str, client: int, value: int) -> None:
+        """Record ``value`` as the meter's last accepted counter (the caller already checked it
+        is higher, e.g. ``SecurityContext``); written with the next group commit."""
+        key = (meter_id, client)
+        if value > self._rx.get(key, -1):
+            self._rx[key] = value
+            self._rx_dirty[key] = value
+            self._store.poke()
+
     def _flush_rx(self) -> list[Statement]:
         if not self._rx_dirty:
             return []
