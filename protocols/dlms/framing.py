@@ -87,7 +87,9 @@ class WrapperFraming:
     def __init__(self, client_wport: int, server_wport: int = 1, max_apdu: int = 0xFFFF) -> None:
         self.client_wport = client_wport
         self.server_wport = server_wport
-        self._framer = WrapperFramer(client_wport, server_wport, max_apdu)
+        # frames from the meter may be for any of our client SAPs: answers to this association,
+        # pushes to the push SAP its push setup names
+        self._framer = WrapperFramer(None, server_wport, max_apdu)
 
     @property
     def ready(self) -> bool:
