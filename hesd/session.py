@@ -55,7 +55,7 @@ from protocols.dlms.framing import (
     FramingDropped,
     FramingOpened,
 )
-from protocols.dlms.security import SecurityContext
+from protocols.dlms.security import GENERAL_GLO_CIPHERING, SecurityContext, parse_ciphered
 from protocols.errors import HesdError, LocalProtocolError, RemoteProtocolError
 
 __all__ = ["MeterSession", "SessionError", "SessionSettings"]
@@ -155,6 +155,8 @@ class MeterSession:
         self._last_activity = 0.0
         self._closed_reason: str | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._online_event: asyncio.Event | None = None
+        self._push_security: SecurityContext | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     # -- state -------------------------------------------------------------------------------
@@ -162,6 +164,14 @@ class MeterSession:
     @property
     def online(self) -> bool:
         return self._link is not None
+
+    async def wait_online(self) -> None:
+        """Return once the session has a link."""
+        if self._link is not None:
+            return
+        if self._online_event is None:
+            self._online_event = asyncio.Event()
+        await self._online_event.wait()
 
     @property
     def associated(self) -> bool:
@@ -178,6 +188,9 @@ class MeterSession:
         self._closed_reason = None
         loop = asyncio.get_running_loop()
         self._framing_open = loop.create_future()
+        if self._online_event is not None:
+            self._online_event.set()
+            self._online_event = None
         now = self._clock()
         self._registry.note_state(self.meter_id, status="online", last_seen=time.time())
         log.info("session.online", meter=self.meter_id, peer=link.peer)
@@ -293,9 +306,26 @@ class MeterSession:
             self._counters.note_rx(self.meter_id, client, security.last_server_invocation_counter)
 
     def _on_unassociated_apdu(self, data: bytes, now: float) -> None:
-        """Before any association a meter may only push (a plaintext Data-Notification)."""
+        """Before any association a meter may only push: a Data-Notification, general-glo
+        ciphered (0xDB, which names the meter's system title) when its association is."""
         if self.settings.association.ciphered:
-            raise RemoteProtocolError("unassociated APDU on a ciphered meter")
+            if not data or data[0] != GENERAL_GLO_CIPHERING:
+                raise RemoteProtocolError("unciphered push from a meter whose data is ciphered")
+            if self._push_security is None:
+                client = self.settings.association.client_address
+                self._push_security = self.settings.security(
+                    self._counters.known_rx(self.meter_id, client)
+                )
+            assert self._push_security is not None
+            title = parse_ciphered(data).system_title
+            if title is not None and self._push_security.server_system_title is None:
+                self._push_security.server_system_title = title
+            data = self._push_security.unprotect(data)
+            counter = self._push_security.last_server_invocation_counter
+            if counter is not None:
+                self._counters.note_rx(
+                    self.meter_id, self.settings.association.client_address, counter
+                )
         apdu = x.decode_apdu(data)
         if not isinstance(apdu, x.DataNotification | x.EventNotification):
             raise RemoteProtocolError(f"{type(apdu).__name__} without an association")

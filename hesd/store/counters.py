@@ -97,6 +97,10 @@ class InvocationCounters:
         self._store.poke()
         return True
 
+    def known_rx(self, meter_id: str, client: int) -> int | None:
+        """The meter's last accepted counter if already loaded or noted (no database read)."""
+        return self._rx.get((meter_id, client))
+
     def note_rx(self, meter_id: str, client: int, value: int) -> None:
         """Record ``value`` as the meter's last accepted counter (the caller already checked it
         is higher, e.g. ``SecurityContext``); written with the next group commit."""
