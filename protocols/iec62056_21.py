@@ -531,7 +531,8 @@ class OpticalClientHandshake:
         self._noise = 0
         self.line = _RAW_HANDSHAKE_LINE if self.software_parity else HANDSHAKE_LINE
         self._response_deadline = (
-            now + self.line.airtime(len(self._request_line)) + self.response_timeout
+            # the request leaves the UART, tr passes, the first character arrives whole
+            now + self.line.airtime(len(self._request_line) + 1) + self.response_timeout
         )
         self._deadline = self._response_deadline
         return [SwitchLine(self.line), Transmit(_on_wire(self._request_line, self.software_parity))]
@@ -566,7 +567,8 @@ class OpticalClientHandshake:
                 events.append(Ignored("echo of our request", line))
                 continue
             return [*events, *self._identified(IdentificationMessage.decode(line))]
-        self._deadline = now + TA_MAX if self._reader.pending else self._response_deadline
+        next_character = now + TA_MAX + self.line.airtime(1)  # ta, then the character itself
+        self._deadline = next_character if self._reader.pending else self._response_deadline
         return events
 
     def _identified(self, ident: IdentificationMessage) -> list[Event]:
@@ -717,7 +719,8 @@ class OpticalMeterHandshake:
                 events.extend(self._request(RequestMessage.decode(line), now))
             else:
                 return [*events, *self._option_select(OptionSelectMessage.decode(line))]
-        self._deadline = now + TA_MAX if self._reader.pending else self._answer_deadline
+        next_character = now + TA_MAX + self.line.airtime(1)  # ta, then the character itself
+        self._deadline = next_character if self._reader.pending else self._answer_deadline
         return events
 
     def _request(self, request: RequestMessage, now: float) -> list[Event]:

@@ -57,6 +57,7 @@ TRACE_IDENTIFICATION = bytes.fromhex("3f3f2f564d51355c320d0a")
 # The same firmware's note of ACK 2 5 2 as read on an 8N1 port: even parity in bit 7.
 ACK_252_PARITY_IN_BIT7 = bytes.fromhex("06b235b28d0a")
 
+CHAR = 10 / 300  # one character at 300 Bd 7E1
 ACK_AIRTIME = LineSettings(300, 7, "E", 1).airtime(6)  # 200 ms
 ISKRA_ID = IdentificationMessage("ISk", "5", "\\2MT382-1000")
 MASK = bytes(b & 0x7F for b in range(256))
@@ -281,8 +282,8 @@ def test_sign_on_sets_the_line_and_sends_the_request() -> None:
         Transmit(b"/?00012345!\r\n", 0.0),
     ]
     assert client.state is ClientState.AWAITING_IDENTIFICATION
-    # 13 characters at 300 Bd 7E1 take 433 ms; then tr <= 1.5 s
-    assert client.next_deadline() == pytest.approx(10.0 + 13 * 10 / 300 + TR_MAX)
+    # 13 characters at 300 Bd 7E1 take 433 ms; then tr <= 1.5 s and one character to arrive
+    assert client.next_deadline() == pytest.approx(10.0 + 14 * 10 / 300 + TR_MAX)
 
 
 def expected_completion(ack_delay: float) -> list[Event]:
@@ -391,7 +392,7 @@ def test_software_parity_sends_and_checks_bit_7() -> None:
 def test_the_client_times_out_without_an_answer_and_may_retry() -> None:
     client = signed_on()
     deadline = client.next_deadline()
-    assert deadline == pytest.approx(5 * 10 / 300 + TR_MAX)
+    assert deadline == pytest.approx(6 * 10 / 300 + TR_MAX)
     assert client.handle_timeout(deadline - 0.001) == []
     assert client.handle_timeout(deadline) == [
         TimedOut("no identification within 1.5s of the request (tr)")
@@ -408,10 +409,11 @@ def test_the_client_times_out_without_an_answer_and_may_retry() -> None:
 def test_the_client_times_out_between_characters() -> None:
     client = signed_on()
     client.receive_data(ISKRA[:5], 1.0)
-    assert client.next_deadline() == pytest.approx(1.0 + TA_MAX)  # ta, not tr, once it started
+    assert client.next_deadline() == pytest.approx(1.0 + TA_MAX + CHAR)  # ta, once it started
     client.receive_data(ISKRA[5:9], 2.0)
-    assert client.next_deadline() == pytest.approx(2.0 + TA_MAX)
-    assert client.handle_timeout(3.5) == [
+    assert client.next_deadline() == pytest.approx(2.0 + TA_MAX + CHAR)
+    assert client.handle_timeout(3.5) == []
+    assert client.handle_timeout(3.5 + CHAR) == [
         TimedOut("identification incomplete after 1.5s without a character (ta)")
     ]
     assert client.state is ClientState.FAILED
@@ -530,8 +532,8 @@ def test_the_meter_times_out_without_an_option_select() -> None:
 def test_the_meter_drops_a_half_message_after_ta() -> None:
     meter = OpticalMeterHandshake(ISKRA_ID)
     meter.receive_data(b"/?12", 1.0)
-    assert meter.next_deadline() == pytest.approx(1.0 + TA_MAX)
-    assert meter.handle_timeout(2.5) == [
+    assert meter.next_deadline() == pytest.approx(1.0 + TA_MAX + CHAR)
+    assert meter.handle_timeout(2.5 + CHAR) == [
         TimedOut("message incomplete after 1.5s without a character (ta); dropped")
     ]
     assert meter.receive_data(b"!\r\n", 3.0) == [Ignored("noise before a message", b"!\r\n")]
