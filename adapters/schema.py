@@ -218,6 +218,20 @@ class Table:
             raise self._wrong(key, "a table", value, False)
         return Table(self.source, value, self.key_path(key))
 
+    def table_list(self, key: str) -> list[Table]:
+        """An array of tables, such as ``[[serial.ports]]``; a missing one reads as empty."""
+        expected = f"an array of tables ([[{self.key_path(key)}]])"
+        value = self._get(key, [], expected)
+        if not isinstance(value, list):
+            raise self._wrong(key, expected, value, False)
+        result: list[Table] = []
+        for index, item in enumerate(value):
+            where = f"{self.key_path(key)}[{index}]"
+            if not isinstance(item, dict):
+                raise ConfigError(self.source, where, f"expected a table, got {format_value(item)}")
+            result.append(Table(self.source, item, where))
+        return result
+
     def tables(self, key: str, *, name_pattern: str = r"[A-Za-z0-9_.-]{1,64}") -> dict[str, Table]:
         """A table of named sub-tables, such as ``[associations.public]``."""
         outer = self.table(key)

@@ -25,6 +25,8 @@ __all__ = [
     "ConfigError",
     "DaemonConfig",
     "LogConfig",
+    "SerialConfig",
+    "SerialPortConfig",
     "StoreConfig",
     "UplinkConfig",
     "VendorsConfig",
@@ -36,6 +38,9 @@ __all__ = [
 EMBEDDED: Final = "<embedded defaults>"
 LOG_FORMATS: Final = ("console", "json")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+SERIAL_KINDS: Final = ("rs485", "optical")
+SERIAL_BAUDS: Final = (300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+OPTICAL_BAUDS: Final = (300, 600, 1200, 2400, 4800, 9600, 19200)  # IEC 62056-21 §6.3.2 Z
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,27 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SerialPortConfig:
+    path: str  # the device, as the inventory's serial addresses name it
+    kind: str  # "rs485": a multidrop bus; "optical": an IEC 62056-21 probe, one meter
+    baud: int  # rs485: the line's rate; optical: the highest rate mode E may switch to
+    bytesize: int  # rs485 only (optical: 7E1 for the sign-on, then 8N1)
+    parity: str  # "N", "E" or "O"
+    stopbits: int
+    inter_request_gap: float  # silence between one exchange and the next
+    settle_time: float  # silence after an exchange whose answer did not come
+    inactivity: float  # optical: the meter's HDLC inactivity time-out (back to 300 Bd)
+    software_parity: bool  # optical: sign on at 300 8N1 with the parity bit made in software
+
+
+@dataclass(frozen=True, slots=True)
+class SerialConfig:
+    ports: tuple[SerialPortConfig, ...]
+    reopen_initial: float  # back-off reopening a port that failed or was lost
+    reopen_max: float
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str  # the file it came from, or EMBEDDED
     daemon: DaemonConfig
@@ -115,6 +141,7 @@ class Config:
     dlms: DlmsConfig
     tcp: TcpConfig
     limits: LimitsConfig
+    serial: SerialConfig
 
     def load_vendor_profiles(self) -> dict[str, VendorProfile]:
         return load_profiles(self.vendors.dir, self.vendors.enabled, self.source)
@@ -225,8 +252,60 @@ def parse_config(doc: Table, base: Path) -> Config:
     )
     limits_t.finish()
 
+    serial_t = doc.table("serial")
+    serial = SerialConfig(
+        ports=tuple(_serial_port(port_t) for port_t in serial_t.table_list("ports")),
+        reopen_initial=serial_t.number("reopen_initial", lo=0.01, hi=3600, default=1.0),
+        reopen_max=serial_t.number("reopen_max", lo=0.01, hi=86400, default=60.0),
+    )
+    paths = [port.path for port in serial.ports]
+    for index, path in enumerate(paths):
+        if path in paths[:index]:
+            raise ConfigError(
+                serial_t.source,
+                f"{serial_t.key_path('ports')}[{index}].path",
+                f'"{path}" is already serial.ports[{paths.index(path)}]',
+            )
+    serial_t.finish()
+
     doc.finish()
-    return Config(doc.source, daemon, log, api, store, vendors, uplink, dlms, tcp, limits)
+    return Config(doc.source, daemon, log, api, store, vendors, uplink, dlms, tcp, limits, serial)
+
+
+def _serial_port(table: Table) -> SerialPortConfig:
+    path = table.string(
+        "path",
+        pattern=r"/[^\s:]+",
+        describe="an absolute device path without spaces or colons (e.g. /dev/ttyUSB0)",
+    )
+    kind = table.choice("kind", SERIAL_KINDS, default="rs485")
+    optical = kind == "optical"
+    baud = table.integer("baud", lo=300, hi=115200, default=9600)
+    rates = OPTICAL_BAUDS if optical else SERIAL_BAUDS
+    if baud not in rates:
+        raise table.error("baud", f"expected one of {', '.join(map(str, rates))}, got {baud}")
+    if optical:
+        for key in ("bytesize", "parity", "stopbits"):
+            if key in table:  # IEC 62056-21 §5.4: 7E1 to sign on; IEC 62056-46: 8N1 after
+                raise table.error(key, "not for optical ports (7E1 to sign on, then 8N1)")
+    else:
+        for key in ("inactivity", "software_parity"):
+            if key in table:
+                raise table.error(key, "only for optical ports")
+    port = SerialPortConfig(
+        path=path,
+        kind=kind,
+        baud=baud,
+        bytesize=8 if optical else table.integer("bytesize", lo=5, hi=8, default=8),
+        parity="N" if optical else table.choice("parity", ("N", "E", "O"), default="N"),
+        stopbits=1 if optical else table.integer("stopbits", lo=1, hi=2, default=1),
+        inter_request_gap=table.number("inter_request_gap", lo=0, hi=10, default=0.05),
+        settle_time=table.number("settle_time", lo=0, hi=60, default=0.5),
+        inactivity=table.number("inactivity", lo=1, hi=86400, default=120.0),
+        software_parity=table.boolean("software_parity", default=False),
+    )
+    table.finish()
+    return port
 
 
 def _host_port(table: Table, key: str, index: int, text: str) -> tuple[str, int]:
