@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
 from protocols.errors import HesdError
@@ -20,6 +21,7 @@ __all__ = [
     "Link",
     "LinkClosed",
     "NullModemEnd",
+    "SharedLink",
     "Tamper",
     "flip_bit",
     "null_modem",
@@ -50,6 +52,17 @@ class Link(Protocol):
 
     async def close(self) -> None:
         """Close; pending ``receive`` calls on both ends raise ``LinkClosed``."""
+        ...
+
+
+@runtime_checkable
+class SharedLink(Link, Protocol):
+    """A link on a wire that other meters share (an RS-485 bus, an optical port): one exchange
+    at a time. A session holds ``exclusive()`` for each request (its association and link-layer
+    set-up included); while it holds it, its bytes go out and the bytes that arrive are its."""
+
+    def exclusive(self) -> AbstractAsyncContextManager[None]:
+        """Wait for the wire, hold it for the ``async with`` block; raises ``LinkClosed``."""
         ...
 
 

@@ -13,6 +13,14 @@ and drives every protocol deadline (response timeouts, HDLC retransmissions). Ba
 meter ends that meter's association and link, logged with the meter id and why; it never reaches
 the daemon. Suite-0 invocation counters are reserved durably in ranges before use, and the
 meter's last accepted counter is persisted, so a restart neither reuses nor re-accepts one.
+
+On a ``SharedLink`` (a serial bus: one exchange at a time on the wire) the session holds the
+link's ``exclusive()`` for each request and for ``close``, and the link layer lives inside those
+holds: HDLC is opened (SNRM) by the first request rather than when the link comes up, a closed
+HDLC connection (DM, FRMR, no answer) leaves the session and its link up for the next request to
+reopen, an association past its inactivity timeout is disconnected (DISC) and opened afresh, and
+a request that ends with an exchange still in flight (an error, a timeout, a cancellation)
+disconnects the link layer before it gives the wire back.
 """
 
 from __future__ import annotations
@@ -20,14 +28,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Final
 
 import structlog
 
 from adapters.profile import Association, VendorProfile
-from hesd.link import Link, LinkClosed
+from hesd.link import Link, LinkClosed, SharedLink
 from hesd.secrets import KeySet
 from hesd.store import InvocationCounters, Registry
 from protocols.dlms import apdu as x
@@ -158,6 +166,9 @@ class MeterSession:
         self._online_event: asyncio.Event | None = None
         self._push_security: SecurityContext | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._shared = False  # the link is a SharedLink: link layer inside the wire holds
+        self._opening_sent = False  # the framing's opening (SNRM) is out for this connection
+        self._link_layer_down: asyncio.Future[None] | None = None  # shared: a DISC is out
 
     # -- state -------------------------------------------------------------------------------
 
@@ -186,22 +197,20 @@ class MeterSession:
         self._link, self._framing = link, framing
         self._conn = None
         self._closed_reason = None
+        self._shared = isinstance(link, SharedLink)
+        self._opening_sent = False
+        self._link_layer_down = None
         loop = asyncio.get_running_loop()
         self._framing_open = loop.create_future()
         if self._online_event is not None:
             self._online_event.set()
             self._online_event = None
-        now = self._clock()
         self._registry.note_state(self.meter_id, status="online", last_seen=time.time())
         log.info("session.online", meter=self.meter_id, peer=link.peer)
         reason = "link closed"
         try:
-            opening = framing.open(now)
-            if opening:
-                await link.send(opening)
-            self._rearm()  # HDLC: the SNRM's response timeout
-            if framing.ready:
-                self._framing_open.set_result(None)
+            if not self._shared:  # on a shared wire the first request opens it, holding the wire
+                await self._open_link_layer()
             reason = await self._read_loop(link, framing)
         except LinkClosed as exc:
             reason = f"link closed: {exc}"
@@ -222,13 +231,87 @@ class MeterSession:
             self._timer.cancel()
             self._timer = None
         error = SessionError(f"meter {self.meter_id}: {reason}")
-        for future in (self._framing_open, self._association, *self._waiters.values()):
+        futures = (self._framing_open, self._association, self._link_layer_down)
+        for future in (*futures, *self._waiters.values()):
             if future is not None and not future.done():
                 future.set_exception(error)
                 future.exception()  # retrieved: nobody may be waiting any more
         self._waiters.clear()
         self._link = self._framing = self._conn = None
-        self._association = self._framing_open = None
+        self._association = self._framing_open = self._link_layer_down = None
+        self._opening_sent = False
+
+    async def _open_link_layer(self) -> None:
+        """Send the framing's opening (HDLC: SNRM), once per link-layer connection."""
+        link, framing, opened = self._link, self._framing, self._framing_open
+        if link is None or framing is None or opened is None or self._opening_sent:
+            return
+        self._opening_sent = True
+        opening = framing.open(self._clock())
+        if opening:
+            await link.send(opening)
+        self._rearm()  # HDLC: the SNRM's response timeout
+        if framing.ready and not opened.done():
+            opened.set_result(None)
+
+    def _link_layer_closed(self, reason: str) -> None:
+        """Shared link: the meter's link layer is down, the link is not; the next request
+        reopens it. What waited on the old connection fails with ``reason``."""
+        log.info("session.link_layer_closed", meter=self.meter_id, reason=reason)
+        error = SessionError(f"meter {self.meter_id}: link layer closed: {reason}")
+        for future in (self._framing_open, self._association, *self._waiters.values()):
+            if future is not None and not future.done():
+                future.set_exception(error)
+                future.exception()
+        self._waiters.clear()
+        self._conn = self._association = None
+        self._opening_sent = False
+        self._framing_open = asyncio.get_running_loop().create_future()
+        down, self._link_layer_down = self._link_layer_down, None
+        if down is not None and not down.done():
+            down.set_result(None)
+
+    async def _disconnect_link_layer(self) -> None:
+        """Shared link: DISC; ``_link_layer_down`` resolves once the meter answered or the
+        retries ran out (``FramingClosed``)."""
+        link, framing = self._link, self._framing
+        assert link is not None
+        assert framing is not None
+        if self._link_layer_down is None:
+            self._link_layer_down = asyncio.get_running_loop().create_future()
+        goodbye = framing.close(self._clock())
+        if goodbye:
+            await link.send(goodbye)
+            self._rearm()
+        elif framing.next_deadline() is None:  # nothing open, nothing in flight
+            self._link_layer_closed("not connected")
+
+    @contextlib.asynccontextmanager
+    async def _wire(self) -> AsyncIterator[None]:
+        """On a shared link, hold the wire for the block (one request, or closing)."""
+        link = self._link
+        if not isinstance(link, SharedLink):
+            yield
+            return
+        try:
+            async with link.exclusive():
+                try:
+                    yield
+                except BaseException:
+                    await self._abandon(link)
+                    raise
+        except LinkClosed as exc:
+            raise SessionError(f"meter {self.meter_id}: {exc}") from None
+
+    async def _abandon(self, link: Link) -> None:
+        """A request ended (error, timeout, cancellation) with a link-layer exchange in flight:
+        it must not go on once the wire is another meter's, so disconnect while holding it."""
+        framing = self._framing
+        if self._link is not link or framing is None or framing.next_deadline() is None:
+            return
+        log.warning("session.exchange_abandoned", meter=self.meter_id)
+        with contextlib.suppress(HesdError, OSError):
+            await self._disconnect_link_layer()
 
     async def _read_loop(self, link: Link, framing: ApduFraming) -> str:
         while True:
@@ -243,7 +326,9 @@ class MeterSession:
                     if self._framing_open is not None and not self._framing_open.done():
                         self._framing_open.set_result(None)
                 elif isinstance(event, FramingClosed):
-                    return f"link layer closed: {event.reason}"
+                    if not self._shared:
+                        return f"link layer closed: {event.reason}"
+                    self._link_layer_closed(event.reason)
                 elif isinstance(event, FramingDropped):
                     log.debug("session.frame_dropped", meter=self.meter_id, reason=event.reason)
             await self._flush()
@@ -281,7 +366,11 @@ class MeterSession:
                     log.warning(
                         "session.link_gave_up", meter=self.meter_id, reason=framing_event.reason
                     )
-                    self._spawn(link.close(), "close")
+                    if self._shared:  # the wire stays up for the other meters and the next try
+                        self._link_layer_closed(framing_event.reason)
+                        self._rearm()
+                    else:
+                        self._spawn(link.close(), "close")
                     return
         if self._conn is not None:
             for event in self._conn.handle_timeout(now):
@@ -408,7 +497,7 @@ class MeterSession:
         raise SessionError(f"meter {self.meter_id}: ACTION {_describe(method)}: {_failure(event)}")
 
     async def _request(self, send: Callable[[ClientConnection, float], int]) -> Event:
-        async with self._lock:
+        async with self._lock, self._wire():
             conn = await self._ensure_associated()
             await self._top_up_counters(conn)
             future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
@@ -422,6 +511,10 @@ class MeterSession:
     async def _ensure_associated(self) -> ClientConnection:
         if self._link is None or self._framing is None or self._framing_open is None:
             raise SessionError(f"meter {self.meter_id}: offline")
+        if self._shared:
+            await self._refresh_link_layer()
+        await self._open_link_layer()
+        assert self._framing_open is not None
         await self._framing_open
         conn = self._conn
         inactivity = self.settings.profile.inactivity_timeout
@@ -448,6 +541,20 @@ class MeterSession:
         self._last_activity = self._clock()
         return conn
 
+    async def _refresh_link_layer(self) -> None:
+        """Shared link: wait out a DISC on its way. Past the inactivity timeout the meter has
+        dropped its HDLC connection with the association: disconnect, then open afresh."""
+        idle = self._clock() - self._last_activity
+        if (
+            self._link_layer_down is None
+            and self._opening_sent
+            and idle > self.settings.profile.inactivity_timeout
+        ):
+            log.debug("session.association_expired", meter=self.meter_id)
+            await self._disconnect_link_layer()
+        if self._link_layer_down is not None:
+            await self._link_layer_down
+
     async def _top_up_counters(self, conn: ClientConnection) -> None:
         if conn.security is not None and conn.invocation_counters_left < COUNTER_LOW_WATER:
             await self._grant_counters(conn)
@@ -459,17 +566,19 @@ class MeterSession:
 
     async def close(self) -> None:
         """Release the association (best effort) and close the link."""
-        link, framing, conn = self._link, self._framing, self._conn
+        link = self._link
         if link is None:
             return
         with contextlib.suppress(HesdError, OSError):
-            if conn is not None and conn.state == State.READY and framing is not None:
-                conn.release(self._clock())
-                await self._flush()
-            if framing is not None:
-                goodbye = framing.close(self._clock())
-                if goodbye:
-                    await link.send(goodbye)
+            async with self._wire():
+                framing, conn = self._framing, self._conn
+                if conn is not None and conn.state == State.READY and framing is not None:
+                    conn.release(self._clock())
+                    await self._flush()
+                if framing is not None and self._link is link:
+                    goodbye = framing.close(self._clock())
+                    if goodbye:
+                        await link.send(goodbye)
         await link.close()
 
 

@@ -73,6 +73,11 @@ class SessionManager:
         """Meters with a link now."""
         return len(self._links)
 
+    @property
+    def closing(self) -> bool:
+        """``close`` has begun: no new links are attached."""
+        return self._closing
+
     def online(self, meter_id: str) -> bool:
         return meter_id in self._links
 
