@@ -40,6 +40,7 @@ from hesd.secrets import SecretStore, load_secrets
 from hesd.sessions import SessionManager
 from hesd.store import InvocationCounters, Registry, Store
 from hesd.store.outbox import outbox_stats
+from hesd.transports.serial import SerialPorts
 from hesd.transports.tcp import TcpDialer, TcpListener
 from protocols.dlms import apdu as x
 from protocols.errors import HesdError
@@ -74,6 +75,7 @@ class Daemon:
         self.counters: InvocationCounters | None = None
         self._sessions: SessionManager | None = None
         self.listener: TcpListener | None = None
+        self.serial: SerialPorts | None = None  # attach_new() after a meter import
         self.pushes_received = 0
         self.reloads = 0
 
@@ -170,6 +172,8 @@ class Daemon:
             self.listener = TcpListener(config.tcp, self._sessions, self._registry)
             stack.push_async_callback(self.listener.close)
             await self.listener.start()
+            self.serial = SerialPorts(config.serial, self._sessions, self._registry)
+            stack.push_async_callback(self.serial.close)
 
             async with asyncio.TaskGroup() as tg:
                 writer = tg.create_task(store.run_writer(), name="store:writer")
@@ -177,6 +181,7 @@ class Daemon:
                     _named(tg, self._reloader(), "daemon:reload"),
                     _named(tg, self._status_reporter(), "daemon:status"),
                 ]
+                self.serial.start(tg)  # serial:{path}:bus tasks: open, attach, reopen
                 if self.notifier.watchdog_interval is not None:
                     helpers.append(_named(tg, self._watchdog(), "daemon:watchdog"))
                 self.state = "running"
@@ -197,6 +202,7 @@ class Daemon:
                 await self.listener.close()  # stop accepting meters
                 await runner.cleanup()  # stop accepting, wait for in-flight requests (bounded)
                 await self._sessions.close(grace=self.config.daemon.drain_timeout)
+                await self.serial.close()  # after the sessions: their goodbyes go out first
                 for task in helpers:
                     task.cancel()
                 await store.close()  # commits what is queued; the writer task then returns
