@@ -220,3 +220,15 @@ def test_any_peer_wport_when_remote_is_none() -> None:
         fresh.next_frame()
     fresh.receive_data(encode_wrapper(32, 1, b"\xc2"))
     assert fresh.next_frame() == WrapperFrame(32, 1, b"\xc2")
+
+
+def test_any_local_wport_when_local_is_none() -> None:
+    framer = WrapperFramer(local_wport=None, remote_wport=1)
+    framer.receive_data(encode_wrapper(1, 16, b"\xc4") + encode_wrapper(1, 102, b"\x0f"))
+    assert [(f.destination_wport, f.apdu) for f in framer.frames()] == [
+        (16, b"\xc4"),
+        (102, b"\x0f"),
+    ]
+    framer.receive_data(encode_wrapper(2, 16, b"\xc4"))
+    with pytest.raises(RemoteProtocolError, match="expected from 1 to any wPort"):
+        framer.next_frame()

@@ -93,12 +93,13 @@ class WrapperFramer:
 
     def __init__(
         self,
-        local_wport: int,
+        local_wport: int | None,
         remote_wport: int | None,
         max_apdu: int = _MAX_U16,
         max_buffer: int | None = None,
     ) -> None:
-        _check_u16("local wPort", local_wport)
+        if local_wport is not None:  # None: any of our wPorts (pushes go to the push client SAP)
+            _check_u16("local wPort", local_wport)
         if remote_wport is not None:  # None: any peer wPort (a meter serving several clients)
             _check_u16("remote wPort", remote_wport)
         if not 1 <= max_apdu <= _MAX_U16:
@@ -119,7 +120,7 @@ class WrapperFramer:
         # What a frame for us starts with: version, source = the peer, destination = us.
         self._expected = (
             None
-            if remote_wport is None
+            if remote_wport is None or local_wport is None
             else struct.pack(">HHH", WRAPPER_VERSION, remote_wport, local_wport)
         )
 
@@ -149,7 +150,7 @@ class WrapperFramer:
             raise RemoteProtocolError(
                 f"wrapper: version {version:#06x} at offset 0, expected {WRAPPER_VERSION:#06x}"
             )
-        if destination != self.local_wport or (
+        if (self.local_wport is not None and destination != self.local_wport) or (
             self.remote_wport is not None and source != self.remote_wport
         ):
             self._fail()
@@ -157,7 +158,7 @@ class WrapperFramer:
             raise RemoteProtocolError(
                 f"wrapper: frame from wPort {source} to wPort {destination}, expected "
                 f"from {'any wPort' if self.remote_wport is None else self.remote_wport} "
-                f"to {self.local_wport}"
+                f"to {'any wPort' if self.local_wport is None else self.local_wport}"
             )
         if length > self.max_apdu:
             self._fail()
@@ -206,10 +207,13 @@ class WrapperFramer:
         if self._expected is not None:
             return buf.find(self._expected)
         version = struct.pack(">H", WRAPPER_VERSION)
-        destination = struct.pack(">H", self.local_wport)
+        source = None if self.remote_wport is None else struct.pack(">H", self.remote_wport)
+        destination = None if self.local_wport is None else struct.pack(">H", self.local_wport)
         start = buf.find(version)
         while start >= 0 and start + 6 <= len(buf):
-            if buf[start + 4 : start + 6] == destination:
+            if (source is None or buf[start + 2 : start + 4] == source) and (
+                destination is None or buf[start + 4 : start + 6] == destination
+            ):
                 return start
             start = buf.find(version, start + 1)
         return -1
