@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from hesd.secrets import load_secrets
+from hesd.sim.clock import SimClock
 from hesd.sim.endpoint import PUSH_WPORT
 from hesd.sim.runner import Simulator
 from hesd.sim.tcp import DialTransport, ServeTransport, loopback_address
@@ -19,6 +20,7 @@ from hesd.sim.transports import Backoff, Transport
 from protocols.dlms import apdu as x
 from protocols.dlms.acse import Mechanism
 from protocols.dlms.connection import AssociationParameters
+from protocols.dlms.hdlc import HdlcAddress
 from protocols.dlms.security import SecurityContext
 from protocols.dlms.wrapper import WrapperFramer
 from protocols.errors import RemoteProtocolError
@@ -27,6 +29,7 @@ from tests.test_sim_client import (
     CLOCK,
     ENERGY,
     SERIAL,
+    START,
     DlmsClient,
     TcpPipe,
     association,
@@ -284,3 +287,33 @@ async def test_every_fault_is_observable_from_the_client() -> None:
             await client.pipe.close()
     faults = sim.stats.faults
     assert {"silent", "wrong_tag", "garbage", "disconnect", "hang", "replay"} <= set(faults)
+
+
+async def test_an_hdlc_vendor_speaks_hdlc_over_tcp() -> None:
+    sim = make_sim([("sunrise", 2)])
+    async with running(sim, serve) as transport:
+        endpoint = sim.endpoints[1]
+        pipe = await TcpPipe.connect(transport.address(endpoint))
+        client = DlmsClient(pipe, **association(sim, "reader", "sunrise"), hdlc=HdlcAddress(1))
+        await client.connect_link()
+        await client.associate()
+        assert await client.get(SERIAL) == endpoint.meter.spec.serial_number
+        await pipe.close()
+    with pytest.raises(ValueError, match="dial mode needs WRAPPER framing"):
+        DialTransport(sim.env, sim.endpoints, ("127.0.0.1", 1))
+
+
+async def test_the_push_schedule_and_the_alarms() -> None:
+    clock = SimClock(START, 600.0)  # ten simulated minutes a second
+    sim = make_sim([("is15959", 2)], clock=clock, push_interval=60.0, alarms_per_day=20_000.0)
+    async with running(sim, serve) as transport:
+        endpoint = sim.endpoints[0]
+        pipe = await TcpPipe.connect(transport.address(endpoint))
+        client = DlmsClient(pipe, **association(sim, "reader"))
+        await client.associate()
+        first = await client.next_notification()  # every 0.1 s of real time
+        second = await client.next_notification()
+        assert second.long_invoke_id > first.long_invoke_id
+        await wait_until(lambda: sim.stats.alarms >= 2, "scheduled tamper alarms")
+        await pipe.close()
+    assert any(e.meter.snapshot(clock.now()).tamper_count for e in sim.endpoints)

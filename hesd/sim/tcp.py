@@ -5,7 +5,9 @@ Serve: meter ``i`` listens on its own loopback address ``127.0.x.y:4059`` (all o
 is loopback on Linux; ``x = 1 + i // 254``, ``y = 1 + i % 254``, so host parts 0 and 255 are
 never used and 127.0.0.1 stays free; 64,770 meters at most), or with ``port_base`` on
 ``host:port_base+i``. Port 0 takes ephemeral ports (tests). A meter takes one connection at a
-time, like a meter's modem: a second one is closed at once.
+time, like a meter's modem: a second one is closed at once. A vendor whose profile frames with
+HDLC speaks HDLC over the connection (a meter behind a transparent serial-to-TCP modem; any
+lower address, as hesd then uses the one-byte server address) and does not push.
 
 Dial: every meter connects to the HES, sends its identification push first (see
 ``MeterEndpoint.identification``), answers requests on the same connection, and reconnects
@@ -24,7 +26,8 @@ from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Final, cast
 
-from hesd.sim.endpoint import MeterEndpoint, Reply
+from hesd.sim.endpoint import HdlcBus, MeterEndpoint, Reply
+from hesd.sim.serial import FIRST_PHYSICAL
 from hesd.sim.transports import Backoff, SimEnv, raise_nofile_limit
 from protocols.dlms.axdr import Value
 
@@ -55,6 +58,9 @@ class MeterStream(asyncio.Protocol):
         self._not_before = 0.0
         self._closing = False
         self._owner = False  # the endpoint's link (a second connection is refused)
+        self._bus: HdlcBus | None = None  # an HDLC vendor's meter speaks HDLC over TCP
+        if endpoint.site.profile.framing.kind == "hdlc":
+            self._bus = HdlcBus([endpoint], [FIRST_PHYSICAL], env.ctx)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but have its methods
@@ -75,7 +81,12 @@ class MeterStream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        self.send(self.endpoint.receive(data, self.env.clock.now()))
+        now = self.env.clock.now()
+        if self._bus is None:
+            self.send(self.endpoint.receive(data, now))
+            return
+        for _, reply in self._bus.receive(data, now):
+            self.send(reply)
 
     def eof_received(self) -> bool | None:
         return None  # close our side too
@@ -95,7 +106,8 @@ class MeterStream(asyncio.Protocol):
         self._pending.append(loop.call_at(at, self._write_later, reply.data, reply.close))
 
     def push(self, now: float, body: Value | None = None) -> None:
-        self.send(self.endpoint.push(now, body))
+        if self._bus is None:  # HDLC in normal response mode only answers polls
+            self.send(self.endpoint.push(now, body))
 
     def _write_later(self, data: bytes, close: bool) -> None:
         self._pending.popleft()
@@ -233,6 +245,12 @@ class DialTransport:
     ) -> None:
         if ramp < 0:
             raise ValueError(f"ramp {ramp} s is negative")
+        for endpoint in endpoints:
+            if endpoint.site.profile.framing.kind != "wrapper":
+                raise ValueError(
+                    f"dial mode needs WRAPPER framing, and {endpoint.site.name} meters speak "
+                    "HDLC: hesd knows a dialling meter by its first push, a WRAPPER frame"
+                )
         self.env = env
         self.endpoints = list(endpoints)
         self.hes = hes
