@@ -84,25 +84,84 @@ def _faults(ctx: click.Context, param: click.Parameter, value: str | None) -> Fa
 )
 @click.option("--host", help="serve: listen on this host with --port-base (else 127.0.x.y).")
 @click.option("--port-base", type=click.IntRange(0, 65535), help="serve: meter i on port P+i.")
-@click.option("--port", type=click.IntRange(0, 65535), default=4059, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=4059,
+    show_default=True,
+    help="serve: the port on each meter's 127.0.x.y (0: any free one).",
+)
 @click.option("--ramp", type=click.FloatRange(0), default=0.0, help="dial: spread connects [s].")
-@click.option("--serial-buses", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--seed", type=click.IntRange(0, 2**64 - 1), default=1, show_default=True)
-@click.option("--keys", type=click.Choice(KEY_MODES), default="derived", show_default=True)
-@click.option("--time-scale", type=click.FloatRange(min=0, min_open=True), default=1.0)
+@click.option(
+    "--serial-buses", type=click.IntRange(1), default=1, show_default=True, help="serial: ptys."
+)
+@click.option(
+    "--seed", type=click.IntRange(0, 2**64 - 1), default=1, show_default=True, help="Fleet seed."
+)
+@click.option(
+    "--keys",
+    type=click.Choice(KEY_MODES),
+    default="derived",
+    show_default=True,
+    help="Keys from the seed, or the Green Book test keys.",
+)
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Simulated seconds per real second.",
+)
 @click.option("--start", callback=_start, help="Simulated time at start, ISO 8601 [now].")
 @click.option("--faults", "fault_plan", callback=_faults, help="Fault spec, see docs.")
-@click.option("--push-interval", type=click.FloatRange(0), default=900.0, show_default=True)
-@click.option("--alarms-per-day", type=click.FloatRange(0), default=0.0, show_default=True)
-@click.option("--control", callback=_host_port, help="Control API on HOST:PORT.")
-@click.option("--inventory-out", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--secrets-out", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--vendors-dir", type=click.Path(path_type=Path), default=Path("conf/vendors"))
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Exit after [s].")
-@click.option("--stats-interval", type=click.FloatRange(0), default=10.0, show_default=True)
-@click.option("--log-format", type=click.Choice(["json", "console"]), default="json")
 @click.option(
-    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info"
+    "--push-interval",
+    type=click.FloatRange(0),
+    default=900.0,
+    show_default=True,
+    help="Simulated seconds between a meter's pushes (0: none).",
+)
+@click.option(
+    "--alarms-per-day",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="Tamper alarms per meter per simulated day.",
+)
+@click.option("--control", callback=_host_port, help="Control API on HOST:PORT.")
+@click.option(
+    "--inventory-out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the inventory CSV for hesctl meters import.",
+)
+@click.option(
+    "--secrets-out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the fleet's keysets (mode 0600) for hesd's secrets_file.",
+)
+@click.option(
+    "--vendors-dir",
+    type=click.Path(path_type=Path),
+    default=Path("conf/vendors"),
+    show_default=True,
+    help="Vendor profiles.",
+)
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), help="Exit after [s].")
+@click.option(
+    "--stats-interval",
+    type=click.FloatRange(0),
+    default=10.0,
+    show_default=True,
+    help="Real seconds between sim.stats lines (0: none).",
+)
+@click.option(
+    "--log-format", type=click.Choice(["json", "console"]), default="json", show_default=True
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
 )
 def main(**kw: Any) -> None:
     """Simulate a fleet of DLMS/COSEM smart meters (see docs/simulator.md)."""

@@ -72,7 +72,8 @@ class Fault:
     def __str__(self) -> str:
         value = self.value
         if isinstance(value, tuple):
-            text = f"={_ms(value[0])}..{_ms(value[1])}"
+            lo, hi = value
+            text = f"={_ms(lo)}" if lo == hi else f"={_ms(lo)}..{_ms(hi)}"
         elif self.name == "drift":
             text = f"={value:g}ppm"
         elif value is None or (self.name in _PROBABILITY and value == 1):
