@@ -81,6 +81,30 @@ class UplinkConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DlmsConfig:
+    system_title: bytes  # hesd's own system title (client side of ciphering and HLS)
+
+
+@dataclass(frozen=True, slots=True)
+class TcpConfig:
+    listen: tuple[tuple[str, int], ...]  # where meters dial in; empty: no listener
+    identify_timeout: float  # seconds an unknown peer has to identify itself
+    identify_max_bytes: int  # bytes it may send before it has
+    connect_timeout: float  # dial-out
+    backoff_initial: float
+    backoff_max: float
+    per_destination: int  # concurrent dial-out connections per destination host
+    idle_close: float  # dial-out connections idle this long are closed
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_requests: int  # requests in flight across the fleet
+    request_timeout: float  # the longest one request (incl. association and blocks) may take
+    session_max_bytes: int  # the most a meter may send in one request (blocks included)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str  # the file it came from, or EMBEDDED
     daemon: DaemonConfig
@@ -89,6 +113,9 @@ class Config:
     store: StoreConfig
     vendors: VendorsConfig
     uplink: UplinkConfig
+    dlms: DlmsConfig
+    tcp: TcpConfig
+    limits: LimitsConfig
 
     def load_vendor_profiles(self) -> dict[str, VendorProfile]:
         return load_profiles(self.vendors.dir, self.vendors.enabled, self.source)
@@ -160,8 +187,62 @@ def parse_config(doc: Table, base: Path) -> Config:
     )
     uplink_t.finish()
 
+    dlms_t = doc.table("dlms")
+    dlms = DlmsConfig(
+        system_title=bytes.fromhex(
+            dlms_t.string(
+                "system_title",
+                default="4845534400000001",
+                pattern=r"[0-9A-Fa-f]{16}",
+                describe="16 hex digits (an 8-byte system title)",
+            )
+        ),
+    )
+    dlms_t.finish()
+
+    tcp_t = doc.table("tcp")
+    listen = tuple(
+        _host_port(tcp_t, "listen", i, item)
+        for i, item in enumerate(
+            tcp_t.string_list("listen", default=(), describe="host:port strings")
+        )
+    )
+    tcp = TcpConfig(
+        listen=listen,
+        identify_timeout=tcp_t.number("identify_timeout", lo=1, hi=3600, default=30.0),
+        identify_max_bytes=tcp_t.integer("identify_max_bytes", lo=64, hi=1 << 20, default=4096),
+        connect_timeout=tcp_t.number("connect_timeout", lo=0.1, hi=600, default=10.0),
+        backoff_initial=tcp_t.number("backoff_initial", lo=0.01, hi=3600, default=1.0),
+        backoff_max=tcp_t.number("backoff_max", lo=0.01, hi=86400, default=300.0),
+        per_destination=tcp_t.integer("per_destination", lo=1, hi=10_000, default=4),
+        idle_close=tcp_t.number("idle_close", lo=1, hi=86400, default=300.0),
+    )
+    tcp_t.finish()
+
+    limits_t = doc.table("limits")
+    limits = LimitsConfig(
+        max_requests=limits_t.integer("max_requests", lo=1, hi=1_000_000, default=2000),
+        request_timeout=limits_t.number("request_timeout", lo=1, hi=86400, default=120.0),
+        session_max_bytes=limits_t.integer(
+            "session_max_bytes", lo=1024, hi=1 << 30, default=16 << 20
+        ),
+    )
+    limits_t.finish()
+
     doc.finish()
-    return Config(doc.source, daemon, log, api, store, vendors, uplink)
+    return Config(doc.source, daemon, log, api, store, vendors, uplink, dlms, tcp, limits)
+
+
+def _host_port(table: Table, key: str, index: int, text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(
+            table.source,
+            f"{table.key_path(key)}[{index}]",
+            f'expected "host:port" (port 1..65535), got "{text}"',
+        )
+    return host, int(port)
 
 
 def resolve_config_path(explicit: Path | None) -> Path | None:

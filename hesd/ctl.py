@@ -372,3 +372,49 @@ def vendors_list(ctx: click.Context, as_json: bool) -> None:
             [(v["name"], v["version"], v["description"]) for v in found],
         )
     )
+
+
+def _post_json(client: Client, url: str, body: dict[str, Any]) -> Any:
+    return client.json("POST", url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+
+@main.command()
+@click.argument("meter_id")
+@click.argument("objects", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def read(ctx: click.Context, meter_id: str, objects: tuple[str, ...], as_json: bool) -> None:
+    """Read objects from a meter now.
+
+    OBJECTS are [CLASS/]OBIS[:ATTRIBUTE], e.g. 1.0.1.8.0.255 (active energy import),
+    8/0.0.1.0.0.255:2 (the clock); without a class, the usual class of that OBIS code; without
+    an attribute, 2. Default: the clock and active energy import.
+    """
+    wanted = list(objects) or ["8/0.0.1.0.0.255:2", "3/1.0.1.8.0.255:2"]
+    result = _post_json(
+        _client(ctx), f"/api/v1/meters/{quote(meter_id, safe='')}/read", {"objects": wanted}
+    )
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    click.echo(_table(("OBJECT", "VALUE"), [(r["object"], r["text"]) for r in result["results"]]))
+
+
+@main.command()
+@click.argument("hex_text", nargs=-1, required=True)
+@click.option("--meter", help="Decrypt with this meter's keys (they stay in the daemon).")
+@click.option("--json", "as_json", is_flag=True, help="Print the layers as JSON.")
+@click.pass_context
+def decode(ctx: click.Context, hex_text: tuple[str, ...], meter: str | None, as_json: bool) -> None:
+    """Explain a captured WRAPPER or HDLC frame, or a bare APDU, given as hex.
+
+    Spaces, colons and 0x prefixes are allowed. Ciphered APDUs are decrypted with --meter's keys.
+    """
+    body: dict[str, Any] = {"hex": " ".join(hex_text)}
+    if meter:
+        body["meter"] = meter
+    result = _post_json(_client(ctx), "/api/v1/decode", body)
+    if as_json:
+        click.echo(json.dumps({"layers": result["layers"]}, indent=2))
+    else:
+        click.echo(result["text"])

@@ -37,8 +37,11 @@ from hesd.api.app import build_app
 from hesd.config import Config, load_config
 from hesd.notify import Notifier
 from hesd.secrets import SecretStore, load_secrets
+from hesd.sessions import SessionManager
 from hesd.store import InvocationCounters, Registry, Store
 from hesd.store.outbox import outbox_stats
+from hesd.transports.tcp import TcpDialer, TcpListener
+from protocols.dlms import apdu as x
 from protocols.errors import HesdError
 
 __all__ = ["Daemon", "DaemonError"]
@@ -69,6 +72,9 @@ class Daemon:
         self._store: Store | None = None
         self._registry: Registry | None = None
         self.counters: InvocationCounters | None = None
+        self._sessions: SessionManager | None = None
+        self.listener: TcpListener | None = None
+        self.pushes_received = 0
         self.reloads = 0
 
     # -- what the API reads ------------------------------------------------------------------
@@ -87,7 +93,20 @@ class Daemon:
 
     @property
     def active_sessions(self) -> int:
-        return 0  # meter sessions arrive with the transports; nothing holds one yet
+        return 0 if self._sessions is None else self._sessions.active
+
+    @property
+    def sessions(self) -> SessionManager:
+        if self._sessions is None:
+            raise DaemonError("sessions are not running")
+        return self._sessions
+
+    def _on_notification(
+        self, meter_id: str, notification: x.DataNotification | x.EventNotification, now: float
+    ) -> None:
+        # readings and events reach the MDM through the outbox (the uplink); counted for now
+        self.pushes_received += 1
+        log.debug("daemon.push", meter=meter_id)
 
     # -- control -----------------------------------------------------------------------------
 
@@ -123,6 +142,19 @@ class Daemon:
             self._store = store
             self._registry = Registry(store)
             self.counters = InvocationCounters(store)
+            config = self.config
+            self._sessions = SessionManager(
+                registry=self._registry,
+                counters=self.counters,
+                vendors=self.vendors,
+                secrets=self.secrets,
+                client_system_title=config.dlms.system_title,
+                max_requests=config.limits.max_requests,
+                request_timeout=config.limits.request_timeout,
+                session_max_bytes=config.limits.session_max_bytes,
+                on_notification=self._on_notification,
+            )
+            self._sessions.dialer = TcpDialer(config.tcp)
             stack.push_async_callback(store.close)
 
             runner = web.AppRunner(
@@ -136,6 +168,9 @@ class Daemon:
             sock = _bind_unix_socket(self.config.api.socket, self.config.api.socket_mode)
             stack.callback(_unlink_quietly, self.config.api.socket)
             await web.SockSite(runner, sock).start()
+            self.listener = TcpListener(config.tcp, self._sessions, self._registry)
+            stack.push_async_callback(self.listener.close)
+            await self.listener.start()
 
             async with asyncio.TaskGroup() as tg:
                 writer = tg.create_task(store.run_writer(), name="store:writer")
@@ -160,7 +195,9 @@ class Daemon:
                 self.state = "draining"
                 self.notifier.notify("STOPPING=1", "STATUS=draining")
                 started = time.monotonic()
+                await self.listener.close()  # stop accepting meters
                 await runner.cleanup()  # stop accepting, wait for in-flight requests (bounded)
+                await self._sessions.close(grace=self.config.daemon.drain_timeout)
                 for task in helpers:
                     task.cancel()
                 await store.close()  # commits what is queued; the writer task then returns
@@ -234,6 +271,8 @@ class Daemon:
         self.config = dataclasses.replace(self.config, vendors=fresh.vendors)
         self.vendors = vendors
         self.secrets = secrets
+        if self._sessions is not None:
+            self._sessions.reload(vendors, secrets)
         self.reloads += 1
         log.info("config.reloaded", vendors=sorted(vendors), keysets=len(secrets.keysets))
         return True

@@ -446,3 +446,27 @@ def test_any_sequence_ends_in_a_state_or_a_protocol_error(steps: list[object]) -
             assert conn.next_deadline() is None
         else:
             assert conn.next_deadline() is not None
+
+
+def test_get_with_list_in_datablocks() -> None:
+    conn = associated(conformance=0x00521F)  # with multiple references
+    request_id = conn.get_many([(ENERGY, None), (CLOCK, None)], now=1)
+    conn.data_to_send()
+    raw = b"\x02" + b"\x00" + axdr.encode(Typed(Tag.LONG_UNSIGNED, 7)) + b"\x01\x04"
+    conn.receive_apdu(x.GetResponseWithDatablock(iip(1), False, 1, raw[:3]).encode(), now=1)
+    assert conn.data_to_send() == [x.GetRequestNext(iip(1), 1).encode()]
+    [event] = conn.receive_apdu(
+        x.GetResponseWithDatablock(iip(1), True, 2, raw[3:]).encode(), now=1
+    )
+    assert event == GetCompleted(request_id, (7, x.DataAccessResult.OBJECT_UNDEFINED))
+
+
+def test_unciphered_exception_on_a_ciphered_association_fails_the_request() -> None:
+    conn, _meter = hls_associated()
+    request_id = conn.get(ENERGY, now=1)
+    conn.data_to_send()
+    [event] = conn.receive_apdu(x.ExceptionResponse(1, 6, 500).encode(), now=1.1)
+    assert event == RequestFailed(
+        request_id,
+        "service-not-allowed/invocation-counter-error (server expects invocation counter 500)",
+    )

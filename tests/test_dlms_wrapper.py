@@ -205,3 +205,30 @@ def test_garbage_yields_only_remote_errors(chunks: list[bytes]) -> None:
             pytest.fail("the framer neither consumed nor waited")
         assert len(f._buffer) <= f.max_buffer
     assert time.perf_counter() - started < 1.0
+
+
+def test_any_peer_wport_when_remote_is_none() -> None:
+    framer = WrapperFramer(local_wport=1, remote_wport=None)
+    framer.receive_data(encode_wrapper(16, 1, b"\xc0") + encode_wrapper(48, 1, b"\xc1"))
+    assert [(f.source_wport, f.apdu) for f in framer.frames()] == [(16, b"\xc0"), (48, b"\xc1")]
+    framer.receive_data(encode_wrapper(16, 2, b"\xc0"))
+    with pytest.raises(RemoteProtocolError, match="expected from any wPort to 1"):
+        framer.next_frame()
+    fresh = WrapperFramer(local_wport=1, remote_wport=None)
+    fresh.receive_data(bytes.fromhex("0002001000010001c0"))  # version 2
+    with pytest.raises(RemoteProtocolError, match="version"):
+        fresh.next_frame()
+    fresh.receive_data(encode_wrapper(32, 1, b"\xc2"))
+    assert fresh.next_frame() == WrapperFrame(32, 1, b"\xc2")
+
+
+def test_any_local_wport_when_local_is_none() -> None:
+    framer = WrapperFramer(local_wport=None, remote_wport=1)
+    framer.receive_data(encode_wrapper(1, 16, b"\xc4") + encode_wrapper(1, 102, b"\x0f"))
+    assert [(f.destination_wport, f.apdu) for f in framer.frames()] == [
+        (16, b"\xc4"),
+        (102, b"\x0f"),
+    ]
+    framer.receive_data(encode_wrapper(2, 16, b"\xc4"))
+    with pytest.raises(RemoteProtocolError, match="expected from 1 to any wPort"):
+        framer.next_frame()

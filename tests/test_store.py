@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from hesd.config import StoreConfig
-from hesd.store import InvocationCounters, MeterEntry, Registry, RegistryConflict, Store, StoreError
+from hesd.store import (
+    CounterExhausted,
+    InvocationCounters,
+    MeterEntry,
+    Registry,
+    RegistryConflict,
+    Store,
+    StoreError,
+)
 from hesd.store.migrations import SCHEMA_VERSION
 from hesd.store.outbox import outbox_stats
 
@@ -217,16 +225,27 @@ def test_registry_refuses_unknown_state_fields(tmp_path: Path) -> None:
 
 async def test_tx_counters_never_repeat_across_a_crash(tmp_path: Path) -> None:
     r1 = Running(await Store.open(store_config(tmp_path)))
-    counters = InvocationCounters(r1.store, block=10)
-    used = [await counters.next_tx("M1", 48) for _ in range(15)]
-    assert used == list(range(15))
+    counters = InvocationCounters(r1.store)
+    first = await counters.reserve_tx("M1", 48, 10)
+    second = await counters.reserve_tx("M1", 48, 5)
+    assert (first, second) == (range(0, 10), range(10, 15))
+    assert await counters.reserve_tx("M2", 48, 3) == range(0, 3)  # per meter
     # a crash: the first process never closes; a second one opens the same database
     r2 = Running(await Store.open(store_config(tmp_path)))
-    after_crash = await InvocationCounters(r2.store, block=10).next_tx("M1", 48)
-    assert after_crash >= 15, "a counter was reused after a restart"
-    assert after_crash == 20  # resumes at the end of the reserved block
+    after_crash = await InvocationCounters(r2.store).reserve_tx("M1", 48, 10)
+    assert after_crash.start == 15, "a counter was reused after a restart"
     await r2.close()
     await r1.close()
+
+
+async def test_tx_counters_end_at_32_bits(running: Running) -> None:
+    counters = InvocationCounters(running.store)
+    await running.store.execute(
+        "INSERT INTO invocation_counters VALUES ('M1', 48, 'tx', 4294967290, 0)"
+    )
+    assert await counters.reserve_tx("M1", 48, 100) == range(4294967290, 4294967296)
+    with pytest.raises(CounterExhausted, match="exhausted"):
+        await counters.reserve_tx("M1", 48, 1)
 
 
 async def test_rx_counters_refuse_replay_and_survive_restart(tmp_path: Path) -> None:

@@ -17,9 +17,16 @@ import structlog
 from aiohttp import web
 
 from hesd import __version__
+from hesd.api.values import value_json, value_text
 from hesd.inventory import InventoryError, format_inventory, parse_inventory
+from hesd.session import MeterSession, SessionError
 from hesd.store.outbox import outbox_stats
 from hesd.store.registry import METER_ID, STATUSES, RegistryConflict
+from protocols.dlms import apdu as x
+from protocols.dlms.axdr import Value
+from protocols.dlms.cosem import likely_class
+from protocols.dlms.obis import ObisCode
+from protocols.dlms.translator import TranslatorKeys, parse_hex, translate
 from protocols.errors import HesdError
 
 if TYPE_CHECKING:
@@ -204,6 +211,137 @@ async def import_meters(request: web.Request) -> web.Response:
     )
 
 
+def parse_object(spec: str) -> x.AttributeDescriptor:
+    """``[CLASS/]OBIS[:ATTRIBUTE]``: ``3/1.0.1.8.0.255:2``, ``1.0.1.8.0.255``, ``1-0:1.8.0*255``.
+
+    Without a class, the class the logical name most likely has; without an attribute, 2 (the
+    value, or the buffer of a profile).
+    """
+    text = spec.strip()
+    class_text, slash, rest = text.partition("/")
+    if not slash:
+        class_text, rest = "", text
+    if class_text and not class_text.isdigit():
+        raise ValueError(f"{spec!r}: class {class_text!r} is not a number")
+    attribute = 2
+    head, colon, tail = rest.rpartition(":")
+    if colon and tail.lstrip("-").isdigit():  # "1-0:1.8.0*255:2"; but "1-0:1.8.0" has no attribute
+        try:
+            obis = ObisCode.parse(head)
+            attribute = int(tail)
+        except ValueError:
+            obis = _parse_obis(spec, rest)
+    else:
+        obis = _parse_obis(spec, rest)
+    try:
+        return x.AttributeDescriptor(
+            int(class_text) if class_text else likely_class(obis), obis, attribute
+        )
+    except HesdError as exc:
+        raise ValueError(f"{spec!r}: {exc}") from None
+
+
+def _parse_obis(spec: str, text: str) -> ObisCode:
+    try:
+        return ObisCode.parse(text)
+    except ValueError as exc:
+        raise ValueError(f"{spec!r}: {exc}") from None
+
+
+async def read_meter(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    meter_id = request.match_info["meter_id"]
+    body = await _json_body(request)
+    objects = body.get("objects")
+    if (
+        not isinstance(objects, list)
+        or not objects
+        or len(objects) > 64
+        or not all(isinstance(o, str) for o in objects)
+    ):
+        raise ApiError(
+            400, "Bad Request", 'objects: expected a list of 1..64 strings like "3/1.0.1.8.0.255:2"'
+        )
+    descriptors = []
+    for index, spec in enumerate(objects):
+        try:
+            descriptors.append(parse_object(spec))
+        except ValueError as exc:
+            raise ApiError(400, "Bad Request", f"objects[{index}]: {exc}") from None
+    if await daemon.registry.get(meter_id) is None:
+        raise ApiError(404, "Not Found", f"meter {meter_id!r} is not in the registry")
+
+    async def read_all(session: MeterSession) -> list[Value | x.DataAccessResult]:
+        return [await session.get(d) for d in descriptors]
+
+    try:
+        values = await daemon.sessions.request(meter_id, read_all)
+    except SessionError as exc:
+        raise ApiError(503, "Meter Unavailable", str(exc)) from None
+    return _json(
+        {
+            "meter_id": meter_id,
+            "results": [
+                {
+                    "object": f"{d.class_id}/{d.instance}:{d.attribute}",
+                    "value": value_json(v),
+                    "text": value_text(v),
+                }
+                for d, v in zip(descriptors, values, strict=True)
+            ],
+        }
+    )
+
+
+async def decode_frame(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    body = await _json_body(request)
+    text = body.get("hex")
+    if not isinstance(text, str) or not text.strip():
+        raise ApiError(400, "Bad Request", "hex: expected the captured bytes as hex text")
+    try:
+        data = parse_hex(text)
+    except ValueError as exc:
+        raise ApiError(400, "Bad Request", f"hex: {exc}") from None
+    keys = None
+    meter_id = body.get("meter")
+    if meter_id is not None:
+        record = await daemon.registry.get(str(meter_id))
+        if record is None:
+            raise ApiError(404, "Not Found", f"meter {meter_id!r} is not in the registry")
+        keyset = daemon.secrets.keysets.get(record.entry.keyset)
+        if (
+            keyset is None
+            or keyset.global_unicast_key is None
+            or (keyset.authentication_key is None)
+        ):
+            raise ApiError(
+                422,
+                "No Keys",
+                f"meter {meter_id!r} has no keyset with the global unicast and authentication keys",
+            )
+        keys = TranslatorKeys(
+            ek=keyset.global_unicast_key.reveal(),
+            ak=keyset.authentication_key.reveal(),
+            client_system_title=daemon.config.dlms.system_title,
+            server_system_title=bytes.fromhex(record.entry.system_title)
+            if record.entry.system_title
+            else None,
+        )
+    translation = translate(data, keys=keys)
+    return _json({"text": translation.to_text(), **translation.to_json()})
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "Bad Request", "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "Bad Request", "the body is not a JSON object")
+    return body
+
+
 async def list_vendors(request: web.Request) -> web.Response:
     vendors = request.app[DAEMON].vendors
     return _json(
@@ -232,4 +370,6 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_post("/api/v1/meters/import", import_meters)
     app.router.add_get("/api/v1/meters/{meter_id:" + METER_ID + "}", get_meter)
     app.router.add_get("/api/v1/vendors", list_vendors)
+    app.router.add_post("/api/v1/meters/{meter_id:" + METER_ID + "}/read", read_meter)
+    app.router.add_post("/api/v1/decode", decode_frame)
     return app

@@ -36,11 +36,11 @@ class CounterExhausted(StoreError):
 
 
 class InvocationCounters:
-    def __init__(self, store: Store, block: int = 1000) -> None:
+    """Persisted suite-0 invocation counters: ours reserved in ranges, the meters' last accepted."""
+
+    def __init__(self, store: Store) -> None:
         self._store = store
-        self._block = block
-        self._next: dict[tuple[str, int], int] = {}
-        self._reserved: dict[tuple[str, int], int] = {}
+        self._end: dict[tuple[str, int], int] = {}  # first counter not yet reserved
         self._rx: dict[tuple[str, int], int] = {}
         self._rx_dirty: dict[tuple[str, int], int] = {}
         self._tx_lock = asyncio.Lock()
@@ -54,29 +54,28 @@ class InvocationCounters:
         )
         return None if value is None else int(value)
 
-    async def next_tx(self, meter_id: str, client: int) -> int:
-        """The next invocation counter hesd may send to ``meter_id`` as client ``client``."""
-        async with self._tx_lock:
-            return await self._next_tx(meter_id, client)
+    async def reserve_tx(self, meter_id: str, client: int, count: int) -> range:
+        """Reserve ``count`` counters hesd may send to ``meter_id`` as client ``client``.
 
-    async def _next_tx(self, meter_id: str, client: int) -> int:
+        The end of the range is committed before the range is returned, so counters handed out
+        are never handed out again, whatever happens to the process afterwards. Unused ones are
+        simply skipped. The range is shorter than ``count`` only at the end of the 32-bit space.
+        """
+        if count < 1:
+            raise ValueError("reserve at least one counter")
         key = (meter_id, client)
-        if key not in self._next:
-            stored = await self._load(meter_id, client, "tx")
-            start = 0 if stored is None else stored
-            self._next[key] = start
-            self._reserved[key] = start
-        value = self._next[key]
-        if value > MAX_COUNTER:
-            raise CounterExhausted(
-                f"meter {meter_id} client {client}: invocation counter exhausted"
-            )
-        if value >= self._reserved[key]:
-            end = min(value + self._block, MAX_COUNTER + 1)
+        async with self._tx_lock:
+            start = self._end.get(key)
+            if start is None:
+                start = await self._load(meter_id, client, "tx") or 0
+            if start > MAX_COUNTER:
+                raise CounterExhausted(
+                    f"meter {meter_id} client {client}: invocation counter exhausted"
+                )
+            end = min(start + count, MAX_COUNTER + 1)
             await self._store.execute(_UPSERT, (meter_id, client, "tx", end, time.time()))
-            self._reserved[key] = end
-        self._next[key] = value + 1
-        return value
+            self._end[key] = end
+            return range(start, end)
 
     async def last_rx(self, meter_id: str, client: int) -> int | None:
         key = (meter_id, client)
@@ -97,6 +96,19 @@ class InvocationCounters:
         self._rx_dirty[key] = value
         self._store.poke()
         return True
+
+    def known_rx(self, meter_id: str, client: int) -> int | None:
+        """The meter's last accepted counter if already loaded or noted (no database read)."""
+        return self._rx.get((meter_id, client))
+
+    def note_rx(self, meter_id: str, client: int, value: int) -> None:
+        """Record ``value`` as the meter's last accepted counter (the caller already checked it
+        is higher, e.g. ``SecurityContext``); written with the next group commit."""
+        key = (meter_id, client)
+        if value > self._rx.get(key, -1):
+            self._rx[key] = value
+            self._rx_dirty[key] = value
+            self._store.poke()
 
     def _flush_rx(self) -> list[Statement]:
         if not self._rx_dirty:

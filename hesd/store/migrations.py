@@ -88,7 +88,8 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
             meter_id        TEXT NOT NULL,
             client_address  INTEGER NOT NULL,
             direction       TEXT NOT NULL CHECK (direction IN ('tx', 'rx')),
-            value           INTEGER NOT NULL CHECK (value BETWEEN 0 AND 4294967295),
+            -- 'tx' stores the first counter not yet reserved: 2^32 once the space is used up
+            value           INTEGER NOT NULL CHECK (value BETWEEN 0 AND 4294967296),
             updated_at      REAL NOT NULL,
             PRIMARY KEY (meter_id, client_address, direction)
         ) WITHOUT ROWID;

@@ -275,6 +275,22 @@ class Registry:
         )
         return [_record(r) for r in rows]
 
+    async def identify(self, *, serial_number: str = "", system_title: str = "") -> str | None:
+        """The meter with this serial number or system title (hex), if the registry has it."""
+        if system_title:
+            row = await self._store.fetchone(
+                "SELECT meter_id FROM meters WHERE system_title = ?", (system_title.upper(),)
+            )
+            if row is not None:
+                return str(row[0])
+        if serial_number:
+            row = await self._store.fetchone(
+                "SELECT meter_id FROM meters WHERE serial_number = ?", (serial_number,)
+            )
+            if row is not None:
+                return str(row[0])
+        return None
+
     async def counts(self) -> dict[str, int]:
         """Number of meters by status, with every status present."""
         result = dict.fromkeys(STATUSES, 0)

@@ -27,6 +27,7 @@ __all__ = [
     "Mechanism",
     "ReleaseRequest",
     "ReleaseResponse",
+    "acse_length",
     "decode_acse",
     "decode_initiate_request",
     "decode_initiate_response",
@@ -508,6 +509,13 @@ def _decode_release(body: bytes, what: str) -> tuple[int | None, bytes | None]:
     if reason is not None and len(reason) != 1:
         raise RemoteProtocolError(f"{what}: reason is not one octet")
     return (None if reason is None else reason[0], _read_user_information(fields.get(0xBE), what))
+
+
+def acse_length(data: bytes) -> int:
+    """How many bytes the ACSE APDU at the start of ``data`` takes (BER tag and length)."""
+    if not data or data[0] not in (0x60, 0x61, 0x62, 0x63):
+        raise RemoteProtocolError("ACSE APDU expected (0x60..0x63)")
+    return _read_tlv(data, 0, "ACSE APDU")[2]
 
 
 def decode_acse(data: bytes) -> AcseApdu:

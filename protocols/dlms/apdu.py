@@ -53,6 +53,9 @@ __all__ = [
     "by_entry",
     "by_range",
     "decode_apdu",
+    "decode_apdu_prefix",
+    "decode_result_list",
+    "is_xdlms_tag",
 ]
 
 
@@ -608,12 +611,13 @@ _E = TypeVar("_E", bound=enum.IntEnum)
 class _Reader:
     """A cursor over one APDU; every read checks the bytes are there."""
 
-    __slots__ = ("data", "name", "pos")
+    __slots__ = ("data", "name", "pos", "typed")
 
-    def __init__(self, data: bytes, name: str) -> None:
+    def __init__(self, data: bytes, name: str, *, typed: bool = False) -> None:
         self.data = data
         self.pos = 0
         self.name = name
+        self.typed = typed
 
     def fail(self, what: str) -> RemoteProtocolError:
         return RemoteProtocolError(f"{self.name}: {what} at offset {self.pos}")
@@ -650,7 +654,7 @@ class _Reader:
 
     def data_value(self, what: str) -> Value:
         try:
-            value, self.pos = axdr.decode(self.data, self.pos)
+            value, self.pos = axdr.decode(self.data, self.pos, typed=self.typed)
         except RemoteProtocolError as exc:
             raise RemoteProtocolError(f"{self.name}: {what}: {exc}") from None
         return value
@@ -832,16 +836,41 @@ _DECODERS: Final[dict[int, tuple[str, Callable[[_Reader], Apdu]]]] = {
 }
 
 
-def decode_apdu(data: bytes) -> Apdu:
-    """Decode one plaintext xDLMS APDU; anything malformed is a ``RemoteProtocolError``."""
+def decode_result_list(data: bytes) -> tuple[Value | DataAccessResult, ...]:
+    """The SEQUENCE OF Get-Data-Result that a GET-Response-With-List sends in datablocks."""
+    reader = _Reader(data, "GET-Response-With-List (reassembled)")
+    results = tuple(reader.get_data_result() for _ in range(reader.count("result list")))
+    reader.end()
+    return results
+
+
+def is_xdlms_tag(tag: int) -> bool:
+    """Whether ``tag`` starts a plaintext xDLMS APDU this module decodes."""
+    return tag in _DECODERS
+
+
+def decode_apdu_prefix(data: bytes, *, typed: bool = False) -> tuple[Apdu, int]:
+    """Decode the plaintext xDLMS APDU at the start of ``data``; returns it and where it ends.
+
+    ``typed=True`` keeps the A-XDR types of the data (``axdr.Typed``), for display.
+    """
     if not data:
         raise RemoteProtocolError("empty APDU")
     entry = _DECODERS.get(data[0])
     if entry is None:
         raise RemoteProtocolError(f"APDU tag 0x{data[0]:02X} is not an xDLMS service hesd knows")
     name, decoder = entry
-    reader = _Reader(data, name)
+    reader = _Reader(data, name, typed=typed)
     reader.pos = 1
-    apdu = decoder(reader)
-    reader.end()
+    return decoder(reader), reader.pos
+
+
+def decode_apdu(data: bytes, *, typed: bool = False) -> Apdu:
+    """Decode one plaintext xDLMS APDU; anything malformed is a ``RemoteProtocolError``."""
+    apdu, end = decode_apdu_prefix(data, typed=typed)
+    if end != len(data):
+        raise RemoteProtocolError(
+            f"{_DECODERS[data[0]][0]}: {len(data) - end} bytes after the end of the APDU"
+            f" at offset {end}"
+        )
     return apdu

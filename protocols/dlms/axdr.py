@@ -28,12 +28,41 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, Union
 
 from protocols.dlms.calendar import (
+    DST_BEGIN,
+    DST_END,
+    LAST_DAY,
+    SECOND_LAST_DAY,
     CalendarValue,
     Date,
     DateTime,
     Time,
 )
 from protocols.errors import LocalProtocolError, RemoteProtocolError
+
+__all__ = [
+    "DST_BEGIN",
+    "DST_END",
+    "LAST_DAY",
+    "SECOND_LAST_DAY",
+    "ArrayOf",
+    "BitString",
+    "CompactArray",
+    "Date",
+    "DateTime",
+    "StructureOf",
+    "Tag",
+    "Time",
+    "Truncated",
+    "TypeDescription",
+    "Typed",
+    "Value",
+    "decode",
+    "decode_all",
+    "decode_length",
+    "encode",
+    "encode_into",
+    "encode_length",
+]
 
 
 class Tag(enum.IntEnum):

@@ -405,9 +405,12 @@ class ClientConnection:
             raise RemoteProtocolError("empty APDU")
         if data[0] in (0x61, 0x63):
             return self._receive_acse(data, now)
-        if self.parameters.ciphered:
+        if self.parameters.ciphered and data[0] != x.ApduTag.EXCEPTION_RESPONSE:
             assert self.security is not None
             data = self.security.unprotect(data)  # refuses plaintext, bad tags, replays
+        # A meter that cannot decipher a request (or refuses its counter) says so unciphered:
+        # an Exception-Response carries no data, so accepting it plain only lets a forger fail
+        # a request, which silence would do as well.
         apdu = x.decode_apdu(data)
         if isinstance(apdu, x.DataNotification | x.EventNotification):
             return [NotificationReceived(apdu)]
@@ -501,7 +504,7 @@ class ClientConnection:
             return self._receive_hls_reply(apdu)
         if pending.kind == "get" and isinstance(apdu, x.GetResponseNormal):
             return self._finish([GetCompleted(pending.request_id, (apdu.result,))], "response")
-        if pending.kind == "get" and isinstance(apdu, x.GetResponseWithDatablock):
+        if pending.kind in ("get", "get-list") and isinstance(apdu, x.GetResponseWithDatablock):
             return self._receive_block(pending, apdu, now)
         if pending.kind == "get-list" and isinstance(apdu, x.GetResponseWithList):
             return self._finish([GetCompleted(pending.request_id, apdu.results)], "response")
@@ -533,8 +536,12 @@ class ClientConnection:
         if len(pending.blocks) > 64 << 20:
             raise RemoteProtocolError("long GET exceeds 64 MiB")
         if apdu.last_block:
-            value = axdr.decode_all(bytes(pending.blocks))
-            return self._finish([GetCompleted(pending.request_id, (value,))], "response")
+            raw = bytes(pending.blocks)
+            if pending.kind == "get-list":  # the blocks carry the whole SEQUENCE OF results
+                results = x.decode_result_list(raw)
+            else:
+                results = (axdr.decode_all(raw),)
+            return self._finish([GetCompleted(pending.request_id, results)], "response")
         self._remote_transition("block", "GET block")
         pending.next_block += 1
         pending.deadline = now + self.parameters.response_timeout

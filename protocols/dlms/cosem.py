@@ -15,6 +15,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from protocols.dlms.axdr import Tag, Typed
+from protocols.dlms.obis import ObisCode
 from protocols.errors import LocalProtocolError, RemoteProtocolError
 
 
@@ -495,3 +496,29 @@ class ClockStatus(enum.IntFlag):
     DIFFERENT_CLOCK_BASE = 0x04
     INVALID_CLOCK_STATUS = 0x08
     DAYLIGHT_SAVING_ACTIVE = 0x80
+
+
+def likely_class(obis: ObisCode) -> int:
+    """The interface class an object with this logical name most likely has (Blue Book 7.x,
+    IS 15959 object lists), for reading by OBIS alone; a caller who knows says so instead."""
+    a, b, c, d, e, _f = obis.a, obis.b, obis.c, obis.d, obis.e, obis.f
+    fixed = {
+        (0, 0, 1, 0, 0): 8,  # clock
+        (0, 0, 96, 3, 10): 70,  # disconnect control
+        (0, 0, 17, 0, 0): 71,  # limiter
+        (0, 0, 44, 0, 0): 18,  # image transfer
+        (0, 0, 25, 9, 0): 40,  # push setup
+    }
+    if (a, b, c, d, e) in fixed:
+        return fixed[(a, b, c, d, e)]
+    if (a, b, c, d) == (0, 0, 40, 0):
+        return 15  # association LN
+    if (a, b, c, d) == (0, 0, 43, 0):
+        return 64  # security setup
+    if c in (98, 99) or ((c, d) == (94, 91) and e in (0, 3, 4, 5, 6, 10)):
+        return 7  # profile generic (incl. IS 15959 instantaneous, scaler and nameplate profiles)
+    if a == 1 and c not in (0, 96) and d in (6,):
+        return 4  # maximum demand: extended register with capture time
+    if a == 1 and c not in (0, 96):
+        return 3  # register
+    return 1  # data

@@ -48,6 +48,8 @@ __all__ = [
     "GENERAL_GLO_CIPHERING",
     "GLO_TAG_FOR",
     "PLAIN_TAG_FOR",
+    "AuthenticationFailed",
+    "CipheredHeader",
     "DecryptedApdu",
     "SecurityContext",
     "SecurityControl",
@@ -57,6 +59,7 @@ __all__ = [
     "gmac",
     "is_ciphered",
     "make_challenge",
+    "parse_ciphered",
     "verify_gmac",
 ]
 
@@ -70,6 +73,10 @@ _ENCRYPTION = 0x20  # bit 5
 _BROADCAST_KEY = 0x40  # bit 6: key set, 0 unicast, 1 broadcast
 _COMPRESSION = 0x80  # bit 7
 _SUITE_MASK = 0x0F  # bits 0-3: security suite id
+
+
+class AuthenticationFailed(RemoteProtocolError):
+    """A GCM tag or HLS-GMAC proof did not verify: wrong keys or system title, or altered bytes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +277,7 @@ class _Suite0:
                 plain = bytes(body)
                 expected = gcm.encrypt(iv, b"", bytes((sc,)) + self._ak + plain)[:TAG_LENGTH]
             if not hmac.compare_digest(expected, tag):
-                raise RemoteProtocolError(f"{where}: authentication tag mismatch")
+                raise AuthenticationFailed(f"{where}: authentication tag mismatch")
             return plain
         if not content:
             raise RemoteProtocolError(f"{where}: empty ciphered content")
@@ -309,8 +316,8 @@ def _decode_length(data: bytes, offset: int, where: str) -> tuple[int, int]:
 
 
 # -- framing of ciphered APDUs --------------------------------------------------------------------
-class _Parsed(NamedTuple):
-    """A ciphered APDU split into fields, not yet verified (internal, so a cheap tuple)."""
+class CipheredHeader(NamedTuple):
+    """A ciphered APDU split into its fields, not yet verified (a cheap tuple: it is hot)."""
 
     tag: int
     system_title: bytes | None  # carried by general-glo-ciphering only
@@ -321,7 +328,7 @@ class _Parsed(NamedTuple):
     where: str
 
 
-def _parse(data: bytes) -> _Parsed:
+def parse_ciphered(data: bytes) -> CipheredHeader:
     """Split a ciphered APDU into its fields; every length is checked, nothing is decrypted."""
     if not data:
         raise RemoteProtocolError("ciphered APDU: empty input")
@@ -361,12 +368,12 @@ def _parse(data: bytes) -> _Parsed:
     sc = data[offset]
     security_control = SecurityControl.from_byte(sc)  # refuses compression, other suites...
     invocation_counter = int.from_bytes(data[offset + 1 : offset + 5], "big")
-    return _Parsed(
+    return CipheredHeader(
         tag, system_title, security_control, sc, invocation_counter, data[offset + 5 :], where
     )
 
 
-def _check_inner_tag(parsed: _Parsed, plain: bytes) -> None:
+def _check_inner_tag(parsed: CipheredHeader, plain: bytes) -> None:
     # The glo tag is outside the AAD, so it is bound to the authenticated plaintext here: a
     # glo-get-response must carry a get-response (xDLMS-APDU ASN.1, IEC 62056-5-3 clause 8).
     expected = PLAIN_TAG_FOR.get(parsed.tag)
@@ -471,7 +478,7 @@ def decrypt_apdu(
     """
     expected_system_title = _check_system_title("expected_system_title", expected_system_title)
     suite = _Suite0(ek, ak, broadcast=True)
-    parsed = _parse(data)
+    parsed = parse_ciphered(data)
     if policy is not None:
         _check_policy(parsed, policy)
     plain = _open(suite, parsed, expected_system_title)
@@ -483,7 +490,7 @@ def decrypt_apdu(
     )
 
 
-def _check_policy(parsed: _Parsed, policy: SecurityControl) -> None:
+def _check_policy(parsed: CipheredHeader, policy: SecurityControl) -> None:
     if not parsed.security_control.satisfies(policy):
         # security_policy of the Security setup object (IC 64, attribute 2): no less than agreed
         raise RemoteProtocolError(
@@ -492,7 +499,7 @@ def _check_policy(parsed: _Parsed, policy: SecurityControl) -> None:
         )
 
 
-def _open(suite: _Suite0, parsed: _Parsed, system_title: bytes) -> bytes:
+def _open(suite: _Suite0, parsed: CipheredHeader, system_title: bytes) -> bytes:
     if parsed.system_title is not None and parsed.system_title != system_title:
         # system titles are public identifiers, so both are named
         raise RemoteProtocolError(
@@ -597,7 +604,7 @@ class SecurityContext:
         server = self._server()
         if data:
             self.require_ciphered(data[0])
-        parsed = _parse(data)
+        parsed = parse_ciphered(data)
         _check_policy(parsed, self.policy)
         last = self.last_server_invocation_counter
         if last is not None and parsed.invocation_counter <= last:
@@ -727,7 +734,7 @@ def _parse_gmac_response(response: bytes) -> int:
 
 def _compare_gmac(expected: bytes, received: bytes) -> None:
     if not hmac.compare_digest(expected, received):
-        raise RemoteProtocolError("HLS-GMAC: authentication tag mismatch")
+        raise AuthenticationFailed("HLS-GMAC: authentication tag mismatch")
 
 
 def verify_gmac(

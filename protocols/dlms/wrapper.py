@@ -93,13 +93,15 @@ class WrapperFramer:
 
     def __init__(
         self,
-        local_wport: int,
-        remote_wport: int,
+        local_wport: int | None,
+        remote_wport: int | None,
         max_apdu: int = _MAX_U16,
         max_buffer: int | None = None,
     ) -> None:
-        _check_u16("local wPort", local_wport)
-        _check_u16("remote wPort", remote_wport)
+        if local_wport is not None:  # None: any of our wPorts (pushes go to the push client SAP)
+            _check_u16("local wPort", local_wport)
+        if remote_wport is not None:  # None: any peer wPort (a meter serving several clients)
+            _check_u16("remote wPort", remote_wport)
         if not 1 <= max_apdu <= _MAX_U16:
             raise LocalProtocolError(f"max_apdu {max_apdu} is outside 1..65535")
         if max_buffer is None:
@@ -116,7 +118,11 @@ class WrapperFramer:
         self._buffer = bytearray()
         self._resync = False
         # What a frame for us starts with: version, source = the peer, destination = us.
-        self._expected = struct.pack(">HHH", WRAPPER_VERSION, remote_wport, local_wport)
+        self._expected = (
+            None
+            if remote_wport is None or local_wport is None
+            else struct.pack(">HHH", WRAPPER_VERSION, remote_wport, local_wport)
+        )
 
     def receive_data(self, data: bytes) -> None:
         if len(self._buffer) + len(data) > self.max_buffer:
@@ -144,12 +150,15 @@ class WrapperFramer:
             raise RemoteProtocolError(
                 f"wrapper: version {version:#06x} at offset 0, expected {WRAPPER_VERSION:#06x}"
             )
-        if source != self.remote_wport or destination != self.local_wport:
+        if (self.local_wport is not None and destination != self.local_wport) or (
+            self.remote_wport is not None and source != self.remote_wport
+        ):
             self._fail()
             # IEC 62056-47 §5.2: the wPorts identify the two application processes
             raise RemoteProtocolError(
                 f"wrapper: frame from wPort {source} to wPort {destination}, expected "
-                f"from {self.remote_wport} to {self.local_wport}"
+                f"from {'any wPort' if self.remote_wport is None else self.remote_wport} "
+                f"to {'any wPort' if self.local_wport is None else self.local_wport}"
             )
         if length > self.max_apdu:
             self._fail()
@@ -180,10 +189,10 @@ class WrapperFramer:
     def _skip_to_header(self) -> bool:
         """Drop bytes up to the next plausible header; true once the buffer starts with one."""
         buf = self._buffer
-        found = buf.find(self._expected)
+        found = self._find_header()
         if found < 0:
             # Keep a tail that may be the start of the pattern split across reads.
-            keep = min(len(buf), len(self._expected) - 1)
+            keep = min(len(buf), 5)
             drop = len(buf) - keep
             self.discarded_bytes += drop
             del buf[:drop]
@@ -192,3 +201,19 @@ class WrapperFramer:
         del buf[:found]
         self._resync = False
         return True
+
+    def _find_header(self) -> int:
+        buf = self._buffer
+        if self._expected is not None:
+            return buf.find(self._expected)
+        version = struct.pack(">H", WRAPPER_VERSION)
+        source = None if self.remote_wport is None else struct.pack(">H", self.remote_wport)
+        destination = None if self.local_wport is None else struct.pack(">H", self.local_wport)
+        start = buf.find(version)
+        while start >= 0 and start + 6 <= len(buf):
+            if (source is None or buf[start + 2 : start + 4] == source) and (
+                destination is None or buf[start + 4 : start + 6] == destination
+            ):
+                return start
+            start = buf.find(version, start + 1)
+        return -1

@@ -1,0 +1,493 @@
+"""Meter sessions: one per meter, the only place where hesd talks DLMS to that meter.
+
+A ``MeterSession`` owns the meter's ``ClientConnection`` and drives it over whatever ``Link`` the
+transport gives it (TCP either way, a serial bus, MQTT) and the vendor's framing (WRAPPER or
+HDLC). Requests (``get``, ``set``, ``action``) are serialised: one at a time per meter, as meters
+expect. The session associates on the first request with the vendor profile's association, keeps
+the association while the meter is active, and associates again after the meter's inactivity
+timeout or a closed link.
+
+``serve(link, framing)`` runs for as long as the link is up: it reads bytes, feeds the framing
+and the connection, resolves the waiting request, hands Data-Notifications to ``on_notification``
+and drives every protocol deadline (response timeouts, HDLC retransmissions). Bad input from the
+meter ends that meter's association and link, logged with the meter id and why; it never reaches
+the daemon. Suite-0 invocation counters are reserved durably in ranges before use, and the
+meter's last accepted counter is persisted, so a restart neither reuses nor re-accepts one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+
+from adapters.profile import Association, VendorProfile
+from hesd.link import Link, LinkClosed
+from hesd.secrets import KeySet
+from hesd.store import InvocationCounters, Registry
+from protocols.dlms import apdu as x
+from protocols.dlms.acse import Mechanism
+from protocols.dlms.axdr import Value
+from protocols.dlms.connection import (
+    ActionCompleted,
+    Associated,
+    AssociationParameters,
+    AssociationRefused,
+    ClientConnection,
+    Event,
+    GetCompleted,
+    NotificationReceived,
+    Released,
+    RequestFailed,
+    SetCompleted,
+    State,
+    TimedOut,
+)
+from protocols.dlms.framing import (
+    ApduArrived,
+    ApduFraming,
+    FramingClosed,
+    FramingDropped,
+    FramingOpened,
+)
+from protocols.dlms.security import GENERAL_GLO_CIPHERING, SecurityContext, parse_ciphered
+from protocols.errors import HesdError, LocalProtocolError, RemoteProtocolError
+
+__all__ = ["MeterSession", "SessionError", "SessionSettings"]
+
+log = structlog.get_logger("hesd.session")
+
+COUNTER_BLOCK: Final = 256  # invocation counters reserved at a time
+COUNTER_LOW_WATER: Final = 8  # reserve more before a request when fewer are left
+
+NotificationHandler = Callable[[str, "x.DataNotification | x.EventNotification", float], None]
+
+
+class SessionError(HesdError):
+    """A request to a meter could not be completed; the message names the meter and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """What a session needs to know about its meter; built by the session manager."""
+
+    meter_id: str
+    profile: VendorProfile
+    association: Association
+    keyset: KeySet | None
+    client_system_title: bytes  # hesd's system title, for ciphering and HLS
+
+    def parameters(self) -> AssociationParameters:
+        assoc = self.association
+        mechanism = {"none": Mechanism.NONE, "lls": Mechanism.LLS, "hls-gmac": Mechanism.HLS_GMAC}[
+            assoc.security
+        ]
+        password = None
+        if mechanism == Mechanism.LLS:
+            secret = self._secret(assoc.secret or "lls_password")
+            password = secret
+        return AssociationParameters(
+            mechanism=mechanism,
+            password=password,
+            ciphered=assoc.ciphered,
+            max_receive_pdu_size=self.profile.framing.max_pdu_size,
+            response_timeout=self.profile.response_timeout,
+        )
+
+    def security(self, last_server_counter: int | None) -> SecurityContext | None:
+        assoc = self.association
+        if not assoc.ciphered and assoc.security != "hls-gmac":
+            return None
+        keys = self.keyset
+        if keys is None or keys.global_unicast_key is None or keys.authentication_key is None:
+            raise SessionError(
+                f"meter {self.meter_id}: association {assoc.name} needs the keyset's "
+                "global_unicast_key and authentication_key"
+            )
+        return SecurityContext(
+            system_title=self.client_system_title,
+            ek=keys.global_unicast_key.reveal(),
+            ak=keys.authentication_key.reveal(),
+            last_server_invocation_counter=last_server_counter,
+        )
+
+    def _secret(self, name: str) -> bytes:
+        keys = self.keyset
+        value = None if keys is None else getattr(keys, name, None)
+        if value is None:
+            raise SessionError(
+                f"meter {self.meter_id}: association {self.association.name} needs the "
+                f"keyset's {name}"
+            )
+        return bytes(value.reveal())
+
+
+class MeterSession:
+    """One meter; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: SessionSettings,
+        *,
+        counters: InvocationCounters,
+        registry: Registry,
+        on_notification: NotificationHandler | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        max_bytes_per_request: int = 16 << 20,
+    ) -> None:
+        self.settings = settings
+        self._max_bytes = max_bytes_per_request
+        self._bytes_in_request = 0
+        self.meter_id = settings.meter_id
+        self._counters = counters
+        self._registry = registry
+        self._on_notification = on_notification
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._link: Link | None = None
+        self._framing: ApduFraming | None = None
+        self._conn: ClientConnection | None = None
+        self._framing_open: asyncio.Future[None] | None = None
+        self._association: asyncio.Future[None] | None = None
+        self._waiters: dict[int, asyncio.Future[Event]] = {}
+        self._last_activity = 0.0
+        self._closed_reason: str | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._online_event: asyncio.Event | None = None
+        self._push_security: SecurityContext | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def online(self) -> bool:
+        return self._link is not None
+
+    async def wait_online(self) -> None:
+        """Return once the session has a link."""
+        if self._link is not None:
+            return
+        if self._online_event is None:
+            self._online_event = asyncio.Event()
+        await self._online_event.wait()
+
+    @property
+    def associated(self) -> bool:
+        return self._conn is not None and self._conn.state in (State.READY, State.WAITING)
+
+    # -- the link ----------------------------------------------------------------------------
+
+    async def serve(self, link: Link, framing: ApduFraming) -> str:
+        """Run ``link`` until it closes; returns why it ended. Run it as a named task."""
+        if self._link is not None:
+            raise LocalProtocolError(f"meter {self.meter_id}: session already has a link")
+        self._link, self._framing = link, framing
+        self._conn = None
+        self._closed_reason = None
+        loop = asyncio.get_running_loop()
+        self._framing_open = loop.create_future()
+        if self._online_event is not None:
+            self._online_event.set()
+            self._online_event = None
+        now = self._clock()
+        self._registry.note_state(self.meter_id, status="online", last_seen=time.time())
+        log.info("session.online", meter=self.meter_id, peer=link.peer)
+        reason = "link closed"
+        try:
+            opening = framing.open(now)
+            if opening:
+                await link.send(opening)
+            self._rearm()  # HDLC: the SNRM's response timeout
+            if framing.ready:
+                self._framing_open.set_result(None)
+            reason = await self._read_loop(link, framing)
+        except LinkClosed as exc:
+            reason = f"link closed: {exc}"
+        except RemoteProtocolError as exc:
+            reason = f"protocol error: {exc}"
+            log.warning("session.protocol_error", meter=self.meter_id, error=str(exc))
+        finally:
+            self._teardown(reason)
+            with contextlib.suppress(Exception):
+                await link.close()
+            self._registry.note_state(self.meter_id, status="offline")
+            log.info("session.offline", meter=self.meter_id, reason=reason)
+        return reason
+
+    def _teardown(self, reason: str) -> None:
+        self._closed_reason = reason
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        error = SessionError(f"meter {self.meter_id}: {reason}")
+        for future in (self._framing_open, self._association, *self._waiters.values()):
+            if future is not None and not future.done():
+                future.set_exception(error)
+                future.exception()  # retrieved: nobody may be waiting any more
+        self._waiters.clear()
+        self._link = self._framing = self._conn = None
+        self._association = self._framing_open = None
+
+    async def _read_loop(self, link: Link, framing: ApduFraming) -> str:
+        while True:
+            data = await link.receive()
+            self._bytes_in_request += len(data)
+            if self._waiters and self._bytes_in_request > self._max_bytes:
+                raise RemoteProtocolError(
+                    f"{self._bytes_in_request} bytes in one request, more than the "
+                    f"{self._max_bytes} allowed (limits.session_max_bytes)"
+                )
+            now = self._clock()
+            self._last_activity = now
+            self._registry.note_state(self.meter_id, last_seen=time.time())
+            for event in framing.receive_data(data, now):
+                if isinstance(event, ApduArrived):
+                    self._on_apdu(event.apdu, now)
+                elif isinstance(event, FramingOpened):
+                    if self._framing_open is not None and not self._framing_open.done():
+                        self._framing_open.set_result(None)
+                elif isinstance(event, FramingClosed):
+                    return f"link layer closed: {event.reason}"
+                elif isinstance(event, FramingDropped):
+                    log.debug("session.frame_dropped", meter=self.meter_id, reason=event.reason)
+            await self._flush()
+
+    def _next_deadline(self) -> float | None:
+        deadlines = [
+            d
+            for d in (
+                None if self._framing is None else self._framing.next_deadline(),
+                None if self._conn is None else self._conn.next_deadline(),
+            )
+            if d is not None
+        ]
+        return min(deadlines, default=None)
+
+    def _rearm(self) -> None:
+        """Arm one timer for the nearest protocol deadline (nothing runs while nothing is due)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self._next_deadline()
+        if deadline is not None and self._link is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(max(0.0, deadline - self._clock()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self._clock()
+        link = self._link
+        if link is None:
+            return
+        if self._framing is not None:
+            for framing_event in self._framing.handle_timeout(now):
+                if isinstance(framing_event, FramingClosed):
+                    log.warning(
+                        "session.link_gave_up", meter=self.meter_id, reason=framing_event.reason
+                    )
+                    self._spawn(link.close(), "close")
+                    return
+        if self._conn is not None:
+            for event in self._conn.handle_timeout(now):
+                self._dispatch(event)
+        self._spawn(self._flush(), "flush")
+
+    def _spawn(self, coro: Coroutine[object, object, None], what: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"meter:{self.meter_id}:{what}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _on_apdu(self, data: bytes, now: float) -> None:
+        conn = self._conn
+        if conn is None:
+            self._on_unassociated_apdu(data, now)
+            return
+        for event in conn.receive_apdu(data, now):  # RemoteProtocolError ends the link
+            self._dispatch(event)
+        security = conn.security
+        if security is not None and security.last_server_invocation_counter is not None:
+            client = self.settings.association.client_address
+            self._counters.note_rx(self.meter_id, client, security.last_server_invocation_counter)
+
+    def _on_unassociated_apdu(self, data: bytes, now: float) -> None:
+        """Before any association a meter may only push: a Data-Notification, general-glo
+        ciphered (0xDB, which names the meter's system title) when its association is."""
+        if self.settings.association.ciphered:
+            if not data or data[0] != GENERAL_GLO_CIPHERING:
+                raise RemoteProtocolError("unciphered push from a meter whose data is ciphered")
+            if self._push_security is None:
+                client = self.settings.association.client_address
+                self._push_security = self.settings.security(
+                    self._counters.known_rx(self.meter_id, client)
+                )
+            assert self._push_security is not None
+            title = parse_ciphered(data).system_title
+            if title is not None and self._push_security.server_system_title is None:
+                self._push_security.server_system_title = title
+            data = self._push_security.unprotect(data)
+            counter = self._push_security.last_server_invocation_counter
+            if counter is not None:
+                self._counters.note_rx(
+                    self.meter_id, self.settings.association.client_address, counter
+                )
+        apdu = x.decode_apdu(data)
+        if not isinstance(apdu, x.DataNotification | x.EventNotification):
+            raise RemoteProtocolError(f"{type(apdu).__name__} without an association")
+        self._notify(apdu, now)
+
+    def _dispatch(self, event: Event) -> None:
+        if isinstance(event, NotificationReceived):
+            self._notify(event.notification, self._clock())
+        elif isinstance(event, Associated):
+            if self._association is not None and not self._association.done():
+                self._association.set_result(None)
+            log.debug(
+                "session.associated",
+                meter=self.meter_id,
+                association=self.settings.association.name,
+            )
+        elif isinstance(event, AssociationRefused):
+            if self._association is not None and not self._association.done():
+                self._association.set_exception(
+                    SessionError(f"meter {self.meter_id}: {event.reason}")
+                )
+            log.warning("session.association_refused", meter=self.meter_id, reason=event.reason)
+        elif isinstance(event, TimedOut):
+            error = SessionError(f"meter {self.meter_id}: no answer to the {event.what}")
+            for future in (self._association, *self._waiters.values()):
+                if future is not None and not future.done():
+                    future.set_exception(error)
+            self._waiters.clear()
+            log.warning("session.timeout", meter=self.meter_id, what=event.what)
+        elif isinstance(event, Released):
+            log.debug("session.released", meter=self.meter_id)
+        elif isinstance(event, GetCompleted | SetCompleted | ActionCompleted | RequestFailed):
+            future = self._waiters.pop(event.request_id, None)
+            if future is not None and not future.done():
+                future.set_result(event)
+
+    def _notify(self, notification: x.DataNotification | x.EventNotification, now: float) -> None:
+        log.debug("session.notification", meter=self.meter_id)
+        if self._on_notification is not None:
+            self._on_notification(self.meter_id, notification, now)
+
+    async def _flush(self) -> None:
+        link, framing, conn = self._link, self._framing, self._conn
+        if link is None or framing is None:
+            return
+        out = bytearray(framing.data_to_send())
+        if conn is not None:
+            now = self._clock()
+            for apdu in conn.data_to_send():
+                out += framing.wrap(apdu, now)
+        if out:
+            await link.send(bytes(out))
+        self._rearm()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    async def get(
+        self, attribute: x.AttributeDescriptor, access: x.AccessSelection | None = None
+    ) -> Value | x.DataAccessResult:
+        """Read one attribute: its value, or why the meter could not give it."""
+        event = await self._request(lambda conn, now: conn.get(attribute, now, access))
+        if isinstance(event, GetCompleted):
+            return event.result
+        raise SessionError(f"meter {self.meter_id}: GET {_describe(attribute)}: {_failure(event)}")
+
+    async def set(self, attribute: x.AttributeDescriptor, value: Value) -> x.DataAccessResult:
+        event = await self._request(lambda conn, now: conn.set(attribute, value, now))
+        if isinstance(event, SetCompleted):
+            return event.result
+        raise SessionError(f"meter {self.meter_id}: SET {_describe(attribute)}: {_failure(event)}")
+
+    async def action(
+        self,
+        method: x.MethodDescriptor,
+        parameters: Value | None = None,
+    ) -> tuple[x.ActionResult, Value | x.DataAccessResult | None]:
+        event = await self._request(lambda conn, now: conn.action(method, now, parameters))
+        if isinstance(event, ActionCompleted):
+            return event.result, event.return_value
+        raise SessionError(f"meter {self.meter_id}: ACTION {_describe(method)}: {_failure(event)}")
+
+    async def _request(self, send: Callable[[ClientConnection, float], int]) -> Event:
+        async with self._lock:
+            conn = await self._ensure_associated()
+            await self._top_up_counters(conn)
+            future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+            self._bytes_in_request = 0
+            request_id = send(conn, self._clock())
+            self._waiters[request_id] = future
+            await self._flush()
+            event = await future
+            self._last_activity = self._clock()
+            return event
+
+    async def _ensure_associated(self) -> ClientConnection:
+        if self._link is None or self._framing is None or self._framing_open is None:
+            raise SessionError(f"meter {self.meter_id}: offline")
+        await self._framing_open
+        conn = self._conn
+        inactivity = self.settings.profile.inactivity_timeout
+        if (
+            conn is not None
+            and conn.state == State.READY
+            and self._clock() - self._last_activity > inactivity
+        ):
+            log.debug("session.association_expired", meter=self.meter_id)
+            conn = self._conn = None  # the meter has dropped it by now: associate afresh
+        if conn is not None and conn.state == State.READY:
+            return conn
+        settings = self.settings
+        client = settings.association.client_address
+        security = settings.security(await self._counters.last_rx(self.meter_id, client))
+        conn = ClientConnection(settings.parameters(), security)
+        if security is not None:
+            await self._grant_counters(conn)
+        self._association = asyncio.get_running_loop().create_future()
+        self._conn = conn
+        conn.associate(self._clock())
+        await self._flush()
+        await self._association
+        self._last_activity = self._clock()
+        return conn
+
+    async def _top_up_counters(self, conn: ClientConnection) -> None:
+        if conn.security is not None and conn.invocation_counters_left < COUNTER_LOW_WATER:
+            await self._grant_counters(conn)
+
+    async def _grant_counters(self, conn: ClientConnection) -> None:
+        client = self.settings.association.client_address
+        granted = await self._counters.reserve_tx(self.meter_id, client, COUNTER_BLOCK)
+        conn.grant_invocation_counters(granted.start, len(granted))
+
+    async def close(self) -> None:
+        """Release the association (best effort) and close the link."""
+        link, framing, conn = self._link, self._framing, self._conn
+        if link is None:
+            return
+        with contextlib.suppress(HesdError, OSError):
+            if conn is not None and conn.state == State.READY and framing is not None:
+                conn.release(self._clock())
+                await self._flush()
+            if framing is not None:
+                goodbye = framing.close(self._clock())
+                if goodbye:
+                    await link.send(goodbye)
+        await link.close()
+
+
+def _describe(descriptor: x.AttributeDescriptor) -> str:
+    return f"{descriptor.class_id}/{descriptor.instance}/{descriptor.attribute}"
+
+
+def _failure(event: Event) -> str:
+    if isinstance(event, RequestFailed):
+        return event.reason
+    return f"unexpected {type(event).__name__}"

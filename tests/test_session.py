@@ -1,0 +1,220 @@
+"""MeterSession against a DLMS server across a null-modem link: association, requests, pushes,
+timeouts, bad input, counters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from adapters.profile import load_profile
+from hesd.config import StoreConfig
+from hesd.link import Link, flip_bit, null_modem, split_every
+from hesd.secrets import KeySet, Secret
+from hesd.session import MeterSession, SessionError, SessionSettings
+from hesd.store import InvocationCounters, MeterEntry, Registry, Store
+from protocols.dlms import apdu as x
+from protocols.dlms.axdr import Tag, Typed
+from protocols.dlms.framing import WrapperFraming
+from protocols.dlms.obis import ObisCode
+from protocols.dlms.server import ServerConnection
+from protocols.dlms.wrapper import encode_wrapper
+from tests.conftest import REPO
+from tests.dlms_meter import ENERGY, HES_TITLE, KEYSET, DictModel, meter, run_meter
+
+PROFILE = load_profile(REPO / "conf" / "vendors" / "is15959.toml")
+
+
+@dataclass
+class Rig:
+    store: Store
+    registry: Registry
+    counters: InvocationCounters
+    writer: asyncio.Task[None]
+    tasks: list[asyncio.Task[object]] = field(default_factory=list)
+    notifications: list[tuple[str, object]] = field(default_factory=list)
+
+    def session(
+        self, association: str = "reader", keyset: KeySet | None = KEYSET, profile: object = PROFILE
+    ) -> MeterSession:
+        settings = SessionSettings(
+            "M1",
+            profile,
+            PROFILE.association(association),  # type: ignore[arg-type]
+            keyset,
+            HES_TITLE,
+        )
+        return MeterSession(
+            settings,
+            counters=self.counters,
+            registry=self.registry,
+            on_notification=lambda m, n, _t: self.notifications.append((m, n)),
+        )
+
+    def start(self, coro: object, name: str) -> asyncio.Task[object]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)  # type: ignore[arg-type]
+        self.tasks.append(task)
+        return task
+
+    async def connect(
+        self,
+        session: MeterSession,
+        server: ServerConnection,
+        to_meter: Callable[[bytes], list[tuple[float, bytes]]] | None = None,
+        to_hes: Callable[[bytes], list[tuple[float, bytes]]] | None = None,
+        mute: bool = False,
+    ) -> tuple[asyncio.Task[object], Link]:
+        hes_end, meter_end = null_modem(to_meter, to_hes, names=("hes", "meter"))
+        client = session.settings.association.client_address
+        serving = self.start(session.serve(hes_end, WrapperFraming(client)), "meter:M1:link")
+        self.start(run_meter(meter_end, server, mute=mute), "sim:M1")
+        await until(lambda: session.online)
+        return serving, meter_end
+
+
+async def until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Yield to the loop until ``condition`` holds; fail after ``within`` seconds."""
+    async with asyncio.timeout(within):
+        # polls state owned by the code under test, which has no event to wait on
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    store = await Store.open(StoreConfig(tmp_path / "hesd.db", 0.0, 100, 5.0))
+    writer = asyncio.create_task(store.run_writer(), name="store:writer")
+    registry = Registry(store)
+    await registry.upsert([MeterEntry("M1", "is15959", "tcp-in")])
+    r = Rig(store, registry, InvocationCounters(store), writer)
+    yield r
+    for task in r.tasks:
+        task.cancel()
+    await asyncio.gather(*r.tasks, return_exceptions=True)
+    await store.close()
+    await writer
+
+
+async def test_lls_read_and_registry(rig: Rig) -> None:
+    session = rig.session("reader")
+    await rig.connect(session, meter())
+    assert await session.get(ENERGY) == 4242
+    assert session.associated
+    assert await session.get(x.AttributeDescriptor(3, ObisCode.parse("1.0.2.8.0.255"), 2)) == (
+        x.DataAccessResult.OBJECT_UNDEFINED
+    )
+    await rig.store.sync()
+    record = await rig.registry.get("M1")
+    assert record is not None
+    assert record.status == "online"
+    assert record.last_seen is not None
+
+
+async def test_hls_gmac_ciphered_read_persists_counters(rig: Rig) -> None:
+    session = rig.session("utility")
+    await rig.connect(session, meter())
+    assert await session.get(ENERGY) == 4242
+    assert await session.get(ENERGY) == 4242
+    await rig.store.sync()
+    rows = await rig.store.fetchall(
+        "SELECT direction, value FROM invocation_counters WHERE meter_id = 'M1' ORDER BY 1"
+    )
+    assert [tuple(r) for r in rows] == [("rx", rows[0][1]), ("tx", 256)]
+    assert rows[0][1] >= 3  # the meter's counter, accepted and persisted
+
+
+async def test_wrong_password_is_a_clear_error(rig: Rig) -> None:
+    wrong = KeySet("lot-a", lls_password=Secret(b"nope"))
+    session = rig.session("reader", keyset=wrong)
+    await rig.connect(session, meter())
+    with pytest.raises(
+        SessionError,
+        match="meter M1: association rejected_permanent: acse-service-user: authentication-failure",
+    ):
+        await session.get(ENERGY)
+
+
+async def test_missing_keys_named(rig: Rig) -> None:
+    session = rig.session("utility", keyset=KeySet("lot-a"))
+    await rig.connect(session, meter())
+    with pytest.raises(SessionError, match="needs the keyset's global_unicast_key"):
+        await session.get(ENERGY)
+
+
+async def test_split_bytes_are_reassembled(rig: Rig) -> None:
+    session = rig.session("reader")
+    await rig.connect(session, meter(), to_hes=split_every(3), to_meter=split_every(5))
+    assert await session.get(ENERGY) == 4242
+
+
+async def test_silent_meter_times_out(rig: Rig) -> None:
+    profile = replace(PROFILE, response_timeout=0.2)
+    session = rig.session("reader", profile=profile)
+    await rig.connect(session, meter(), mute=True)
+    with capture_logs() as logs, pytest.raises(SessionError, match="no answer to the association"):
+        await session.get(ENERGY)
+    assert any(entry["event"] == "session.timeout" for entry in logs)
+
+
+async def test_tampered_tag_ends_the_session_with_a_reason(rig: Rig) -> None:
+    session = rig.session("utility")
+    serving, _ = await rig.connect(session, meter(), to_hes=flip_bit(-1))
+    with capture_logs() as logs, pytest.raises(SessionError, match="protocol error"):
+        await session.get(ENERGY)
+    reason = await asyncio.wait_for(serving, 5)
+    assert str(reason).startswith("protocol error: ")
+    assert any(
+        entry["event"] == "session.protocol_error" and entry["meter"] == "M1" for entry in logs
+    )
+    await rig.store.sync()
+    record = await rig.registry.get("M1")
+    assert record is not None
+    assert record.status == "offline"
+
+
+async def test_garbage_ends_the_session(rig: Rig) -> None:
+    session = rig.session("reader")
+    serving, meter_end = await rig.connect(session, meter())
+    assert await session.get(ENERGY) == 4242
+    await meter_end.send(b"\x00\x02garbage!")
+    reason = await asyncio.wait_for(serving, 5)
+    assert "wrapper: version" in str(reason)
+    with pytest.raises(SessionError, match="offline"):
+        await session.get(ENERGY)
+
+
+async def test_push_reaches_the_handler(rig: Rig) -> None:
+    session = rig.session("reader")
+    server = meter()
+    _, meter_end = await rig.connect(session, server)
+    push = x.DataNotification(1, None, (b"MTR-1", Typed(Tag.LONG_UNSIGNED, 230))).encode()
+    await meter_end.send(encode_wrapper(1, 32, push))
+    await until(lambda: bool(rig.notifications))
+    [(meter_id, notification)] = rig.notifications
+    assert meter_id == "M1"
+    assert notification == x.DataNotification(1, None, (b"MTR-1", 230))
+
+
+async def test_requests_are_serialised(rig: Rig) -> None:
+    session = rig.session("reader")
+    await rig.connect(session, meter())
+    results = await asyncio.gather(*(session.get(ENERGY) for _ in range(10)))
+    assert results == [4242] * 10
+
+
+async def test_a_flooding_meter_loses_its_link(rig: Rig) -> None:
+    settings = rig.session("reader").settings
+    session = MeterSession(
+        settings, counters=rig.counters, registry=rig.registry, max_bytes_per_request=2048
+    )
+    model = DictModel({(1, "0.0.96.1.0.255", 2): b"x" * 5000})
+    serving, _ = await rig.connect(session, meter(model))
+    big = x.AttributeDescriptor(1, ObisCode.parse("0.0.96.1.0.255"), 2)
+    with pytest.raises(SessionError):
+        await session.get(big)
+    reason = await asyncio.wait_for(serving, 5)
+    assert "more than the 2048 allowed (limits.session_max_bytes)" in str(reason)
