@@ -30,6 +30,7 @@ from hesd.sim.image import BLOCK_SIZE, TransferStatus
 from hesd.sim.objects import Kind
 from hesd.sim.timebase import IST, month_index, month_start
 from protocols.dlms import axdr
+from protocols.dlms.acse import Mechanism
 from protocols.dlms.apdu import (
     AccessSelection,
     ActionResult,
@@ -41,8 +42,19 @@ from protocols.dlms.apdu import (
 )
 from protocols.dlms.axdr import BitString, Tag, Typed, Value
 from protocols.dlms.calendar import DateTime
+from protocols.dlms.connection import (
+    ActionCompleted,
+    Associated,
+    AssociationParameters,
+    ClientConnection,
+    GetCompleted,
+    SetCompleted,
+)
+from protocols.dlms.connection import Event as ClientEvent
 from protocols.dlms.cosem import INTERFACE_CLASSES, ScalerUnit, Unit
 from protocols.dlms.obis import ObisCode
+from protocols.dlms.security import SecurityContext
+from protocols.dlms.server import ServerAssociation, ServerConnection
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = 1_710_000_000.0  # 2024-03-09 21:30 IST, 68 days after the meters' default start
@@ -940,3 +952,130 @@ def test_gurux_decodes_the_instantaneous_profile() -> None:
     assert bytes(clock) == ours[0]
     numbers = [v for v in ours[1:] if isinstance(v, int)]
     assert [int(v) for v in values if isinstance(v, int)] == numbers
+
+
+# -- end to end: our ClientConnection, the ServerConnection, a simulated meter ---------------------
+
+EK = bytes.fromhex("000102030405060708090A0B0C0D0E0F")
+AK = bytes.fromhex("D0D1D2D3D4D5D6D7D8D9DADBDCDDDEDF")
+CLIENT_TITLE = bytes.fromhex("4D4D4D0000BC614E")
+PASSWORD = b"12345678"
+
+
+def server_for(model: SimulatedMeter) -> ServerConnection:
+    """A ServerConnection offering the vendor profile's associations over ``model``."""
+    mechanisms = {"none": Mechanism.NONE, "lls": Mechanism.LLS, "hls-gmac": Mechanism.HLS_GMAC}
+    associations = {
+        a.client_address: ServerAssociation(
+            a.name,
+            a.client_address,
+            mechanisms[a.security],
+            password=PASSWORD if a.security == "lls" else None,
+            ciphered=a.ciphered,
+        )
+        for a in model.tables.profile.associations
+    }
+    return ServerConnection(
+        associations, model, system_title=model.spec.system_title, keys=(EK, AK)
+    )
+
+
+class Wire:
+    """One client SAP and the meter's server connection, APDUs carried until both are quiet."""
+
+    def __init__(self, model: SimulatedMeter, association: str) -> None:
+        chosen = model.tables.profile.association(association)
+        mechanism = {"none": Mechanism.NONE, "lls": Mechanism.LLS}.get(
+            chosen.security, Mechanism.HLS_GMAC
+        )
+        params = AssociationParameters(
+            mechanism=mechanism,
+            password=PASSWORD if mechanism is Mechanism.LLS else None,
+            ciphered=chosen.ciphered,
+        )
+        security = None
+        if mechanism is Mechanism.HLS_GMAC or chosen.ciphered:
+            security = SecurityContext(system_title=CLIENT_TITLE, ek=EK, ak=AK)
+        self.client = ClientConnection(params, security)
+        if security is not None:
+            self.client.grant_invocation_counters(1, 1000)
+        self.server = server_for(model)
+        self.sap = chosen.client_address
+        self.now = NOW
+        self.client.associate(self.now)
+        (associated,) = self.run()
+        assert isinstance(associated, Associated)
+
+    def run(self) -> list[ClientEvent]:
+        events: list[ClientEvent] = []
+        while True:
+            self.now += 0.01
+            out = self.client.data_to_send()
+            for apdu in out:
+                self.server.receive_apdu(self.sap, apdu, self.now)
+            back = self.server.data_to_send()
+            for apdu in back:
+                events += self.client.receive_apdu(apdu, self.now)
+            if not out and not back:
+                return events
+
+    def get(self, descriptor: AttributeDescriptor, access: AccessSelection | None = None) -> object:
+        self.client.get(descriptor, self.now, access)
+        (done,) = self.run()
+        assert isinstance(done, GetCompleted)
+        return done.result
+
+    def act(self, method: MethodDescriptor, parameters: Value | None = None) -> ActionResult:
+        self.client.action(method, self.now, parameters)
+        (done,) = self.run()
+        assert isinstance(done, ActionCompleted)
+        return done.result
+
+    def set(self, descriptor: AttributeDescriptor, value: Value) -> DataAccessResult:
+        self.client.set(descriptor, value, self.now)
+        (done,) = self.run()
+        assert isinstance(done, SetCompleted)
+        return done.result
+
+
+@pytest.mark.parametrize("name", ["is15959", "sunrise"])
+def test_a_reader_reads_the_meter_through_the_server(name: str) -> None:
+    model = meter(name)
+    wire = Wire(model, "reader")
+    energy = wire.get(attr(3, "1.0.1.8.0.255", 2))
+    assert energy == truth.raw(model, "energy_active_import", wire.now)
+    day = by_range(CLOCK, date_time(NOW - 86400), date_time(NOW))
+    blocks = wire.get(attr(7, BLOCK_LOAD, 2), day)  # a long GET, in datablocks
+    assert isinstance(blocks, list)
+    assert len(blocks) == 49
+    assert [list(row) for row in blocks] == rows(model, BLOCK_LOAD, day)
+    assert wire.act(attr(70, RELAY, 1), Typed(Tag.INTEGER, 0)) is ActionResult.READ_WRITE_DENIED
+
+
+def test_the_utility_upgrades_firmware_and_disconnects_through_the_server() -> None:
+    model = meter()
+    wire = Wire(model, "utility")  # HLS-GMAC, ciphered
+    image = build_image("3.1.4", b"\x5a" * 700)
+    initiate_parameters = (b"fw-3.1.4", Typed(Tag.DOUBLE_LONG_UNSIGNED, len(image)))
+    assert wire.act(attr(18, IMAGE, 1), initiate_parameters) is ActionResult.SUCCESS
+    for number in range(-(-len(image) // BLOCK_SIZE)):
+        block = image[number * BLOCK_SIZE : (number + 1) * BLOCK_SIZE]
+        parameters = (Typed(Tag.DOUBLE_LONG_UNSIGNED, number), block)
+        assert wire.act(attr(18, IMAGE, 2), parameters) is ActionResult.SUCCESS
+    assert wire.act(attr(18, IMAGE, 3), Typed(Tag.INTEGER, 0)) is ActionResult.SUCCESS
+    assert wire.act(attr(18, IMAGE, 4), Typed(Tag.INTEGER, 0)) is ActionResult.SUCCESS
+    assert wire.get(attr(1, "1.0.0.2.0.255", 2)) == "3.1.4"
+    assert wire.act(attr(70, RELAY, 1), Typed(Tag.INTEGER, 0)) is ActionResult.SUCCESS
+    assert model.relay_state is ControlState.DISCONNECTED
+    assert wire.set(attr(8, "0.0.1.0.0.255", 2), date_time(NOW + 3600)) is DataAccessResult.SUCCESS
+    assert model.meter_time(wire.now) == pytest.approx(NOW + 3600, abs=1)
+    limit = Typed(Tag.DOUBLE_LONG, 6_000)
+    assert wire.set(attr(71, "0.0.17.0.0.255", 4), limit) is DataAccessResult.SUCCESS
+    assert wire.get(attr(71, "0.0.17.0.0.255", 4)) == 6_000
+
+
+def test_the_public_client_reads_only_the_public_objects() -> None:
+    model = meter()
+    wire = Wire(model, "public")
+    assert wire.get(attr(1, "0.0.96.1.0.255", 2)) == "00000007"
+    assert wire.get(attr(3, "1.0.1.8.0.255", 2)) is DataAccessResult.READ_WRITE_DENIED
