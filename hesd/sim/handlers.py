@@ -53,9 +53,10 @@ _RANGES: Final = {
 _CONTEXT_NAME: Final = bytes.fromhex("60857405080101")  # logical names, no ciphering
 _CONTEXT_NAME_CIPHERED: Final = bytes.fromhex("60857405080103")
 _MECHANISMS: Final = {"none": 0, "lls": 1, "hls-gmac": 5}
-# Green Book 9.4.6.1 conformance: block transfer with get and set, data-notification, get, set,
-# selective access, event-notification, action
-_CONFORMANCE: Final = BitString.from_bits("000000000001100010011111")
+# Green Book 9.4.6.1 conformance (bits 11, 12, 14, 16, 19..23): block transfer with get and with
+# set, multiple references, data-notification, get, set, selective access, event-notification,
+# action
+_CONFORMANCE: Final = BitString.from_bits("000000000001101010011111")
 
 
 class ControlState(enum.IntEnum):
@@ -68,29 +69,32 @@ class ControlState(enum.IntEnum):
 
 def _integer(value: Value | None, tag: Tag) -> int | None:
     """``value`` as an integer of type ``tag``; None if it is not one."""
+    inner: object = value
     if isinstance(value, Typed):
         if value.tag != tag:
             return None
-        value = value.value  # type: ignore[assignment]
-    if type(value) is not int:
+        inner = value.value
+    if type(inner) is not int:
         return None
     low, high = _RANGES[tag]
-    return value if low <= value <= high else None
+    return inner if low <= inner <= high else None
 
 
 def _octets(value: Value | None) -> bytes | None:
+    inner: object = value
     if isinstance(value, Typed):
-        value = value.value if value.tag == Tag.OCTET_STRING else None  # type: ignore[assignment]
-    if isinstance(value, DateTime):
-        return value.to_octets()
-    return value if isinstance(value, bytes) else None
+        inner = value.value if value.tag == Tag.OCTET_STRING else None
+    if isinstance(inner, DateTime):
+        return inner.to_octets()
+    return inner if isinstance(inner, bytes) else None
 
 
 def _elements(value: Value | None, count: int) -> list[Value] | None:
+    inner: object = value
     if isinstance(value, Typed):
-        value = value.value if value.tag == Tag.STRUCTURE else None  # type: ignore[assignment]
-    if isinstance(value, list | tuple) and len(value) == count:
-        return list(value)
+        inner = value.value if value.tag == Tag.STRUCTURE else None
+    if isinstance(inner, list | tuple) and len(inner) == count:
+        return list(inner)
     return None
 
 

@@ -131,7 +131,11 @@ def params(seed: int) -> LoadParams:
         weekend=base * pick(8, 25) // 100,
         triangle=TRIPLES[pick(9, len(TRIPLES))],
         shares=(l1, l2, 1000 - l1 - l2),
-        nominal_mv=tuple(nominal + pick(13 + p, 4001) - 2000 for p in range(3)),  # type: ignore[arg-type]
+        nominal_mv=(
+            nominal + pick(13, 4001) - 2000,
+            nominal + pick(14, 4001) - 2000,
+            nominal + pick(15, 4001) - 2000,
+        ),
         solar=1000 + pick(16, 3000) if pick(17, 10) == 0 else 0,
         outage_s=60 + pick(18, 541),
         initial_wh=pick(19, 5_000_000),

@@ -266,6 +266,10 @@ def can_write(kind: Kind, attribute: int, level: int) -> bool:
     return level >= UTILITY and attribute in _WRITABLE.get(kind, frozenset())
 
 
+def _secret(kind: Kind, attribute: int) -> bool:
+    return kind is Kind.ASSOCIATION and attribute == 7  # Association LN secret: never read
+
+
 def can_act(level: int) -> bool:
     return level >= UTILITY
 
@@ -280,7 +284,7 @@ def _object_list(objects: dict[ObisCode, ObjectDef], level: int) -> Typed:
         attributes: list[Value] = []
         for attr in cls.attributes:
             mode = 0
-            if can_read(definition.kind, level):
+            if can_read(definition.kind, level) and not _secret(definition.kind, attr.index):
                 mode = 1
             if can_write(definition.kind, attr.index, level):
                 mode |= 2
