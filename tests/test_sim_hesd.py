@@ -16,16 +16,7 @@ import pytest
 from tests.conftest import BIN, HesdProcess, free_port, wait_for, write_config
 from tests.test_sim_client import VENDORS
 
-pytestmark = [
-    pytest.mark.integration,
-    # hesd's TcpLink.connection_made (hesd/transports/tcp.py) asserts that its transport is an
-    # asyncio.Transport; under uvloop, which ``hesd run`` uses, it is not, so every TCP link of
-    # hesd fails. Both tests pass once that assert becomes a cast (checked by hand); strict, so
-    # the fix turns this marker into a failure to remove.
-    pytest.mark.xfail(
-        strict=True, raises=pytest.fail.Exception, reason="hesd TCP links fail under uvloop"
-    ),
-]
+pytestmark = pytest.mark.integration
 
 StartHesd = Callable[..., HesdProcess]
 START = "2026-01-01T00:00:00Z"

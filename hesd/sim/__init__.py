@@ -2,8 +2,9 @@
 
 ``SimulatedMeter`` is the COSEM object model of one meter (``hesd.sim.model``), deterministic in
 its seed and the simulated time; ``hesd.sim.truth`` says what it measures; ``build_image`` makes
-firmware images it accepts. Nothing here does I/O or reads a clock: the transport drives meters
-with ``now``.
+firmware images it accepts. The model does no I/O and reads no clock; the runtime
+(``runner``, ``tcp``, ``serial``, ``mqtt``, ``control``, ``cli``) drives meters with ``now`` from
+``SimClock`` over real links. Reference: ``docs/simulator.md``.
 """
 
 from hesd.sim.handlers import ControlState
