@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+import structlog
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.profile import load_profiles
@@ -95,8 +97,6 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", default="bench/results/sim.json")
     args = parser.parse_args()
-    import structlog
-
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     gc.collect()
     before = rss_kib()
