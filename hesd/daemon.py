@@ -40,6 +40,7 @@ from hesd.secrets import SecretStore, load_secrets
 from hesd.sessions import SessionManager
 from hesd.store import InvocationCounters, Registry, Store
 from hesd.store.outbox import outbox_stats
+from hesd.transports.mqtt import MqttTransport
 from hesd.transports.tcp import TcpDialer, TcpListener
 from protocols.dlms import apdu as x
 from protocols.errors import HesdError
@@ -74,6 +75,7 @@ class Daemon:
         self.counters: InvocationCounters | None = None
         self._sessions: SessionManager | None = None
         self.listener: TcpListener | None = None
+        self.mqtt: MqttTransport | None = None
         self.pushes_received = 0
         self.reloads = 0
 
@@ -170,6 +172,16 @@ class Daemon:
             self.listener = TcpListener(config.tcp, self._sessions, self._registry)
             stack.push_async_callback(self.listener.close)
             await self.listener.start()
+            if config.mqtt.broker is not None:  # one broker connection: docs/transports.md
+                self.mqtt = MqttTransport(
+                    config.mqtt,
+                    self._sessions,
+                    self._registry,
+                    secrets=self.secrets,
+                    source=config.source,
+                )
+                self._sessions.providers["mqtt"] = self.mqtt
+                stack.push_async_callback(self.mqtt.close)
 
             async with asyncio.TaskGroup() as tg:
                 writer = tg.create_task(store.run_writer(), name="store:writer")
@@ -179,6 +191,8 @@ class Daemon:
                 ]
                 if self.notifier.watchdog_interval is not None:
                     helpers.append(_named(tg, self._watchdog(), "daemon:watchdog"))
+                if self.mqtt is not None:
+                    helpers.append(_named(tg, self.mqtt.run(), "mqtt:client"))
                 self.state = "running"
                 self.notifier.notify("READY=1", f"STATUS={await self._status_line()}")
                 log.info(
@@ -197,6 +211,8 @@ class Daemon:
                 await self.listener.close()  # stop accepting meters
                 await runner.cleanup()  # stop accepting, wait for in-flight requests (bounded)
                 await self._sessions.close(grace=self.config.daemon.drain_timeout)
+                if self.mqtt is not None:
+                    await self.mqtt.close()  # after the sessions: their releases go out first
                 for task in helpers:
                     task.cancel()
                 await store.close()  # commits what is queued; the writer task then returns
@@ -258,7 +274,7 @@ class Daemon:
             return False
         changed = [
             name
-            for name in ("daemon", "log", "api", "store", "uplink")
+            for name in ("daemon", "log", "api", "store", "uplink", "mqtt")
             if getattr(fresh, name) != getattr(self.config, name)
         ]
         if changed:
