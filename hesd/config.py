@@ -102,6 +102,7 @@ class TcpConfig:
 class LimitsConfig:
     max_requests: int  # requests in flight across the fleet
     request_timeout: float  # the longest one request (incl. association and blocks) may take
+    session_max_bytes: int  # the most a meter may send in one request (blocks included)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +245,9 @@ def parse_config(doc: Table, base: Path) -> Config:
     limits = LimitsConfig(
         max_requests=limits_t.integer("max_requests", lo=1, hi=1_000_000, default=2000),
         request_timeout=limits_t.number("request_timeout", lo=1, hi=86400, default=120.0),
+        session_max_bytes=limits_t.integer(
+            "session_max_bytes", lo=1024, hi=1 << 30, default=16 << 20
+        ),
     )
     limits_t.finish()
 

@@ -153,6 +153,7 @@ class Daemon:
                 client_system_title=config.dlms.system_title,
                 max_requests=config.limits.max_requests,
                 request_timeout=config.limits.request_timeout,
+                session_max_bytes=config.limits.session_max_bytes,
                 on_notification=self._on_notification,
             )
             self._sessions.dialer = TcpDialer(config.tcp)

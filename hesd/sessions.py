@@ -62,6 +62,7 @@ class SessionManager:
         client_system_title: bytes,
         max_requests: int,
         request_timeout: float,
+        session_max_bytes: int = 16 << 20,
         on_notification: NotificationHandler | None = None,
     ) -> None:
         self._registry = registry
@@ -74,6 +75,7 @@ class SessionManager:
         self._links: dict[str, asyncio.Task[str]] = {}
         self._budget = asyncio.Semaphore(max_requests)
         self._request_timeout = request_timeout
+        self._session_max_bytes = session_max_bytes
         self._tasks: set[asyncio.Task[str]] = set()
         self.dialer: Dialer | None = None
         self.providers: dict[str, LinkProvider] = {}  # by transport name
@@ -108,6 +110,7 @@ class SessionManager:
                 counters=self._counters,
                 registry=self._registry,
                 on_notification=self._on_notification,
+                max_bytes_per_request=self._session_max_bytes,
             )
             self._sessions[meter_id] = session
         return session, record
