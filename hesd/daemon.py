@@ -41,6 +41,7 @@ from hesd.sessions import SessionManager
 from hesd.store import InvocationCounters, Registry, Store
 from hesd.store.outbox import outbox_stats
 from hesd.transports.mqtt import MqttTransport
+from hesd.transports.mqtt_json import JsonRecord
 from hesd.transports.tcp import TcpDialer, TcpListener
 from protocols.dlms import apdu as x
 from protocols.errors import HesdError
@@ -77,6 +78,7 @@ class Daemon:
         self.listener: TcpListener | None = None
         self.mqtt: MqttTransport | None = None
         self.pushes_received = 0
+        self.json_records = 0
         self.reloads = 0
 
     # -- what the API reads ------------------------------------------------------------------
@@ -109,6 +111,11 @@ class Daemon:
         # readings and events reach the MDM through the outbox (the uplink); counted for now
         self.pushes_received += 1
         log.debug("daemon.push", meter=meter_id)
+
+    def _on_json(self, meter_id: str, record: JsonRecord, now: float) -> None:
+        # JSON records from MQTT concentrators: to the outbox with the uplink; counted for now
+        self.json_records += 1
+        log.debug("daemon.json_record", meter=meter_id, values=len(record.values))
 
     # -- control -----------------------------------------------------------------------------
 
@@ -180,6 +187,7 @@ class Daemon:
                     self._registry,
                     secrets=self.secrets,
                     source=config.source,
+                    on_json=self._on_json,
                 )
                 self._sessions.providers["mqtt"] = self.mqtt
                 stack.push_async_callback(self.mqtt.close)
@@ -289,6 +297,8 @@ class Daemon:
         self.secrets = secrets
         if self._sessions is not None:
             self._sessions.reload(vendors, secrets)
+        if self.mqtt is not None:
+            self.mqtt.reload()  # the vendors' uplink topics
         self.reloads += 1
         log.info("config.reloaded", vendors=sorted(vendors), keysets=len(secrets.keysets))
         return True

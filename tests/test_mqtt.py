@@ -9,6 +9,7 @@ import dataclasses
 import datetime
 import gc
 import ipaddress
+import json
 import os
 import signal
 import socket
@@ -36,6 +37,7 @@ from hesd.session import MeterSession, SessionError
 from hesd.sessions import SessionManager
 from hesd.store import InvocationCounters, MeterEntry, Registry, Store
 from hesd.transports.mqtt import MqttLink, MqttTransport, TopicTemplate
+from hesd.transports.mqtt_json import JsonRecord
 from protocols.dlms import apdu as x
 from protocols.dlms.wrapper import encode_wrapper
 from tests.conftest import (
@@ -218,10 +220,16 @@ def test_topic_template() -> None:
     for topic in ("site/7/meters//up", "site/7/meters/a/b/up", "site/7/meters/a b/up", "x/up"):
         assert up.key(topic) is None, topic
     assert TopicTemplate("{meter_id}").key("M1") == "M1"
+    part = TopicTemplate("dcu/m-{meter_id}/data")  # vendor profiles may put it inside a level
+    assert part.filter == "dcu/+/data"
+    assert part.key("dcu/m-7/data") == "7"
+    assert part.key("dcu/x-7/data") is None
+    assert part.topic("7") == "dcu/m-7/data"
+    assert TopicTemplate("{meter_id}-up").filter == "+"
 
 
 async def test_link_queue_drops_the_oldest_and_says_so(hes: Hes) -> None:
-    link = MqttLink(hes.transport, "Q1", "down", max_queue=2)
+    link = MqttLink(hes.transport, "Q1", None, max_queue=2)
     with capture_logs() as logs:
         for payload in (b"1", b"2", b"3", b"4", b"5"):
             link.deliver(payload)
@@ -291,7 +299,7 @@ async def test_shared_subscription_splits_the_fleet(hes: Hes) -> None:
         for name in (f"{hes.prefix}-a", f"{hes.prefix}-b")
     ]
     a, b = members
-    assert a.subscription == f"$share/{group}/{hes.prefix}/meters/+/up"
+    assert a.subscriptions == (f"$share/{group}/{hes.prefix}/meters/+/up",)
     assert a.clean_session
     for member in members:
         member.start()
@@ -316,6 +324,69 @@ async def test_shared_subscription_splits_the_fleet(hes: Hes) -> None:
             await pub.publish(f"{hes.prefix}/meters/V{i}/up", b"\x00\x01", qos=1)
         await until(lambda: b.received == before + 10, "10 messages at the remaining member")
     await b.close()
+
+
+async def test_json_concentrator_records(hes: Hes) -> None:
+    """A vendor whose profile says payload = "json": records mapped, bad ones refused."""
+    meghdoot = load_profile(REPO / "conf" / "vendors" / "meghdoot.toml")
+    assert meghdoot.mqtt is not None
+    topics = {  # this test's own topics, not the shipped ones: the broker is shared
+        "uplink_topic": f"{hes.prefix}/dcu/{{meter_id}}/data",
+        "downlink_topic": f"{hes.prefix}/dcu/{{meter_id}}/cmd",
+    }
+    meghdoot = dataclasses.replace(meghdoot, mqtt=dataclasses.replace(meghdoot.mqtt, **topics))
+    await hes.registry.upsert(
+        [
+            MeterEntry("J1", "meghdoot", "mqtt", serial_number="SNJ1"),
+            MeterEntry("J2", "meghdoot", "mqtt", address="dcu-7"),
+        ]
+    )
+    records: asyncio.Queue[tuple[str, JsonRecord]] = asyncio.Queue()
+    hes.transport.on_json = lambda meter_id, record, now: records.put_nowait((meter_id, record))
+    with capture_logs() as logs:
+        hes.manager.reload({"is15959": PROFILE, "meghdoot": meghdoot}, hes.manager.secrets)
+        hes.transport.reload()  # what SIGHUP does: follow the new vendor's topic
+        await until(lambda: bool(events(logs, "mqtt.subscribed")), "the new subscription")
+        assert events(logs, "mqtt.subscribed")[0]["subscriptions"] == [f"{hes.prefix}/dcu/+/data"]
+        good = {"meterSerial": "SNJ1", "readingTime": "2025-01-02T03:04:05+05:30"}
+        bad = [
+            b"not json",
+            json.dumps({**good, "meterSerial": "SNJ9", "vR": 230}).encode(),  # another meter
+            json.dumps({**good, "readingTime": "2025-01-02T03:04:05", "vR": 230}).encode(),
+            json.dumps({**good, "kwhImport": "12.5"}).encode(),
+            json.dumps(good).encode(),  # no value at all
+        ]
+        async with publisher(hes.broker, hes.prefix) as pub:
+            uplink = f"{hes.prefix}/dcu/J1/data"
+            await pub.publish(uplink, json.dumps({**good, "kwhImport": 12.5, "vR": 230.1}), qos=1)
+            for message in bad:
+                await pub.publish(uplink, message, qos=1)
+            second = {"meterSerial": "dcu-7", "readingTime": "2025-01-02T00:00:00Z", "hz": 50}
+            await pub.publish(f"{hes.prefix}/dcu/dcu-7/data", json.dumps(second), qos=1)
+            # a DLMS topic for a JSON meter, and a JSON topic for a DLMS meter: not theirs
+            await pub.publish(f"{hes.prefix}/meters/J1/up", b"\x00", qos=1)
+            await pub.publish(f"{hes.prefix}/dcu/M1/data", json.dumps(good), qos=1)
+            async with asyncio.timeout(5):
+                first = await records.get()
+                other = await records.get()
+            await until(lambda: hes.transport.json_refused == 5, "5 refusals")
+            await until(lambda: hes.transport.unknown == 2, "2 messages on the wrong topics")
+    meter_id, record = first
+    assert meter_id == "J1"
+    assert record.timestamp == datetime.datetime(2025, 1, 1, 21, 34, 5, tzinfo=datetime.UTC)
+    assert record.as_dict() == {"energy_active_import": 12500.0, "voltage_l1": 230.1}
+    assert other[0] == "J2"
+    assert other[1].as_dict() == {"frequency": 50.0}
+    reasons = [e["reason"] for e in events(logs, "mqtt.json_refused")]
+    assert reasons[0].startswith("not JSON")
+    assert "names meter 'SNJ9', not J1" in reasons[1]
+    assert "has no UTC offset" in reasons[2]
+    assert reasons[3] == "field kwhImport: expected a number"
+    assert reasons[4].startswith("no value")
+    assert hes.transport.json_records == 2
+    assert hes.transport.links == 0  # JSON meters have no DLMS session
+    with pytest.raises(SessionError, match="meter J1: reports JSON records over MQTT"):
+        await hes.manager.request("J1", get_energy)
 
 
 # -- reconnecting ----------------------------------------------------------------------------------

@@ -1,33 +1,20 @@
-"""MQTT: meters and concentrators that speak DLMS through a broker, over ONE client connection.
+"""MQTT: meters and concentrators that talk through a broker, over ONE client connection.
 
-hesd keeps a single broker connection per process (task ``mqtt:client``), subscribed to the
-uplink topic of every MQTT meter (``meters/+/up`` by default, ``$share/{group}/meters/+/up``
-when ``mqtt.shared_group`` is set, so that several hesd processes or hosts split the fleet: the
-broker hands each message to one member of the group). Each meter gets an ``MqttLink``: its
-uplink messages in, QoS 1 publications to its downlink topic out. A message carries one or more
-DLMS WRAPPER frames; the session's framing reassembles them.
+``MqttTransport`` holds the process's single broker connection (task ``mqtt:client``),
+subscribed at QoS 1 to the uplink topic of every vendor that talks MQTT (its profile's
+``[mqtt]``, else hesd.toml's), as ``$share/{group}/...`` with ``mqtt.shared_group`` so that
+several hesd processes split the fleet. An uplink message goes by its topic key (the meter's
+inventory address, or its id) to the meter's ``MqttLink``, or attaches the session of the
+registry's ``mqtt`` meter with that key, or is dropped and logged (``mqtt.unknown_meter``):
+nothing an unknown meter sends reaches a session. A request for a meter without a link attaches
+one (``SessionManager.providers["mqtt"]``): the link is up whenever the broker connection is.
+Vendors with ``payload = "json"`` publish JSON records: mapped (``mqtt_json``) and handed to
+``on_json``, never to a session.
 
-Routing an uplink message for topic key K (the meter's inventory address, or its meter id when
-that is empty): to K's link if it has one; else, if the registry knows K as an ``mqtt`` meter,
-a link is made and attached (``SessionManager.attach``) with the message queued on it; else the
-message is dropped and ``mqtt.unknown_meter`` logged (once a minute per key). Nothing from an
-unknown meter reaches a session. A request for an MQTT meter without a link asks the transport
-(``SessionManager.providers["mqtt"]``) to attach one: the link is up whenever the broker
-connection is.
-
-While the broker connection is down every MQTT link is closed, so the meters show offline and
-requests fail at once ("broker not connected") instead of waiting for their time cap. hesd
-reconnects with a doubling, jittered back-off, and links come back on demand. Without a shared
-group the MQTT session is persistent (``clean_session = false``): QoS 1 uplink messages
-published while hesd is away wait at the broker and arrive when it reconnects. In a shared group
-it is clean, so that the group's other members take over the share of one that is down.
-
-Each link queues at most ``mqtt.max_queue`` messages for its session; past that the oldest is
-dropped, counted and logged (``mqtt.queue_overflow``). Backpressure is not an option: every
-meter shares the one connection, so a slow meter would stall the whole fleet.
-
-JSON payloads (``payload = "json"`` in a vendor profile's ``[mqtt]``) are not handled yet: the
-vendor profile schema that declares them has not landed. Every payload is DLMS.
+While the broker is unreachable every link is closed (meters offline, requests fail at once);
+reconnection backs off, doubling, with jitter. The MQTT session is persistent unless shared;
+each link queues at most ``mqtt.max_queue`` messages, dropping the oldest. Why, and the rest:
+docs/transports.md.
 """
 
 from __future__ import annotations
@@ -41,12 +28,14 @@ import socket
 import ssl
 import time
 from collections import deque
-from typing import Final
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Final, TypeGuard
 
 import aiomqtt
 import structlog
 from paho.mqtt.reasoncodes import ReasonCode
 
+from adapters.profile import JsonPayload, VendorProfile
 from adapters.schema import ConfigError
 from hesd.config import MqttConfig
 from hesd.link import LinkClosed
@@ -54,9 +43,10 @@ from hesd.secrets import SecretStore
 from hesd.session import SessionError
 from hesd.sessions import SessionManager
 from hesd.store import MeterRecord, Registry
-from protocols.errors import HesdError
+from hesd.transports.mqtt_json import JsonRecord, parse_json_record
+from protocols.errors import HesdError, RemoteProtocolError
 
-__all__ = ["MqttLink", "MqttTransport", "TopicTemplate"]
+__all__ = ["JsonHandler", "MqttLink", "MqttTransport", "TopicTemplate"]
 
 log = structlog.get_logger("hesd.mqtt")
 
@@ -72,19 +62,29 @@ MAX_UNKNOWN: Final = 100_000  # unknown keys remembered before that memory is re
 PAGE: Final = 1000  # registry rows per query when scanning for topic keys
 TOPIC_KEY: Final = re.compile(r"[A-Za-z0-9._-]{1,128}")  # docs/inventory.md, mqtt addresses
 
+# on_json(meter id, the mapped record, now): ``now`` is the monotonic clock, as for pushes
+JsonHandler = Callable[[str, JsonRecord, float], None]
+
 
 class TopicTemplate:
-    """A topic with one ``{meter_id}`` level: the filter to subscribe to, and the key of a topic."""
+    """A topic holding ``{meter_id}`` once: the filter to subscribe to, and the key of a topic.
+
+    ``{meter_id}`` may be part of a level (``dcu/m-{meter_id}/data``): the filter then has ``+``
+    for that whole level, and ``key`` checks the rest of the level.
+    """
 
     __slots__ = ("_after", "_before", "filter", "template")
 
     def __init__(self, template: str) -> None:
         before, found, after = template.partition("{meter_id}")
-        if not found:
-            raise ValueError(f"topic template {template!r} has no {{meter_id}}")
+        if not found or "{meter_id}" in after:
+            raise ValueError(f"topic template {template!r} needs {{meter_id}} once")
         self.template = template
         self._before, self._after = before, after
-        self.filter = f"{before}+{after}"
+        head, _, _ = before.rpartition("/")
+        _, _, tail = after.partition("/")
+        levels = [*([head] if "/" in before else []), "+", *([tail] if "/" in after else [])]
+        self.filter = "/".join(levels)
 
     def key(self, topic: str) -> str | None:
         """The topic key in ``topic``, or None if it is not an instance of this template."""
@@ -116,13 +116,17 @@ class MqttLink:
         "key",
         "meter_id",
         "ready",
+        "uplink",
     )
 
-    def __init__(self, transport: MqttTransport, key: str, downlink: str, max_queue: int) -> None:
+    def __init__(
+        self, transport: MqttTransport, key: str, uplink: TopicTemplate | None, max_queue: int
+    ) -> None:
         self._transport = transport
         self.key = key
+        self.uplink = uplink  # the uplink topic template its messages come on
         self.meter_id = ""  # known once the registry has named the meter
-        self.downlink = downlink
+        self.downlink = ""  # known with the meter's vendor
         self._max_queue = max_queue
         self._queue: deque[bytes] = deque()
         self._waiter: asyncio.Future[None] | None = None
@@ -145,6 +149,12 @@ class MqttLink:
     def queued(self) -> int:
         """Messages waiting for the session."""
         return len(self._queue)
+
+    def take(self) -> list[bytes]:
+        """The queued messages, one by one (for a meter that turned out to speak JSON)."""
+        messages = list(self._queue)
+        self._queue.clear()
+        return messages
 
     def deliver(self, payload: bytes) -> None:
         """Queue one uplink message; drops the oldest past ``max_queue``."""
@@ -184,8 +194,8 @@ class MqttLink:
     # -- Link -------------------------------------------------------------------------------
 
     async def send(self, data: bytes) -> None:
-        if self._closed:
-            raise LinkClosed(f"{self.peer}: {self._reason}")
+        if self._closed or not self.downlink:
+            raise LinkClosed(f"{self.peer}: {self._reason or 'not attached'}")
         await self._transport.publish(self.downlink, data)
 
     async def receive(self) -> bytes:
@@ -203,6 +213,21 @@ class MqttLink:
 
     async def close(self) -> None:
         self.shut("closed by hesd")
+
+
+class _JsonRoute:
+    """Where a JSON meter's messages go, for as long as the registry's word is fresh."""
+
+    __slots__ = ("expires_at", "mapping", "meter_id", "names", "uplink")
+
+    def __init__(
+        self, record: MeterRecord, key: str, mapping: JsonPayload, uplink: TopicTemplate | None
+    ) -> None:
+        self.meter_id = record.meter_id
+        self.uplink = uplink
+        self.names = frozenset(n for n in (key, record.meter_id, record.entry.serial_number) if n)
+        self.mapping = mapping
+        self.expires_at = time.monotonic() + INDEX_REFRESH
 
 
 class _Unknown:
@@ -229,6 +254,7 @@ class MqttTransport:
         *,
         secrets: SecretStore,
         source: str,
+        on_json: JsonHandler | None = None,
     ) -> None:
         if config.broker is None:
             raise ValueError("MqttTransport without mqtt.broker")
@@ -239,17 +265,15 @@ class MqttTransport:
         self._password = _password(config, secrets)
         self._tls = _tls_context(config, source) if config.tls else None
         self.client_id = config.client_id or _default_client_id()
-        self._uplink = TopicTemplate(config.uplink_topic)
-        self._downlink = TopicTemplate(config.downlink_topic)
-        group = config.shared_group
-        self.subscription = (
-            f"$share/{group}/{self._uplink.filter}" if group else self._uplink.filter
-        )
+        self.on_json = on_json
         # Alone, a persistent session keeps QoS 1 messages at the broker while hesd restarts. In
         # a shared group it would strand this member's share there while it is down (Mosquitto 2
         # still deals messages to offline members); a clean session lets the others take them.
-        self.clean_session = bool(group)
-        self._links: dict[str, MqttLink] = {}
+        self.clean_session = bool(config.shared_group)
+        self._uplinks: dict[str, TopicTemplate] = {}
+        self.subscriptions: tuple[str, ...] = ()
+        self._follow_vendors()
+        self._routes: dict[str, MqttLink | _JsonRoute] = {}
         self._pending = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: aiomqtt.Client | None = None
@@ -262,6 +286,8 @@ class MqttTransport:
         self.received = 0  # uplink messages
         self.unknown = 0  # dropped: no MQTT meter in the registry has that topic key
         self.dropped = 0  # dropped: queue overflow, oversized, overload
+        self.json_records = 0  # JSON messages mapped and handed to on_json
+        self.json_refused = 0  # JSON messages that did not map
         self.connections = 0  # successful broker connections
 
     # -- state ---------------------------------------------------------------------------------
@@ -276,11 +302,49 @@ class MqttTransport:
 
     @property
     def links(self) -> int:
-        return len(self._links)
+        return sum(isinstance(route, MqttLink) for route in self._routes.values())
 
     async def wait_connected(self) -> None:
         """Return once connected and subscribed."""
         await self._connected.wait()
+
+    # -- topics --------------------------------------------------------------------------------
+
+    def _uplink_of(self, profile: VendorProfile) -> str:
+        return self._config.uplink_topic if profile.mqtt is None else profile.mqtt.uplink_topic
+
+    def _downlink_of(self, profile: VendorProfile) -> str:
+        return self._config.downlink_topic if profile.mqtt is None else profile.mqtt.downlink_topic
+
+    def _follow_vendors(self) -> None:
+        """Subscribe to the [mqtt] default uplink and every vendor profile's own."""
+        templates = [self._config.uplink_topic]
+        templates += sorted(self._uplink_of(p) for p in self._manager.vendors.values())
+        self._uplinks = {t: self._uplinks.get(t) or TopicTemplate(t) for t in templates}
+        group = self._config.shared_group
+        filters = dict.fromkeys(t.filter for t in self._uplinks.values())
+        self.subscriptions = tuple(f"$share/{group}/{f}" if group else f for f in filters)
+
+    def reload(self) -> None:
+        """Vendor profiles were reloaded (SIGHUP): follow their uplink topics from now on."""
+        before = set(self.subscriptions)
+        self._follow_vendors()
+        for key in [k for k, r in self._routes.items() if isinstance(r, _JsonRoute)]:
+            del self._routes[key]  # a JSON mapping may have changed
+        client, after = self._client, set(self.subscriptions)
+        if client is not None and before != after:
+            self._spawn(self._resubscribe(client, before - after, after - before), "resubscribe")
+
+    async def _resubscribe(self, client: aiomqtt.Client, old: set[str], new: set[str]) -> None:
+        try:
+            for topic in sorted(old):
+                await client.unsubscribe(topic)
+            if new:
+                await self._subscribe(client, sorted(new))
+        except aiomqtt.MqttError as exc:  # the connection is going down: run() resubscribes
+            log.warning("mqtt.resubscribe_failed", error=str(exc))
+            return
+        log.info("mqtt.subscribed", subscriptions=sorted(new), unsubscribed=sorted(old))
 
     # -- the connection ---------------------------------------------------------------------------
 
@@ -298,7 +362,7 @@ class MqttTransport:
             try:
                 async with self._new_client() as client:
                     up_since = time.monotonic()
-                    await self._subscribe(client)
+                    await self._subscribe(client, self.subscriptions)
                     self._client = client
                     self.connections += 1
                     self._connected.set()
@@ -306,12 +370,12 @@ class MqttTransport:
                         "mqtt.connected",
                         broker=self.broker,
                         client_id=self.client_id,
-                        subscription=self.subscription,
+                        subscriptions=list(self.subscriptions),
                     )
                     async for message in client.messages:
                         self._on_message(message)
             except aiomqtt.MqttError as exc:
-                reason = str(exc) or type(exc).__name__
+                reason = _reason(exc)
             finally:
                 self._down(reason)
             if up_since is not None and time.monotonic() - up_since >= STABLE_AFTER:
@@ -344,19 +408,23 @@ class MqttTransport:
             max_queued_incoming_messages=MAX_INCOMING,
         )
 
-    async def _subscribe(self, client: aiomqtt.Client) -> None:
-        granted = await client.subscribe(self.subscription, qos=QOS)
-        for code in granted:
-            failed = code.is_failure if isinstance(code, ReasonCode) else code >= 0x80
-            if failed:  # MQTT 3.1.1 §3.9.3: 0x80 is a refused subscription
-                raise aiomqtt.MqttError(f"the broker refused the subscription {self.subscription}")
+    async def _subscribe(self, client: aiomqtt.Client, topics: Sequence[str]) -> None:
+        granted = await client.subscribe([(topic, QOS) for topic in topics])
+        codes: list[int | ReasonCode] = list(granted)
+        for topic, code in zip(topics, codes, strict=False):
+            if (
+                code.is_failure if isinstance(code, ReasonCode) else code >= 0x80
+            ):  # MQTT 3.1.1 §3.9.3: 0x80 is a refused subscription
+                raise aiomqtt.MqttError(f"the broker refused the subscription {topic}")
 
     def _down(self, reason: str) -> None:
         was_up = self._client is not None
         self._client = None
         self._connected.clear()
-        for link in list(self._links.values()):
-            link.shut(f"broker connection lost: {reason}" if was_up else reason)
+        for route in list(self._routes.values()):
+            if isinstance(route, MqttLink):
+                route.shut(f"broker connection lost: {reason}" if was_up else reason)
+        self._routes.clear()
 
     async def publish(self, topic: str, data: bytes) -> None:
         """Publish at QoS 1 and wait for the broker's PUBACK; ``LinkClosed`` if that fails."""
@@ -380,24 +448,42 @@ class MqttTransport:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._down("hesd is stopping")
 
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=f"mqtt:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     # -- routing -------------------------------------------------------------------------------
 
     def _on_message(self, message: aiomqtt.Message) -> None:
         self.received += 1
         topic = message.topic.value
         payload = message.payload
-        key = self._uplink.key(topic)
-        if key is None:
+        matches = [(t, k) for t in self._uplinks.values() if (k := t.key(topic)) is not None]
+        if not matches:
             self._drop_unknown(topic, "not an uplink topic")
             return
+        template, key = matches[0]
         if not isinstance(payload, bytes | bytearray) or len(payload) > MAX_PAYLOAD:
             self.dropped += 1
             size = len(payload) if isinstance(payload, bytes | bytearray) else 0
             log.warning("mqtt.payload_refused", key=key, bytes=size, max_bytes=MAX_PAYLOAD)
             return
-        link = self._links.get(key)
-        if link is not None:
-            link.deliver(bytes(payload))
+        for template, key in matches:  # the key's route, if the topic is its vendor's
+            route = self._routes.get(key)
+            if route is None or route.uplink is not template:
+                continue
+            if isinstance(route, MqttLink):
+                route.deliver(bytes(payload))
+                return
+            if time.monotonic() < route.expires_at:
+                self._on_json(route, bytes(payload))
+                return
+            del self._routes[key]  # stale: ask the registry again
+        template, key = matches[0]
+        route = self._routes.get(key)
+        if route is not None and route.uplink is not None:
+            self._drop_unknown(topic, f"meter {key} publishes on {route.uplink.template}")
             return
         known = self._unknown.get(key)
         if known is not None and time.monotonic() - known.decided_at < NEGATIVE_TTL:
@@ -407,30 +493,46 @@ class MqttTransport:
             self.dropped += 1
             log.warning("mqtt.overloaded", key=key, pending=self._pending)
             return
-        link = self._open(key, None)
+        link = self._open(key, template, None)
         link.deliver(bytes(payload))
 
-    def _open(self, key: str, meter_id: str | None) -> MqttLink:
+    def _on_json(self, route: _JsonRoute, payload: bytes) -> None:
+        try:
+            record = parse_json_record(payload, route.mapping, route.meter_id, route.names)
+        except RemoteProtocolError as exc:
+            self.json_refused += 1
+            log.warning("mqtt.json_refused", meter=route.meter_id, reason=str(exc))
+            return
+        self.json_records += 1
+        if self.on_json is not None:
+            self.on_json(route.meter_id, record, time.monotonic())
+
+    def _open(self, key: str, uplink: TopicTemplate | None, record: MeterRecord | None) -> MqttLink:
         """A new link for ``key``, attached by a task once its meter is known."""
-        link = MqttLink(self, key, self._downlink.topic(key), self._config.max_queue)
-        self._links[key] = link
+        link = MqttLink(self, key, uplink, self._config.max_queue)
+        self._routes[key] = link
         self._pending += 1
-        task = asyncio.get_running_loop().create_task(
-            self._attach(link, meter_id), name=f"mqtt:attach:{key}"
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._attach(link, record), f"attach:{key}")
         return link
 
-    async def _attach(self, link: MqttLink, meter_id: str | None) -> None:
+    async def _attach(self, link: MqttLink, record: MeterRecord | None) -> None:
+        meter_id = None if record is None else record.meter_id
         try:
-            if meter_id is None:
-                meter_id = await self._lookup(link.key)
-                if meter_id is None:
+            if record is None:
+                record = await self._lookup(link.key)
+                if record is None or self._uplink_template(record) is not link.uplink:
                     self._unknown_key(link.key, link.queued)
                     link.shut("not an mqtt meter in the registry")
                     return
-            link.meter_id = meter_id
+            meter_id = link.meter_id = record.meter_id
+            link.uplink = self._uplink_template(record)
+            profile = self._manager.vendors.get(record.entry.vendor)
+            if profile is None:
+                raise SessionError(f"vendor profile {record.entry.vendor!r} is not loaded")
+            if profile.mqtt is not None and profile.mqtt.json is not None:
+                self._become_json(link, record, profile.mqtt.json)
+                return
+            link.downlink = TopicTemplate(self._downlink_of(profile)).topic(link.key)
             if link.closed:
                 return
             await self._manager.attach(meter_id, link)
@@ -443,26 +545,37 @@ class MqttTransport:
         finally:
             self._pending -= 1
 
+    def _uplink_template(self, record: MeterRecord) -> TopicTemplate | None:
+        """The uplink topic ``record``'s vendor publishes on (None: its profile is not loaded)."""
+        profile = self._manager.vendors.get(record.entry.vendor)
+        return None if profile is None else self._uplinks.get(self._uplink_of(profile))
+
+    def _become_json(self, link: MqttLink, record: MeterRecord, mapping: JsonPayload) -> None:
+        route = _JsonRoute(record, link.key, mapping, link.uplink)
+        if self._routes.get(link.key) is link:
+            self._routes[link.key] = route
+        for payload in link.take():
+            self._on_json(route, payload)
+        link.shut(f"meter {record.meter_id} reports JSON records; it takes no DLMS requests")
+
     def forget(self, link: MqttLink) -> None:
         """A link closed: route its key afresh."""
-        if self._links.get(link.key) is link:
-            del self._links[link.key]
+        if self._routes.get(link.key) is link:
+            del self._routes[link.key]
 
-    async def _lookup(self, key: str) -> str | None:
+    async def _lookup(self, key: str) -> MeterRecord | None:
         """The MQTT meter whose topic key is ``key``: its address, or its id when that is empty."""
         candidate = self._index.get(key, key)
         record = await self._registry.get(candidate)
         if _has_key(record, key):
-            assert record is not None
-            return record.meter_id
+            return record
         if time.monotonic() - self._index_at >= INDEX_REFRESH:
             await self._refresh_index()
             fresh = self._index.get(key)
             if fresh is not None and fresh != candidate:
                 record = await self._registry.get(fresh)
                 if _has_key(record, key):
-                    assert record is not None
-                    return record.meter_id
+                    return record
         return None
 
     async def _refresh_index(self) -> None:
@@ -508,9 +621,7 @@ class MqttTransport:
         if entry is None:
             if len(self._unknown) >= MAX_UNKNOWN:
                 self._unknown.clear()
-            entry = self._unknown[key] = _Unknown(
-                -math.inf
-            )  # for the log only, not a lookup result
+            entry = self._unknown[key] = _Unknown(-math.inf)  # for the log, not a lookup result
         now = time.monotonic()
         if now - entry.logged_at >= LOG_EVERY:
             dropped = entry.suppressed + messages
@@ -525,17 +636,31 @@ class MqttTransport:
         """Attach ``record``'s link for a request (``SessionManager.providers["mqtt"]``)."""
         if self._client is None:
             raise SessionError(f"meter {record.meter_id}: MQTT broker {self.broker} not connected")
+        profile = self._manager.vendors.get(record.entry.vendor)
+        if profile is not None and profile.mqtt is not None and profile.mqtt.json is not None:
+            raise SessionError(
+                f"meter {record.meter_id}: reports JSON records over MQTT; "
+                "it takes no DLMS requests"
+            )
         key = record.entry.address or record.meter_id
-        link = self._links.get(key)
-        if link is None:
-            link = self._open(key, record.meter_id)
+        route = self._routes.get(key)
+        if not isinstance(route, MqttLink):
+            route = self._open(key, self._uplink_template(record), record)
+        link = route
         await asyncio.shield(link.ready)
 
 
-def _has_key(record: MeterRecord | None, key: str) -> bool:
+def _has_key(record: MeterRecord | None, key: str) -> TypeGuard[MeterRecord]:
     if record is None or record.entry.transport != "mqtt":
         return False
     return (record.entry.address or record.meter_id) == key
+
+
+def _reason(exc: BaseException) -> str:
+    """What aiomqtt says, with the cause it chains (the broker's or the socket's words)."""
+    reason = str(exc) or type(exc).__name__
+    cause = exc.__cause__
+    return reason if cause is None or not str(cause) else f"{reason}: {cause}"
 
 
 def _default_client_id() -> str:
