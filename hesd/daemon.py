@@ -283,7 +283,7 @@ class Daemon:
             return False
         changed = [
             name
-            for name in ("daemon", "log", "api", "store", "uplink", "mqtt")
+            for name in ("daemon", "log", "api", "store", "uplink", "dlms", "tcp", "limits", "mqtt")
             if getattr(fresh, name) != getattr(self.config, name)
         ]
         if changed:
