@@ -50,6 +50,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/store_commit.py
 	$(BIN)/python bench/codec.py
+	$(BIN)/python bench/sim.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis

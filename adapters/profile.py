@@ -1,9 +1,12 @@
 """Vendor profiles: one TOML file per vendor under ``conf/vendors/``.
 
 A profile says how to recognise a vendor's meters and how to talk to them: associations (client
-addresses, security level, which secrets), framing, timeouts and PDU size. Later schema versions
-add the OBIS mapping, scalers and event-code tables; ``profile.schema`` names the version a file
-was written for, and a file written for a newer schema than this hesd knows is refused.
+addresses, security level, which secrets), framing, timeouts and PDU size, MQTT topics and
+payloads; and what the meters hold: the OBIS codes of the standard objects, how each canonical
+quantity is exposed (OBIS, class, scaler, unit, type), the load profiles and their columns, and
+the event profiles with the vendor's event code table (``adapters/cosem_map.py`` reads those).
+``profile.schema`` names the version a file was written for, and a file written for a newer
+schema than this hesd knows is refused.
 
 Format reference: ``docs/vendors.md``.
 """
@@ -14,12 +17,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from adapters import is15959
+from adapters.cosem_map import (
+    EventCode,
+    EventLog,
+    LoadProfile,
+    ObisRegistry,
+    Quantity,
+    StandardObjects,
+    read_event_log,
+    read_objects,
+    read_profiles,
+    read_quantities,
+)
 from adapters.schema import ConfigError, Table, load_toml
 
 __all__ = [
     "PROFILE_SCHEMA",
     "Association",
+    "EventCode",
+    "EventLog",
     "Framing",
+    "JsonField",
+    "JsonPayload",
+    "LoadProfile",
+    "MqttSettings",
+    "Quantity",
+    "StandardObjects",
     "VendorProfile",
     "load_profile",
     "load_profiles",
@@ -29,6 +53,8 @@ PROFILE_SCHEMA: Final = 1
 VENDOR_NAME: Final = r"[a-z0-9][a-z0-9_-]{0,31}"
 SECURITY_LEVELS: Final = ("none", "lls", "hls-gmac")
 SECRET_NAMES: Final = ("lls_password", "hls_secret")
+_PRINTABLE: Final = r"[ -~]{0,32}"
+_PRINT_HELP: Final = "0..32 printable ASCII characters"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +93,39 @@ class Framing:
 
 
 @dataclass(frozen=True, slots=True)
+class JsonField:
+    """One value of a JSON uplink: ``quantity`` is ``field`` * 10**scaler (in its DLMS unit)."""
+
+    quantity: str
+    field: str
+    scaler: int
+
+
+@dataclass(frozen=True, slots=True)
+class JsonPayload:
+    """Where a JSON uplink message keeps the meter id, the timestamp and the values."""
+
+    meter_id: str  # field holding the meter id
+    timestamp: str  # field holding the time of the values
+    timestamp_format: str  # "unix" (s), "unix-ms" or "iso8601"
+    values: tuple[JsonField, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    """How meters (or their concentrator) talk over MQTT; topics hold ``{meter_id}``."""
+
+    payload: str  # "dlms": APDUs as message bodies; "json": JsonPayload records
+    uplink_topic: str
+    downlink_topic: str
+    json: JsonPayload | None  # set exactly when payload is "json"
+
+    def __post_init__(self) -> None:
+        if (self.payload == "json") != (self.json is not None):
+            raise ValueError("a JSON payload needs its field mapping, a DLMS payload none")
+
+
+@dataclass(frozen=True, slots=True)
 class VendorProfile:
     """What hesd knows about one vendor's meters, validated from its profile file."""
 
@@ -81,12 +140,31 @@ class VendorProfile:
     default_association: str
     response_timeout: float  # seconds to wait for one response
     inactivity_timeout: float  # seconds of silence after which the association is considered lost
+    manufacturer: str  # manufacturer name, as the nameplate reports it
+    model: str  # meter model
+    objects: StandardObjects
+    quantities: tuple[Quantity, ...]
+    profiles: tuple[LoadProfile, ...]
+    events: EventLog
+    mqtt: MqttSettings | None  # None: the meters do not use MQTT
 
     def association(self, name: str) -> Association:
         for assoc in self.associations:
             if assoc.name == name:
                 return assoc
         raise KeyError(name)
+
+    def quantity(self, name: str) -> Quantity | None:
+        for quantity in self.quantities:
+            if quantity.name == name:
+                return quantity
+        return None
+
+    def profile(self, name: str) -> LoadProfile | None:
+        for profile in self.profiles:
+            if profile.name == name:
+                return profile
+        return None
 
 
 def _read_association(name: str, table: Table) -> Association:
@@ -103,6 +181,57 @@ def _read_association(name: str, table: Table) -> Association:
         )
     table.finish()
     return Association(name, client, security, secret, ciphered)
+
+
+_TOPIC = r"[^+#{}\x00]*\{meter_id\}[^+#{}\x00]*"
+_TOPIC_HELP = "an MQTT topic with {meter_id} once and no + or #"
+_FIELD = r"[A-Za-z0-9_.$@-]{1,64}"
+
+
+def _read_mqtt(doc: Table) -> MqttSettings | None:
+    if "mqtt" not in doc:
+        doc.table("mqtt")
+        return None
+    table = doc.table("mqtt")
+    payload = table.choice("payload", ("dlms", "json"), default="dlms")
+    uplink = table.string("uplink_topic", pattern=_TOPIC, describe=_TOPIC_HELP, max_length=256)
+    downlink = table.string("downlink_topic", pattern=_TOPIC, describe=_TOPIC_HELP, max_length=256)
+    json = None
+    if payload == "json":  # [mqtt.json] is an unknown key otherwise
+        json = _read_json(table.table("json", required=True))
+    table.finish()
+    return MqttSettings(payload, uplink, downlink, json)
+
+
+def _read_json(table: Table) -> JsonPayload:
+    meter_id = table.string("meter_id", pattern=_FIELD, describe="a JSON field name")
+    timestamp = table.string("timestamp", pattern=_FIELD, describe="a JSON field name")
+    timestamp_format = table.choice("timestamp_format", ("unix", "unix-ms", "iso8601"))
+    values_table = table.table("values", required=True)
+    values: list[JsonField] = []
+    for quantity in list(values_table.keys()):
+        if quantity not in is15959.QUANTITIES:
+            raise values_table.error(
+                quantity, "not a canonical quantity name (the list is in docs/vendors.md)"
+            )
+        try:
+            entry = values_table.table(quantity)
+        except ConfigError:  # not a table: then it is the field name
+            field = values_table.string(
+                quantity, pattern=_FIELD, describe="a JSON field name or { field, scaler }"
+            )
+            values.append(JsonField(quantity, field, 0))
+            continue
+        field = entry.string("field", pattern=_FIELD, describe="a JSON field name")
+        values.append(JsonField(quantity, field, entry.integer("scaler", lo=-6, hi=6, default=0)))
+        entry.finish()
+    if not values:
+        raise table.error("values", "expected at least one quantity")
+    fields = [v.field for v in values] + [meter_id, timestamp]
+    if len(set(fields)) != len(fields):
+        raise table.error("values", "two values (or the meter id or timestamp) share a field")
+    table.finish()
+    return JsonPayload(meter_id, timestamp, timestamp_format, tuple(values))
 
 
 def load_profile(path: Path) -> VendorProfile:
@@ -133,6 +262,10 @@ def load_profile(path: Path) -> VendorProfile:
         pattern=r"(?:[0-9A-Fa-f]{2}){0,8}",
         describe="hex of up to 8 bytes",
     )
+    manufacturer = ident.string(
+        "manufacturer", default="", pattern=_PRINTABLE, describe=_PRINT_HELP
+    )
+    model = ident.string("model", default="", pattern=_PRINTABLE, describe=_PRINT_HELP)
     ident.finish()
 
     frame = doc.table("framing")
@@ -163,6 +296,13 @@ def load_profile(path: Path) -> VendorProfile:
         "association", tuple(assoc_tables), default=next(iter(assoc_tables))
     )
     session.finish()
+
+    registry = ObisRegistry(doc.source)
+    objects = read_objects(doc, registry)
+    quantities = read_quantities(doc, registry)
+    profiles = read_profiles(doc, quantities, registry)
+    events = read_event_log(doc, quantities, registry)
+    mqtt = _read_mqtt(doc)
     doc.finish()
 
     return VendorProfile(
@@ -177,6 +317,13 @@ def load_profile(path: Path) -> VendorProfile:
         default_association=default_assoc,
         response_timeout=response_timeout,
         inactivity_timeout=inactivity_timeout,
+        manufacturer=manufacturer,
+        model=model,
+        objects=objects,
+        quantities=quantities,
+        profiles=profiles,
+        events=events,
+        mqtt=mqtt,
     )
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "ConfigError",
     "DaemonConfig",
     "LogConfig",
+    "MqttConfig",
     "SerialConfig",
     "SerialPortConfig",
     "StoreConfig",
@@ -106,6 +107,27 @@ class TcpConfig:
 class LimitsConfig:
     max_requests: int  # requests in flight across the fleet
     request_timeout: float  # the longest one request (incl. association and blocks) may take
+    session_max_bytes: int  # the most a meter may send in one request (blocks included)
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    broker: tuple[str, int] | None  # None: no MQTT transport
+    tls: bool
+    tls_verify: bool  # check the broker's certificate and host name
+    ca_file: Path | None  # None: the system's CAs
+    cert_file: Path | None  # client certificate (and key, unless key_file)
+    key_file: Path | None
+    username: str  # "" : none
+    password_token: str  # name in the secrets file's [tokens]; "" : none
+    client_id: str  # "" : hesd-{hostname}
+    keepalive: int
+    shared_group: str  # "" : a plain subscription; else $share/{group}/...
+    uplink_topic: str  # template with one {meter_id} level
+    downlink_topic: str
+    max_queue: int  # messages waiting per meter before the oldest is dropped
+    backoff_initial: float  # reconnect back-off, doubling, with jitter
+    backoff_max: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +164,7 @@ class Config:
     tcp: TcpConfig
     limits: LimitsConfig
     serial: SerialConfig
+    mqtt: MqttConfig
 
     def load_vendor_profiles(self) -> dict[str, VendorProfile]:
         return load_profiles(self.vendors.dir, self.vendors.enabled, self.source)
@@ -249,6 +272,9 @@ def parse_config(doc: Table, base: Path) -> Config:
     limits = LimitsConfig(
         max_requests=limits_t.integer("max_requests", lo=1, hi=1_000_000, default=2000),
         request_timeout=limits_t.number("request_timeout", lo=1, hi=86400, default=120.0),
+        session_max_bytes=limits_t.integer(
+            "session_max_bytes", lo=1024, hi=1 << 30, default=16 << 20
+        ),
     )
     limits_t.finish()
 
@@ -268,8 +294,12 @@ def parse_config(doc: Table, base: Path) -> Config:
             )
     serial_t.finish()
 
+    mqtt = _mqtt_config(doc.table("mqtt"), base)
+
     doc.finish()
-    return Config(doc.source, daemon, log, api, store, vendors, uplink, dlms, tcp, limits, serial)
+    return Config(
+        doc.source, daemon, log, api, store, vendors, uplink, dlms, tcp, limits, serial, mqtt
+    )
 
 
 def _serial_port(table: Table) -> SerialPortConfig:
@@ -308,13 +338,92 @@ def _serial_port(table: Table) -> SerialPortConfig:
     return port
 
 
-def _host_port(table: Table, key: str, index: int, text: str) -> tuple[str, int]:
+def _mqtt_config(table: Table, base: Path) -> MqttConfig:
+    broker_text = table.string("broker", default="", describe='"host:port", or empty for none')
+    broker = _host_port(table, "broker", None, broker_text) if broker_text else None
+    tls = table.boolean("tls", default=False)
+    files: dict[str, Path | None] = {}
+    for key in ("ca_file", "cert_file", "key_file"):
+        text = table.string(key, default="", describe="a path, or empty for none")
+        path = None if not text else (Path(text) if Path(text).is_absolute() else base / text)
+        if path is not None and not tls:
+            raise table.error(key, "is only used with mqtt.tls = true")
+        if path is not None and not path.is_file():
+            raise table.error(key, f"file {path} not found")
+        files[key] = path
+    if files["key_file"] is not None and files["cert_file"] is None:
+        raise table.error("key_file", "needs mqtt.cert_file (the client certificate)")
+    username = table.string("username", default="", max_length=256)
+    password_token = table.string(
+        "password_token",
+        default="",
+        pattern=r"([A-Za-z0-9_.-]{1,64})?",
+        describe="the name of a token in the secrets file's [tokens], or empty",
+    )
+    if password_token and not username:
+        raise table.error("password_token", "needs mqtt.username")
+    uplink = _topic_template(table, "uplink_topic", "meters/{meter_id}/up")
+    downlink = _topic_template(table, "downlink_topic", "meters/{meter_id}/down")
+    if uplink == downlink:
+        raise table.error("downlink_topic", "must differ from mqtt.uplink_topic")
+    config = MqttConfig(
+        broker=broker,
+        tls=tls,
+        tls_verify=table.boolean("tls_verify", default=True),
+        ca_file=files["ca_file"],
+        cert_file=files["cert_file"],
+        key_file=files["key_file"],
+        username=username,
+        password_token=password_token,
+        client_id=table.string(
+            "client_id",
+            default="",
+            pattern=r"[A-Za-z0-9_.:-]{0,128}",
+            describe="up to 128 of A-Z a-z 0-9 _ . : - (empty: hesd-<hostname>)",
+        ),
+        keepalive=table.integer("keepalive", lo=5, hi=3600, default=60),
+        shared_group=table.string(
+            "shared_group",
+            default="",
+            pattern=r"([A-Za-z0-9_.-]{1,64})?",
+            describe="a group name of 1..64 of A-Z a-z 0-9 _ . -, or empty",
+        ),
+        uplink_topic=uplink,
+        downlink_topic=downlink,
+        max_queue=table.integer("max_queue", lo=1, hi=100_000, default=64),
+        backoff_initial=table.number("backoff_initial", lo=0.01, hi=3600, default=1.0),
+        backoff_max=table.number("backoff_max", lo=0.01, hi=86400, default=60.0),
+    )
+    table.finish()
+    return config
+
+
+def _topic_template(table: Table, key: str, default: str) -> str:
+    """An MQTT topic with one whole level ``{meter_id}`` and no wildcards (MQTT 3.1.1 §4.7)."""
+    text = table.string(
+        key, default=default, describe='a topic with one "{meter_id}" level', max_length=256
+    )
+    levels = text.split("/")
+    if levels.count("{meter_id}") != 1:
+        raise table.error(
+            key, f'expected exactly one whole topic level "{{meter_id}}", got "{text}"'
+        )
+    rest = "/".join(level for level in levels if level != "{meter_id}")
+    if any(c in rest for c in "+#{}\x00") or text.startswith("$"):
+        raise table.error(
+            key,
+            f'expected no wildcards (+ #), braces or leading $ besides {{meter_id}}, got "{text}"',
+        )
+    return text
+
+
+def _host_port(table: Table, key: str, index: int | None, text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     host = host.removeprefix("[").removesuffix("]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(
             table.source,
-            f"{table.key_path(key)}[{index}]",
+            table.key_path(key) if index is None else f"{table.key_path(key)}[{index}]",
             f'expected "host:port" (port 1..65535), got "{text}"',
         )
     return host, int(port)

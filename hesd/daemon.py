@@ -40,6 +40,8 @@ from hesd.secrets import SecretStore, load_secrets
 from hesd.sessions import SessionManager
 from hesd.store import InvocationCounters, Registry, Store
 from hesd.store.outbox import outbox_stats
+from hesd.transports.mqtt import MqttTransport
+from hesd.transports.mqtt_json import JsonRecord
 from hesd.transports.serial import SerialPorts
 from hesd.transports.tcp import TcpDialer, TcpListener
 from protocols.dlms import apdu as x
@@ -76,7 +78,9 @@ class Daemon:
         self._sessions: SessionManager | None = None
         self.listener: TcpListener | None = None
         self.serial: SerialPorts | None = None  # attach_new() after a meter import
+        self.mqtt: MqttTransport | None = None
         self.pushes_received = 0
+        self.json_records = 0
         self.reloads = 0
 
     # -- what the API reads ------------------------------------------------------------------
@@ -109,6 +113,11 @@ class Daemon:
         # readings and events reach the MDM through the outbox (the uplink); counted for now
         self.pushes_received += 1
         log.debug("daemon.push", meter=meter_id)
+
+    def _on_json(self, meter_id: str, record: JsonRecord, now: float) -> None:
+        # JSON records from MQTT concentrators: to the outbox with the uplink; counted for now
+        self.json_records += 1
+        log.debug("daemon.json_record", meter=meter_id, values=len(record.values))
 
     # -- control -----------------------------------------------------------------------------
 
@@ -153,6 +162,7 @@ class Daemon:
                 client_system_title=config.dlms.system_title,
                 max_requests=config.limits.max_requests,
                 request_timeout=config.limits.request_timeout,
+                session_max_bytes=config.limits.session_max_bytes,
                 on_notification=self._on_notification,
             )
             self._sessions.dialer = TcpDialer(config.tcp)
@@ -174,6 +184,17 @@ class Daemon:
             await self.listener.start()
             self.serial = SerialPorts(config.serial, self._sessions, self._registry)
             stack.push_async_callback(self.serial.close)
+            if config.mqtt.broker is not None:  # one broker connection: docs/transports.md
+                self.mqtt = MqttTransport(
+                    config.mqtt,
+                    self._sessions,
+                    self._registry,
+                    secrets=self.secrets,
+                    source=config.source,
+                    on_json=self._on_json,
+                )
+                self._sessions.providers["mqtt"] = self.mqtt
+                stack.push_async_callback(self.mqtt.close)
 
             async with asyncio.TaskGroup() as tg:
                 writer = tg.create_task(store.run_writer(), name="store:writer")
@@ -184,6 +205,8 @@ class Daemon:
                 self.serial.start(tg)  # serial:{path}:bus tasks: open, attach, reopen
                 if self.notifier.watchdog_interval is not None:
                     helpers.append(_named(tg, self._watchdog(), "daemon:watchdog"))
+                if self.mqtt is not None:
+                    helpers.append(_named(tg, self.mqtt.run(), "mqtt:client"))
                 self.state = "running"
                 self.notifier.notify("READY=1", f"STATUS={await self._status_line()}")
                 log.info(
@@ -203,6 +226,8 @@ class Daemon:
                 await runner.cleanup()  # stop accepting, wait for in-flight requests (bounded)
                 await self._sessions.close(grace=self.config.daemon.drain_timeout)
                 await self.serial.close()  # after the sessions: their goodbyes go out first
+                if self.mqtt is not None:
+                    await self.mqtt.close()  # after the sessions: their releases go out first
                 for task in helpers:
                     task.cancel()
                 await store.close()  # commits what is queued; the writer task then returns
@@ -264,7 +289,18 @@ class Daemon:
             return False
         changed = [
             name
-            for name in ("daemon", "log", "api", "store", "uplink")
+            for name in (
+                "daemon",
+                "log",
+                "api",
+                "store",
+                "uplink",
+                "dlms",
+                "tcp",
+                "limits",
+                "serial",
+                "mqtt",
+            )
             if getattr(fresh, name) != getattr(self.config, name)
         ]
         if changed:
@@ -278,6 +314,8 @@ class Daemon:
         self.secrets = secrets
         if self._sessions is not None:
             self._sessions.reload(vendors, secrets)
+        if self.mqtt is not None:
+            self.mqtt.reload()  # the vendors' uplink topics
         self.reloads += 1
         log.info("config.reloaded", vendors=sorted(vendors), keysets=len(secrets.keysets))
         return True

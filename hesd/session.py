@@ -146,8 +146,11 @@ class MeterSession:
         registry: Registry,
         on_notification: NotificationHandler | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_bytes_per_request: int = 16 << 20,
     ) -> None:
         self.settings = settings
+        self._max_bytes = max_bytes_per_request
+        self._bytes_in_request = 0
         self.meter_id = settings.meter_id
         self._counters = counters
         self._registry = registry
@@ -316,6 +319,12 @@ class MeterSession:
     async def _read_loop(self, link: Link, framing: ApduFraming) -> str:
         while True:
             data = await link.receive()
+            self._bytes_in_request += len(data)
+            if self._waiters and self._bytes_in_request > self._max_bytes:
+                raise RemoteProtocolError(
+                    f"{self._bytes_in_request} bytes in one request, more than the "
+                    f"{self._max_bytes} allowed (limits.session_max_bytes)"
+                )
             now = self._clock()
             self._last_activity = now
             self._registry.note_state(self.meter_id, last_seen=time.time())
@@ -501,6 +510,7 @@ class MeterSession:
             conn = await self._ensure_associated()
             await self._top_up_counters(conn)
             future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+            self._bytes_in_request = 0
             request_id = send(conn, self._clock())
             self._waiters[request_id] = future
             await self._flush()

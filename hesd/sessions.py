@@ -4,7 +4,9 @@ Transports hand it links: ``attach(meter_id, link, framing)`` starts that meter'
 link as a task named ``meter:{id}:link`` (replacing an older link of the same meter). Callers ask
 it for work: ``request(meter_id, op)`` runs one request on the meter's session within the
 global budget (``limits.max_requests``) and the request time cap (``limits.request_timeout``),
-dialling out first for a ``tcp-out`` meter that has no link. Sessions are built from the registry
+dialling out first for a ``tcp-out`` meter that has no link (``dialer``), or asking the meter's
+transport to bring its link up (``providers``: MQTT, whose links are up whenever the broker
+connection is). Sessions are built from the registry
 row, the vendor profile and the keyset the inventory names; SIGHUP's new profiles and secrets
 apply to sessions made afterwards.
 """
@@ -26,7 +28,7 @@ from hesd.session import MeterSession, NotificationHandler, SessionError, Sessio
 from hesd.store import InvocationCounters, MeterRecord, Registry
 from protocols.dlms.framing import ApduFraming, HdlcFraming, WrapperFraming
 
-__all__ = ["Dialer", "SessionManager"]
+__all__ = ["Dialer", "LinkProvider", "SessionManager"]
 
 log = structlog.get_logger("hesd.sessions")
 
@@ -37,6 +39,16 @@ class Dialer(Protocol):
     """Opens a link to a meter that hesd reaches by dialling out (``tcp-out``)."""
 
     async def dial(self, record: MeterRecord) -> Link: ...
+
+
+class LinkProvider(Protocol):
+    """A transport that attaches a meter's link itself when a request needs it (``mqtt``).
+
+    ``connect`` returns once the transport has called ``attach`` for the meter, or raises
+    ``SessionError`` saying why it cannot (e.g. the broker is not connected).
+    """
+
+    async def connect(self, record: MeterRecord) -> None: ...
 
 
 class SessionManager:
@@ -50,6 +62,7 @@ class SessionManager:
         client_system_title: bytes,
         max_requests: int,
         request_timeout: float,
+        session_max_bytes: int = 16 << 20,
         on_notification: NotificationHandler | None = None,
     ) -> None:
         self._registry = registry
@@ -62,8 +75,10 @@ class SessionManager:
         self._links: dict[str, asyncio.Task[str]] = {}
         self._budget = asyncio.Semaphore(max_requests)
         self._request_timeout = request_timeout
+        self._session_max_bytes = session_max_bytes
         self._tasks: set[asyncio.Task[str]] = set()
         self.dialer: Dialer | None = None
+        self.providers: dict[str, LinkProvider] = {}  # by transport name
         self._closing = False
 
     # -- what is there -----------------------------------------------------------------------
@@ -100,6 +115,7 @@ class SessionManager:
                 counters=self._counters,
                 registry=self._registry,
                 on_notification=self._on_notification,
+                max_bytes_per_request=self._session_max_bytes,
             )
             self._sessions[meter_id] = session
         return session, record
@@ -176,8 +192,12 @@ class SessionManager:
             try:
                 async with asyncio.timeout(self._request_timeout):
                     session, record = await self.session(meter_id)
+                    provider = self.providers.get(record.entry.transport)
                     if not session.online and record.entry.transport == "tcp-out":
                         await self._dial(record)
+                        await session.wait_online()
+                    elif not session.online and provider is not None:
+                        await provider.connect(record)
                         await session.wait_online()
                     return await op(session)
             except TimeoutError:

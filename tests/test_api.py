@@ -40,7 +40,7 @@ async def test_status(client: TestClient) -> None:
     assert response.status == 200
     body = await response.json()
     assert body["meters"]["total"] == 0
-    assert body["vendors"] == ["is15959"]
+    assert body["vendors"] == ["is15959", "kalpa", "meghdoot", "sunrise"]
 
 
 async def test_unknown_meter_is_a_problem(client: TestClient) -> None:
@@ -102,7 +102,11 @@ async def test_invalid_inventory_lists_errors(client: TestClient) -> None:
     assert response.status == 422
     problem = await response.json()
     assert problem["errors"] == [
-        {"line": 2, "column": "vendor", "message": 'unknown vendor "acme" (known: is15959)'}
+        {
+            "line": 2,
+            "column": "vendor",
+            "message": 'unknown vendor "acme" (known: is15959, kalpa, meghdoot, sunrise)',
+        }
     ]
 
 

@@ -48,7 +48,7 @@ def test_example_hesd_toml_states_the_embedded_defaults(monkeypatch: pytest.Monk
     example = load_config(REPO / "hesd.toml")
     defaults = load_config(None)
     assert dataclasses.replace(example, source=EMBEDDED) == defaults
-    assert sorted(example.load_vendor_profiles()) == ["is15959"]
+    assert sorted(example.load_vendor_profiles()) == ["is15959", "kalpa", "meghdoot", "sunrise"]
 
 
 def test_wrong_type(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -110,7 +110,10 @@ def test_bad_import_changes_nothing(start_hesd: StartHesd, tmp_path: Path) -> No
     bad.write_text("meter_id,vendor,transport\nM1,is15959,tcp-in\nM2,acme,tcp-in\n")
     result = hesd.hesctl("meters", "import", str(bad), check=False)
     assert result.returncode == 1
-    assert 'lot7.csv:3: vendor: unknown vendor "acme" (known: is15959)' in result.stderr
+    assert (
+        'lot7.csv:3: vendor: unknown vendor "acme" (known: is15959, kalpa, meghdoot, sunrise)'
+        in result.stderr
+    )
     assert hesd.hesctl("meters").stdout.splitlines()[-1] == "0 meters"
     dry = hesd.hesctl("meters", "import", "--dry-run", str(REPO / "conf" / "meters.example.csv"))
     assert "5 meters, no errors (dry run" in dry.stdout
@@ -132,6 +135,9 @@ def test_sighup_reloads_vendor_profiles(start_hesd: StartHesd, tmp_path: Path) -
     assert [v["name"] for v in json.loads(hesd.hesctl("vendors", "list", "--json").stdout)] == [
         "acme",
         "is15959",
+        "kalpa",
+        "meghdoot",
+        "sunrise",
     ]
 
     # a broken profile is refused; the running profiles stay, and so does the daemon

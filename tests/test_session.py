@@ -24,7 +24,7 @@ from protocols.dlms.obis import ObisCode
 from protocols.dlms.server import ServerConnection
 from protocols.dlms.wrapper import encode_wrapper
 from tests.conftest import REPO
-from tests.dlms_meter import ENERGY, HES_TITLE, KEYSET, meter, run_meter
+from tests.dlms_meter import ENERGY, HES_TITLE, KEYSET, DictModel, meter, run_meter
 
 PROFILE = load_profile(REPO / "conf" / "vendors" / "is15959.toml")
 
@@ -204,3 +204,17 @@ async def test_requests_are_serialised(rig: Rig) -> None:
     await rig.connect(session, meter())
     results = await asyncio.gather(*(session.get(ENERGY) for _ in range(10)))
     assert results == [4242] * 10
+
+
+async def test_a_flooding_meter_loses_its_link(rig: Rig) -> None:
+    settings = rig.session("reader").settings
+    session = MeterSession(
+        settings, counters=rig.counters, registry=rig.registry, max_bytes_per_request=2048
+    )
+    model = DictModel({(1, "0.0.96.1.0.255", 2): b"x" * 5000})
+    serving, _ = await rig.connect(session, meter(model))
+    big = x.AttributeDescriptor(1, ObisCode.parse("0.0.96.1.0.255"), 2)
+    with pytest.raises(SessionError):
+        await session.get(big)
+    reason = await asyncio.wait_for(serving, 5)
+    assert "more than the 2048 allowed (limits.session_max_bytes)" in str(reason)

@@ -1,0 +1,5 @@
+"""``python -m hesd.sim``: the same as ``hesd-sim``."""
+
+from hesd.sim.cli import main
+
+main()

@@ -1,0 +1,158 @@
+"""The control API: meters, ground truth, events (with the alarm push), faults, stats, and
+problem+json errors."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from hesd.sim import truth
+from hesd.sim.runner import Simulator
+from hesd.sim.tcp import ServeTransport
+from hesd.sim.transports import Transport
+from tests.test_sim_client import (
+    START,
+    DlmsClient,
+    TcpPipe,
+    association,
+    make_sim,
+    running,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def serve(sim: Simulator) -> Transport:
+    return ServeTransport(sim.env, sim.endpoints, port=0)
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[tuple[Simulator, str, aiohttp.ClientSession]]:
+    sim = make_sim([("is15959", 3)], control=("127.0.0.1", 0))
+    async with running(sim, serve), aiohttp.ClientSession() as session:
+        assert sim.control_address is not None
+        yield sim, "http://{}:{}/api/v1".format(*sim.control_address), session
+
+
+async def call(
+    session: aiohttp.ClientSession, method: str, url: str, status: int, body: Any = None
+) -> Any:
+    async with session.request(method, url, json=body) as response:
+        text = await response.text()
+        assert response.status == status, text
+        if status >= 400:
+            assert response.content_type == "application/problem+json"
+        return await response.json(content_type=None)
+
+
+async def test_meters_and_one_meter(api: tuple[Simulator, str, aiohttp.ClientSession]) -> None:
+    sim, url, http = api
+    listing = await call(http, "GET", f"{url}/meters", 200)
+    first = listing["meters"][0]
+    endpoint = sim.endpoints[0]
+    assert first == {
+        "id": endpoint.meter_id,
+        "vendor": "is15959",
+        "serial_number": endpoint.meter.spec.serial_number,
+        "system_title": endpoint.meter.spec.system_title.hex().upper(),
+        "keyset": "sim-is15959",
+        "mode": "serve",
+        "address": sim.transport.address(endpoint) if sim.transport else None,
+        "connected": False,
+        "association": None,
+        "associations_served": 0,
+        "faults": "",
+    }
+    meter = await call(http, "GET", f"{url}/meters/{endpoint.meter_id}", 200)
+    assert meter["truth"]["relay"] == "connected"
+    assert meter["truth"]["firmware_version"] == endpoint.meter.firmware_version
+    assert meter["truth"]["clock"].startswith("2026-01-01T00:00:00")
+    problem = await call(http, "GET", f"{url}/meters/NOPE", 404)
+    assert problem["detail"] == "no meter 'NOPE' in this fleet"
+
+
+async def test_truth(api: tuple[Simulator, str, aiohttp.ClientSession]) -> None:
+    sim, url, http = api
+    endpoint = sim.endpoints[2]
+    base = f"{url}/meters/{endpoint.meter_id}/truth"
+    now = await call(http, "GET", f"{base}?quantity=energy_active_import", 200)
+    assert now["raw"] == truth.raw(endpoint.meter, "energy_active_import", START)
+    assert now["value"] == str(truth.value(endpoint.meter, "energy_active_import", START))
+    assert (now["unit"], now["register_unit"], now["obis"]) == ("Wh", "Wh", "1.0.1.8.0.255")
+    later = await call(http, "GET", f"{base}?quantity=energy_active_import&t={START + 3600}", 200)
+    iso = await call(
+        http, "GET", f"{base}?quantity=energy_active_import&t=2026-01-01T01:00:00%2B00:00", 200
+    )
+    assert later["raw"] == iso["raw"] >= now["raw"]
+    await call(http, "GET", base, 400)
+    await call(http, "GET", f"{base}?quantity=beer", 422)
+    await call(http, "GET", f"{base}?quantity=voltage_l1&t=yesterday", 400)
+    await call(http, "GET", f"{base}?quantity=voltage_l1&t=2026-01-01T00:00:00", 400)
+
+
+async def test_an_event_is_logged_and_pushed_to_the_connected_client(
+    api: tuple[Simulator, str, aiohttp.ClientSession],
+) -> None:
+    sim, url, http = api
+    endpoint = sim.endpoints[0]
+    first = await call(
+        http, "POST", f"{url}/meters/{endpoint.meter_id}/events", 201, {"kind": "magnet_tamper"}
+    )
+    assert (first["kind"], first["pushed"]) == ("magnet_tamper", False)
+    assert sim.transport is not None
+    pipe = await TcpPipe.connect(sim.transport.address(endpoint))
+    client = DlmsClient(pipe, **association(sim, "reader"))
+    await client.associate()
+    second = await call(
+        http, "POST", f"{url}/meters/{endpoint.meter_id}/events", 201, {"code": first["code"]}
+    )
+    assert second["pushed"] is True
+    pushed = await client.next_notification()
+    assert pushed.body[0] == endpoint.meter.logical_device_name()  # type: ignore[index]
+    await pipe.close()
+    meter = await call(http, "GET", f"{url}/meters/{endpoint.meter_id}", 200)
+    assert meter["truth"]["tamper_count"] == 2
+    assert [e["kind"] for e in meter["truth"]["last_events"]][-2:] == ["magnet_tamper"] * 2
+    events = f"{url}/meters/{endpoint.meter_id}/events"
+    assert "no event 'beer'" in (await call(http, "POST", events, 422, {"kind": "beer"}))["detail"]
+    await call(http, "POST", events, 400, {"kind": True})
+    await call(http, "POST", events, 400, [1])
+    async with http.post(events, data=b"{not json") as response:
+        assert response.status == 400
+
+
+async def test_faults_are_set_per_meter(api: tuple[Simulator, str, aiohttp.ClientSession]) -> None:
+    sim, url, http = api
+    endpoint = sim.endpoints[1]
+    faults = f"{url}/meters/{endpoint.meter_id}/faults"
+    body = await call(http, "POST", faults, 200, {"spec": "silent, drift=100ppm"})
+    assert body["faults"] == "silent,drift=100ppm"
+    assert endpoint.faults is not None
+    assert endpoint.faults.silent
+    meter = await call(http, "GET", f"{url}/meters/{endpoint.meter_id}", 200)
+    assert meter["faults"] == "silent,drift=100ppm"
+    assert meter["truth"]["clock_drift_ppm"] == 100
+    problem = await call(http, "POST", faults, 422, {"spec": "drop@0.5"})
+    assert "a fraction makes no sense for one meter" in problem["detail"]
+    await call(http, "POST", faults, 422, {"spec": "lag"})
+    await call(http, "POST", faults, 400, {})
+    assert (await call(http, "POST", faults, 200, {"spec": ""}))["faults"] == ""
+    assert endpoint.faults is None
+
+
+async def test_stats(api: tuple[Simulator, str, aiohttp.ClientSession]) -> None:
+    sim, url, http = api
+    assert sim.transport is not None
+    pipe = await TcpPipe.connect(sim.transport.address(sim.endpoints[0]))
+    client = DlmsClient(pipe, **association(sim, "public"))
+    await client.associate()
+    stats = await call(http, "GET", f"{url}/stats", 200)
+    assert (stats["mode"], stats["meters"], stats["connected"]) == ("serve", 3, 1)
+    assert (stats["associations"], stats["connections"]) == (1, 1)
+    assert stats["bytes_in"] > 0
+    await pipe.close()
+    await call(http, "GET", f"{url}/nothing", 404)
+    await call(http, "DELETE", f"{url}/stats", 405)
