@@ -77,7 +77,7 @@ class Daemon:
         self.counters: InvocationCounters | None = None
         self._sessions: SessionManager | None = None
         self.listener: TcpListener | None = None
-        self.serial: SerialPorts | None = None  # attach_new() after a meter import
+        self.serial: SerialPorts | None = None
         self.mqtt: MqttTransport | None = None
         self.pushes_received = 0
         self.json_records = 0
@@ -183,6 +183,7 @@ class Daemon:
             stack.push_async_callback(self.listener.close)
             await self.listener.start()
             self.serial = SerialPorts(config.serial, self._sessions, self._registry)
+            self._sessions.providers["serial"] = self.serial  # late imports: docs/transports.md
             stack.push_async_callback(self.serial.close)
             if config.mqtt.broker is not None:  # one broker connection: docs/transports.md
                 self.mqtt = MqttTransport(

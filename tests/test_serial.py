@@ -1,5 +1,6 @@
-"""Serial buses: one exchange at a time, fair turns, silent meters, lost ports, optical sign-on;
-the session on a shared link; the [serial] configuration."""
+"""Serial buses: one exchange at a time, fair turns, silent meters, lost ports, optical sign-on,
+late imports; the [serial] configuration; the daemon opening its ports. (The session's side of
+a shared link: test_session_shared.py.)"""
 
 from __future__ import annotations
 
@@ -15,17 +16,15 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from adapters.profile import VendorProfile, load_profile
+from adapters.profile import load_profile
 from adapters.schema import ConfigError
-from hesd.config import SerialPortConfig, StoreConfig, load_config
-from hesd.link import LinkClosed, NullModemEnd, SharedLink, null_modem
+from hesd.config import SerialConfig, SerialPortConfig, StoreConfig, load_config
+from hesd.link import LinkClosed, SharedLink
 from hesd.secrets import SecretStore
-from hesd.session import MeterSession, SessionError, SessionSettings
+from hesd.session import MeterSession, SessionError
 from hesd.sessions import SessionManager
 from hesd.store import InvocationCounters, MeterEntry, Registry, Store
-from hesd.transports.serial import BusLink, SerialBus, SignOnFailed
-from protocols.dlms.framing import HdlcFraming
-from protocols.dlms.hdlc import HdlcFramer
+from hesd.transports.serial import BusLink, SerialBus, SerialPorts, SignOnFailed
 from tests.conftest import REPO, HesdProcess, wait_for, write_config
 from tests.dlms_meter import ENERGY, HES_TITLE, KEYSET
 from tests.hdlc_bus import MeterBus, OpticalProbeMeter, SimMeter, open_pty
@@ -344,6 +343,27 @@ async def test_reopen_backs_off_with_cap_and_jitter_then_reattaches(hes: Hes) ->
     assert [e["event"] for e in logs].count("serial.port_opened") == 2
 
 
+async def test_meters_imported_later_are_attached_by_their_first_request(hes: Hes) -> None:
+    config = SerialConfig((dataclasses.replace(RS485, path="/dev/ttyFAKE0"),), 0.01, 0.03)
+    ports = SerialPorts(config, hes.manager, hes.registry, opener=FakeOpener(failures=[]))
+    hes.manager.providers["serial"] = ports
+    bus = ports.buses["/dev/ttyFAKE0"]
+    hes.buses.append(bus)
+    ports.start()
+    await bus.wait_open()
+    assert bus.links == {}
+    [meter_id] = await hes.meters("/dev/ttyFAKE0", [16])  # imported after the port opened
+
+    async def online(session: MeterSession) -> bool:
+        return session.online
+
+    assert await hes.manager.request(meter_id, online)
+    assert list(bus.links) == [meter_id]
+    [elsewhere] = await hes.meters("/dev/ttyUSB9", [17])
+    with pytest.raises(SessionError, match=r"/dev/ttyUSB9 is not one of the serial\.ports"):
+        await hes.manager.request(elsewhere, online)
+
+
 async def test_wire_turns_unscheduled_sends_and_cancelled_waiters(hes: Hes) -> None:
     await hes.meters("/dev/ttyFAKE0", [16])
     opener = FakeOpener(failures=[])
@@ -475,135 +495,6 @@ async def test_optical_meter_that_does_not_sign_on(hes: Hes) -> None:
         for bus in hes.buses:
             await bus.close()
         pty.close()
-
-
-# -- the session on a shared link (hesd/session.py) ------------------------------------------
-
-
-class SharedEnd:
-    """A SharedLink over a null modem that logs holds and the HDLC frames sent."""
-
-    def __init__(self, end: NullModemEnd) -> None:
-        self._end = end
-        self._lock = asyncio.Lock()
-        self.log: list[str] = []
-
-    @property
-    def peer(self) -> str:
-        return self._end.peer
-
-    async def send(self, data: bytes) -> None:
-        framer = HdlcFramer()
-        framer.receive_data(data)
-        while (frame := framer.next_frame()) is not None:
-            self.log.append(frame.kind.name if self._lock.locked() else f"{frame.kind.name}!")
-        await self._end.send(data)
-
-    async def receive(self) -> bytes:
-        return await self._end.receive()
-
-    async def close(self) -> None:
-        await self._end.close()
-
-    @contextlib.asynccontextmanager
-    async def exclusive(self) -> AsyncIterator[None]:
-        async with self._lock:
-            self.log.append("hold")
-            try:
-                yield
-            finally:
-                self.log.append("release")
-
-
-@dataclass
-class SharedRig:
-    session: MeterSession
-    link: SharedEnd
-    sim: SimMeter
-    skew: list[float]
-
-
-@pytest.fixture
-async def shared(hes: Hes) -> AsyncIterator[SharedRig]:
-    await hes.meters("/dev/ttyX", [17])
-    loop = asyncio.get_running_loop()
-    skew = [0.0]
-    profile: VendorProfile = dataclasses.replace(
-        PROFILE, response_timeout=0.2, inactivity_timeout=60.0
-    )
-    settings = SessionSettings("M17", profile, PROFILE.association("reader"), KEYSET, HES_TITLE)
-    session = MeterSession(
-        settings,
-        counters=InvocationCounters(hes.store),
-        registry=hes.registry,
-        clock=lambda: loop.time() + skew[0],
-    )
-    hes_end, meter_end = null_modem(names=("hes", "meter"))
-    link = SharedEnd(hes_end)
-    sim = SimMeter(17, 4242)
-
-    async def run_sim() -> None:
-        with contextlib.suppress(Exception):
-            while True:
-                out, _ = sim.feed(await meter_end.receive(), loop.time())
-                if out:
-                    await meter_end.send(out)
-
-    framing = HdlcFraming(32, 1, 17, response_timeout=0.2)
-    tasks = [
-        loop.create_task(session.serve(link, framing), name="meter:M17:link"),
-        loop.create_task(run_sim(), name="sim:M17"),
-    ]
-    await until(lambda: session.online)
-    yield SharedRig(session, link, sim, skew)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def test_shared_link_opens_hdlc_inside_the_first_request(shared: SharedRig) -> None:
-    await asyncio.sleep(0)  # serve has run: nothing went out before a request
-    assert shared.link.log == []
-    assert await shared.session.get(ENERGY) == 4242
-    assert shared.link.log == ["hold", "SNRM", "I", "I", "release"]  # SNRM, AARQ, GET
-
-
-async def test_shared_link_reassociates_with_disc_and_snrm_after_inactivity(
-    shared: SharedRig,
-) -> None:
-    assert await shared.session.get(ENERGY) == 4242
-    shared.skew[0] = 61.0  # past the profile's inactivity timeout
-    shared.link.log.clear()
-    assert await shared.session.get(ENERGY) == 4242
-    assert shared.link.log == ["hold", "DISC", "SNRM", "I", "I", "release"]
-
-
-async def test_shared_link_survives_a_meter_that_dropped_its_link_layer(
-    shared: SharedRig,
-) -> None:
-    assert await shared.session.get(ENERGY) == 4242
-    shared.sim.reset()  # the meter restarted: it answers DM
-    with pytest.raises(SessionError, match="link layer closed: the server is in disconnected"):
-        await shared.session.get(ENERGY)
-    assert shared.session.online
-    assert await shared.session.get(ENERGY) == 4242
-
-
-async def test_shared_link_abandoned_request_disconnects_before_the_release(
-    shared: SharedRig,
-) -> None:
-    shared.sim.mute = True
-    request = asyncio.create_task(shared.session.get(ENERGY), name="test:request")
-    await until(lambda: "SNRM" in shared.link.log)
-    request.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await request
-    assert shared.link.log == ["hold", "SNRM", "DISC", "release"]
-    # the DISC went unanswered: the next request holds the wire, waits for the link layer to
-    # be down (the DISC's retransmission is answered now) and opens it again
-    shared.sim.mute = False
-    assert await shared.session.get(ENERGY) == 4242
-    assert shared.link.log[4:] == ["hold", "DISC", "SNRM", "I", "I", "release"]
 
 
 # -- configuration ---------------------------------------------------------------------------

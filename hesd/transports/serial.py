@@ -28,7 +28,8 @@ parity and stopbits on the live transport.
 **Lost ports.** A read or write error (an unplugged USB adapter) is logged as
 ``serial.port_lost``; the bus closes its meters' links (their sessions go offline) and reopens
 the port with a capped, jittered back-off, attaching its meters again. Meters imported while
-the port is open are attached by ``attach_new()`` (and at the next reopen).
+the port is open are attached by their first request (``SerialPorts`` is the session manager's
+link provider for ``serial``), or by ``attach_new()``, and at the next reopen.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from hesd.config import SerialConfig, SerialPortConfig
 from hesd.link import LinkClosed
 from hesd.session import SessionError
 from hesd.sessions import SessionManager
-from hesd.store import Registry
+from hesd.store import MeterRecord, Registry
 from protocols.dlms.hdlc import FrameType, HdlcFramer
 from protocols.errors import RemoteProtocolError
 from protocols.iec62056_21 import Event as SignOnEvent
@@ -613,7 +614,11 @@ class SerialBus(asyncio.Protocol):
 
 
 class SerialPorts:
-    """The configured serial ports, for the daemon: start, attach new meters, close."""
+    """The configured serial ports, for the daemon: start, attach new meters, close.
+
+    It is the session manager's ``LinkProvider`` for ``serial`` meters: a request to a meter
+    imported after its port was opened attaches it (``connect``).
+    """
 
     def __init__(
         self,
@@ -643,6 +648,20 @@ class SerialPorts:
     async def attach_new(self) -> int:
         """Attach meters imported since their port was opened; returns how many."""
         return sum([await bus.attach_new() for bus in self.buses.values()])
+
+    async def connect(self, record: MeterRecord) -> None:
+        """``LinkProvider``: give a serial meter that has no link one on its bus, or say why."""
+        path = record.entry.address.rpartition(":")[0]
+        bus = self.buses.get(path)
+        if bus is None:
+            raise SessionError(
+                f"meter {record.meter_id}: {path or 'no port'} is not one of the serial.ports"
+            )
+        if not bus.is_open:
+            raise SessionError(f"meter {record.meter_id}: serial port {path} is not open")
+        await bus.attach_new()
+        if record.meter_id not in bus.links:
+            raise SessionError(f"meter {record.meter_id}: no link on serial port {path}")
 
     async def close(self) -> None:
         await asyncio.gather(*(bus.close() for bus in self.buses.values()))
