@@ -18,6 +18,7 @@ from protocols.errors import HesdError
 
 __all__ = [
     "Chunk",
+    "Inbox",
     "Link",
     "LinkClosed",
     "NullModemEnd",
@@ -64,6 +65,42 @@ class SharedLink(Link, Protocol):
     def exclusive(self) -> AbstractAsyncContextManager[None]:
         """Wait for the wire, hold it for the ``async with`` block; raises ``LinkClosed``."""
         ...
+
+
+class Inbox:
+    """Bytes received for a link until its ``receive()`` takes them all, and the waiter to wake.
+
+    The link says when it is closed: ``get(closed)`` raises ``LinkClosed(closed())`` once nothing
+    is buffered and ``closed()`` returns a reason instead of ``None``.
+    """
+
+    __slots__ = ("_chunks", "_waiter")
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self.wake()
+
+    def wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def get(self, closed: Callable[[], str | None]) -> bytes:
+        while not self._chunks:
+            reason = closed()
+            if reason is not None:
+                raise LinkClosed(reason)
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        return data
 
 
 # A tamper hook turns what one side sent into what the other side gets: a list of

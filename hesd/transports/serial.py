@@ -45,7 +45,7 @@ import serial_asyncio_fast
 import structlog
 
 from hesd.config import SerialConfig, SerialPortConfig
-from hesd.link import LinkClosed
+from hesd.link import Inbox, LinkClosed
 from hesd.session import SessionError
 from hesd.sessions import SessionManager
 from hesd.store import MeterRecord, Registry
@@ -122,8 +122,7 @@ class BusLink:
     def __init__(self, bus: SerialBus, meter_id: str) -> None:
         self._bus = bus
         self.meter_id = meter_id
-        self._chunks: list[bytes] = []
-        self._waiter: asyncio.Future[None] | None = None
+        self._inbox = Inbox()
         self._closed = False
         self._reason = "closed by hesd"
 
@@ -155,17 +154,9 @@ class BusLink:
             await self._bus.write(self, data)
 
     async def receive(self) -> bytes:
-        while not self._chunks:
-            if self._closed:
-                raise LinkClosed(f"{self.peer}: {self._reason}")
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        return data
+        return await self._inbox.get(
+            lambda: f"{self.peer}: {self._reason}" if self._closed else None
+        )
 
     async def close(self) -> None:
         self.end("closed by hesd")
@@ -174,20 +165,15 @@ class BusLink:
 
     def deliver(self, data: bytes) -> None:
         if not self._closed:
-            self._chunks.append(data)
-            self._wake()
+            self._inbox.put(data)
 
     def end(self, reason: str) -> None:
         if self._closed:
             return
         self._closed = True
         self._reason = reason
-        self._wake()
+        self._inbox.wake()
         self._bus.forget(self)
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
 
 class SerialBus(asyncio.Protocol):

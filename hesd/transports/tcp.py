@@ -27,7 +27,7 @@ from typing import Final, cast
 import structlog
 
 from hesd.config import TcpConfig
-from hesd.link import LinkClosed
+from hesd.link import Inbox, LinkClosed
 from hesd.session import SessionError
 from hesd.sessions import SessionManager
 from hesd.store import MeterRecord, Registry
@@ -48,8 +48,7 @@ class TcpLink(asyncio.Protocol):
 
     def __init__(self, idle_close: float | None = None) -> None:
         self._transport: asyncio.Transport | None = None
-        self._chunks: list[bytes] = []
-        self._waiter: asyncio.Future[None] | None = None
+        self._inbox = Inbox()
         self._drained: asyncio.Future[None] | None = None
         self._closed = False
         self._close_reason = "peer closed the connection"
@@ -72,13 +71,12 @@ class TcpLink(asyncio.Protocol):
             self.connected.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        self._chunks.append(data)
         self._touch()
-        self._wake()
+        self._inbox.put(data)
 
     def eof_received(self) -> bool:
         self._closed = True
-        self._wake()
+        self._inbox.wake()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -90,7 +88,7 @@ class TcpLink(asyncio.Protocol):
             self._close_reason = f"connection lost: {exc}"
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        self._wake()
+        self._inbox.wake()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
@@ -101,10 +99,6 @@ class TcpLink(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
 
     def _touch(self) -> None:
         if self._idle_close is None:
@@ -133,24 +127,16 @@ class TcpLink(asyncio.Protocol):
             await self._drained
 
     async def receive(self) -> bytes:
-        while not self._chunks:
-            if self._closed:
-                raise LinkClosed(f"{self._peer}: {self._close_reason}")
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        data = b"".join(self._chunks)
-        self._chunks.clear()
-        return data
+        return await self._inbox.get(
+            lambda: f"{self._peer}: {self._close_reason}" if self._closed else None
+        )
 
     async def close(self) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._close_reason = "closed by hesd"
             self._transport.close()
         self._closed = True
-        self._wake()
+        self._inbox.wake()
 
 
 class _Prefixed:
