@@ -593,6 +593,32 @@ async def test_tls_refuses_an_unknown_broker_certificate(
     assert unknown_ca.connections == 0
 
 
+async def test_stopping_mid_connect_closes_the_socket(hes: Hes) -> None:
+    """A broker that accepts TCP but never answers CONNECT; hesd stops meanwhile (SIGTERM
+    during a reconnect): the half-open connection is closed then, not left to the GC."""
+    accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put((reader, writer))
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    mute = Broker("127.0.0.1", port)
+    transport = hes.transport_for(mqtt_config(mute, hes.prefix, client_id=f"{hes.prefix}-mute"))
+    transport.start()
+    async with server:
+        async with asyncio.timeout(5):
+            reader, writer = await accepted.get()
+            connect = await reader.read(1)
+        assert connect == b"\x10"  # MQTT CONNECT, never answered
+        async with asyncio.timeout(5):
+            await transport.close()
+            await reader.read()  # returns at EOF: hesd closed its end
+        assert reader.at_eof()
+        assert transport.connections == 0
+        writer.close()
+
+
 async def test_password_token_must_be_in_the_secrets_file(hes: Hes) -> None:
     token = "broker"
     config = mqtt_config(hes.broker, hes.prefix, username="hesd", password_token=token)

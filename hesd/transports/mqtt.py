@@ -24,8 +24,6 @@ import contextlib
 import math
 import random
 import re
-import socket
-import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
@@ -36,13 +34,13 @@ import structlog
 from paho.mqtt.reasoncodes import ReasonCode
 
 from adapters.profile import JsonPayload, VendorProfile
-from adapters.schema import ConfigError
 from hesd.config import MqttConfig
 from hesd.link import LinkClosed
 from hesd.secrets import SecretStore
 from hesd.session import SessionError
 from hesd.sessions import SessionManager
 from hesd.store import MeterRecord, Registry
+from hesd.transports import mqtt_client
 from hesd.transports.mqtt_json import JsonRecord, parse_json_record
 from protocols.errors import HesdError, RemoteProtocolError
 
@@ -262,9 +260,9 @@ class MqttTransport:
         self._host, self._port = config.broker
         self._manager = manager
         self._registry = registry
-        self._password = _password(config, secrets)
-        self._tls = _tls_context(config, source) if config.tls else None
-        self.client_id = config.client_id or _default_client_id()
+        self._password = mqtt_client.password(config, secrets)
+        self._tls = mqtt_client.tls_context(config, source) if config.tls else None
+        self.client_id = config.client_id or mqtt_client.default_client_id()
         self.on_json = on_json
         # Alone, a persistent session keeps QoS 1 messages at the broker while hesd restarts. In
         # a shared group it would strand this member's share there while it is down (Mosquitto 2
@@ -360,7 +358,7 @@ class MqttTransport:
             up_since: float | None = None
             reason = "hesd is stopping"
             try:
-                async with self._new_client() as client:
+                async with mqtt_client.connected(self._new_client()) as client:
                     up_since = time.monotonic()
                     await self._subscribe(client, self.subscriptions)
                     self._client = client
@@ -375,7 +373,7 @@ class MqttTransport:
                     async for message in client.messages:
                         self._on_message(message)
             except aiomqtt.MqttError as exc:
-                reason = _reason(exc)
+                reason = mqtt_client.reason(exc)
             finally:
                 self._down(reason)
             if up_since is not None and time.monotonic() - up_since >= STABLE_AFTER:
@@ -654,52 +652,3 @@ def _has_key(record: MeterRecord | None, key: str) -> TypeGuard[MeterRecord]:
     if record is None or record.entry.transport != "mqtt":
         return False
     return (record.entry.address or record.meter_id) == key
-
-
-def _reason(exc: BaseException) -> str:
-    """What aiomqtt says, with the cause it chains (the broker's or the socket's words)."""
-    reason = str(exc) or type(exc).__name__
-    cause = exc.__cause__
-    return reason if cause is None or not str(cause) else f"{reason}: {cause}"
-
-
-def _default_client_id() -> str:
-    host = re.sub(r"[^A-Za-z0-9_.:-]", "-", socket.gethostname())[:100]
-    return f"hesd-{host}"
-
-
-def _password(config: MqttConfig, secrets: SecretStore) -> bytes | None:
-    name = config.password_token
-    if not name:
-        return None
-    token = secrets.tokens.get(name)
-    if token is None:
-        raise ConfigError(
-            secrets.source or "<no secrets file>",
-            "tokens",
-            f'no token "{name}" (named by mqtt.password_token)',
-        )
-    return token.reveal()
-
-
-def _tls_context(config: MqttConfig, source: str) -> ssl.SSLContext:
-    """The client side of TLS to the broker; a file that does not load is a config error."""
-    try:
-        context = ssl.create_default_context(
-            cafile=None if config.ca_file is None else str(config.ca_file)
-        )
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(source, "mqtt.ca_file", f"cannot load CA certificates: {exc}") from None
-    if config.cert_file is not None:
-        try:
-            context.load_cert_chain(
-                str(config.cert_file), None if config.key_file is None else str(config.key_file)
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                source, "mqtt.cert_file", f"cannot load the client certificate and key: {exc}"
-            ) from None
-    if not config.tls_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
