@@ -110,10 +110,10 @@ def test_simulated_meters_dial_in_to_hesd(
     port = free_port()
     sim = sim_process("--meters", "3", "--mode", "dial", "--hes", f"127.0.0.1:{port}")
     hesd = _hesd(start_hesd, tmp_path, sim, f'listen = ["127.0.0.1:{port}"]')
-    wait_for(
-        lambda: "tcp.identified" in hesd.log_text() or "Traceback" in hesd.log_text(),
+    wait_for(  # all three: the read below is of one of them, whichever dialled in first
+        lambda: hesd.log_text().count("tcp.identified") >= 3 or "Traceback" in hesd.log_text(),
         20,
-        "a meter to dial in",
+        "the meters to dial in",
     )
     if "Traceback" in hesd.log_text():
         pytest.fail(f"hesd logged a traceback:\n{hesd.log_text()}")
