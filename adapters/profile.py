@@ -51,6 +51,7 @@ __all__ = [
 
 PROFILE_SCHEMA: Final = 1
 VENDOR_NAME: Final = r"[a-z0-9][a-z0-9_-]{0,31}"
+ADAPTER_NAME: Final = r"(?:[a-z0-9][a-z0-9_-]{0,63})?"
 SECURITY_LEVELS: Final = ("none", "lls", "hls-gmac")
 SECRET_NAMES: Final = ("lls_password", "hls_secret")
 _PRINTABLE: Final = r"[ -~]{0,32}"
@@ -147,6 +148,8 @@ class VendorProfile:
     profiles: tuple[LoadProfile, ...]
     events: EventLog
     mqtt: MqttSettings | None  # None: the meters do not use MQTT
+    utc_offset: int = 330  # minutes local time is ahead of UTC, for date-times without deviation
+    adapter: str = ""  # the vendor adapter (entry point in group hesd.adapters), "" for none
 
     def association(self, name: str) -> Association:
         for assoc in self.associations:
@@ -303,6 +306,23 @@ def load_profile(path: Path) -> VendorProfile:
     profiles = read_profiles(doc, quantities, registry)
     events = read_event_log(doc, quantities, registry)
     mqtt = _read_mqtt(doc)
+
+    clock = doc.table("clock")
+    offset = clock.string(
+        "utc_offset",
+        default="+05:30",
+        pattern=r"[+-](?:0\d|1[0-4]):[0-5]\d",
+        describe='a UTC offset such as "+05:30"',
+    )
+    clock.finish()
+    sign = -1 if offset[0] == "-" else 1
+    utc_offset = sign * (int(offset[1:3]) * 60 + int(offset[4:6]))
+
+    hooks = doc.table("adapter")
+    adapter = hooks.string(
+        "name", default="", pattern=ADAPTER_NAME, describe="an adapter name (a-z, 0-9, _ and -)"
+    )
+    hooks.finish()
     doc.finish()
 
     return VendorProfile(
@@ -324,6 +344,8 @@ def load_profile(path: Path) -> VendorProfile:
         profiles=profiles,
         events=events,
         mqtt=mqtt,
+        utc_offset=utc_offset,
+        adapter=adapter,
     )
 
 

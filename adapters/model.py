@@ -1,0 +1,307 @@
+"""The normalised data model: what hesd hands to the MDM, whatever the vendor or transport.
+
+Every vendor's registers, profile rows, pushes and event logs become the records below
+(``adapters/normalise.py`` builds them from a vendor profile). They are what the outbox stores
+and what ``POST /api/v1/meters/readings`` and ``…/events`` carry (docs/mdm-api.yaml):
+
+* values are exact ``Decimal``s in SI-normalised units (``UNITS``: kWh, kVAh, kvarh, kW, kVA,
+  kvar, V, A, Hz, s; "" for power factor; "count" for counters), with no trailing zeros, so two
+  meters that measured the same thing give equal records whatever their scalers;
+* timestamps are aware datetimes in UTC, taken from the meter's clock with its deviation applied
+  (or the vendor's UTC offset when the meter sends none), and the clock status turned into
+  quality flags; a profile row's timestamp is the end of its interval, on an interval boundary;
+* ``quality`` says what the MDM should know about a value (``Quality``).
+
+``to_json()`` gives the wire form (decimal values as strings, ISO 8601 times),
+``from_json()`` reads it back exactly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+from adapters import is15959
+
+__all__ = [
+    "EVENT_SEVERITIES",
+    "UNITS",
+    "CommandResult",
+    "CommandStatus",
+    "Event",
+    "Quality",
+    "Reading",
+    "Source",
+    "canonical",
+]
+
+# The normalised unit of each DLMS unit symbol, and the power of ten that takes a value there.
+UNITS: Final = {
+    "Wh": ("kWh", -3),
+    "VAh": ("kVAh", -3),
+    "varh": ("kvarh", -3),
+    "W": ("kW", -3),
+    "VA": ("kVA", -3),
+    "var": ("kvar", -3),
+    "V": ("V", 0),
+    "A": ("A", 0),
+    "Hz": ("Hz", 0),
+    "s": ("s", 0),
+    "min": ("s", 0),  # times 60: see normalise.to_si
+    "h": ("s", 0),  # times 3600
+    "": ("", 0),
+}
+EVENT_SEVERITIES: Final = is15959.SEVERITIES
+_QUANTITY: Final = frozenset(is15959.QUANTITIES)
+_NORMAL_UNITS: Final = frozenset({unit for unit, _ in UNITS.values()} | {"count"})
+
+
+class Source(enum.StrEnum):
+    """How a record reached hesd."""
+
+    PUSH = "push"  # the meter sent it unasked (Data-Notification, JSON uplink)
+    PULL = "pull"  # an on-demand read (an operator, the MDM, a command)
+    SCHEDULE = "schedule"  # a scheduled bulk read
+
+
+class Quality(enum.Flag):
+    """What the MDM should know about a value or a timestamp; no flag: a good value."""
+
+    CLOCK_INVALID = enum.auto()  # the meter said its clock is invalid (clock status bit 0)
+    CLOCK_DOUBTFUL = enum.auto()  # ... or doubtful (bit 1), or the status was invalid (bit 3)
+    CLOCK_ADJUSTED = enum.auto()  # the clock was set during the interval (profile status)
+    POWER_DOWN = enum.auto()  # a power failure during the interval (profile status)
+    OVERFLOW = enum.auto()  # the register is at its type's limit: the true value may exceed it
+    ESTIMATED = enum.auto()  # not measured: filled in by the meter or hesd
+    DATA_INVALID = enum.auto()  # the meter marked the value not valid (profile status)
+    VENDOR = enum.auto()  # a vendor adapter corrected the value (adapters.hooks)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The flags' names, lower case, in declaration order (the wire form)."""
+        return tuple(f.name.lower() for f in Quality if f in self and f.name)
+
+    @classmethod
+    def parse(cls, names: object) -> Quality:
+        if not isinstance(names, list | tuple):
+            raise ValueError(f"quality: expected a list of flag names, got {names!r}")  # noqa: TRY004 - bad input, not a bad call
+        flags = cls(0)
+        for name in names:
+            try:
+                flags |= cls[str(name).upper()]
+            except KeyError:
+                raise ValueError(f"quality: unknown flag {name!r}") from None
+        return flags
+
+
+NO_FLAGS: Final = Quality(0)
+
+
+def canonical(value: Decimal) -> Decimal:
+    """``value`` without trailing zeros and never in exponent form (12.340 → 12.34, 1E+2 → 100)."""
+    if not value.is_finite():
+        raise ValueError(f"value {value} is not a finite number")
+    if value == 0:
+        return Decimal(0)
+    value = value.normalize()
+    return value.quantize(Decimal(1)) if value.as_tuple().exponent > 0 else value  # type: ignore[operator]
+
+
+def _utc(stamp: dt.datetime, what: str) -> None:
+    if stamp.tzinfo is None or stamp.utcoffset() != dt.timedelta(0):
+        raise ValueError(f"{what} {stamp.isoformat()} is not in UTC")
+
+
+def _iso(stamp: dt.datetime) -> str:
+    return stamp.isoformat(timespec="milliseconds" if stamp.microsecond else "seconds").replace(
+        "+00:00", "Z"
+    )
+
+
+def _parse_time(data: Mapping[str, Any], key: str) -> dt.datetime:
+    text = data.get(key)
+    if not isinstance(text, str):
+        raise ValueError(f"{key}: expected an ISO 8601 time, got {text!r}")  # noqa: TRY004
+    try:
+        stamp = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{key}: {text!r} is not an ISO 8601 time") from None
+    if stamp.tzinfo is None:
+        raise ValueError(f"{key}: {text!r} has no UTC offset")
+    return stamp.astimezone(dt.UTC)
+
+
+def _decimal(data: Mapping[str, Any], key: str) -> Decimal:
+    text = data.get(key)
+    if not isinstance(text, str):
+        raise ValueError(f"{key}: expected a decimal string, got {text!r}")  # noqa: TRY004
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"{key}: {text!r} is not a decimal number") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One value of one quantity of one meter at one instant (or for one interval)."""
+
+    meter_id: str
+    quantity: str  # canonical name (docs/vendors.md), e.g. "energy_active_import"
+    value: Decimal  # exact, canonical (see ``canonical``)
+    unit: str  # normalised unit: kWh, kVAh, kvarh, kW, kVA, kvar, V, A, Hz, s, "", count
+    timestamp: dt.datetime  # UTC; for interval data the end of the interval
+    source: Source
+    obis: str  # the COSEM object it came from, "A-B:C.D.E*F" ("" for JSON uplinks)
+    interval: int | None = None  # seconds the value covers (profile data), None for a sample
+    quality: Quality = NO_FLAGS
+    capture_time: dt.datetime | None = None  # when a maximum demand occurred (UTC)
+
+    def __post_init__(self) -> None:
+        if not self.meter_id:
+            raise ValueError("reading: empty meter id")
+        if self.quantity not in _QUANTITY:
+            raise ValueError(f"reading: {self.quantity!r} is not a canonical quantity")
+        if self.unit not in _NORMAL_UNITS:
+            raise ValueError(f"reading {self.quantity}: {self.unit!r} is not a normalised unit")
+        object.__setattr__(self, "value", canonical(self.value))
+        _utc(self.timestamp, f"reading {self.quantity}: timestamp")
+        if self.capture_time is not None:
+            _utc(self.capture_time, f"reading {self.quantity}: capture time")
+        if self.interval is not None and self.interval <= 0:
+            raise ValueError(f"reading {self.quantity}: interval {self.interval} s is not > 0")
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "meter_id": self.meter_id,
+            "quantity": self.quantity,
+            "value": format(self.value, "f"),
+            "unit": self.unit,
+            "timestamp": _iso(self.timestamp),
+            "source": self.source.value,
+            "obis": self.obis,
+            "quality": list(self.quality.names),
+        }
+        if self.interval is not None:
+            data["interval"] = self.interval
+        if self.capture_time is not None:
+            data["capture_time"] = _iso(self.capture_time)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Reading:
+        """Back from ``to_json()``; ``ValueError`` naming the field that is wrong."""
+        interval = data.get("interval")
+        if interval is not None and (not isinstance(interval, int) or isinstance(interval, bool)):
+            raise ValueError(f"interval: expected seconds as an integer, got {interval!r}")
+        said = data.get("source")
+        if said not in tuple(Source):
+            raise ValueError(f"source: {said!r} is not push, pull or schedule")
+        return cls(
+            meter_id=str(data.get("meter_id", "")),
+            quantity=str(data.get("quantity", "")),
+            value=_decimal(data, "value"),
+            unit=str(data.get("unit", "")),
+            timestamp=_parse_time(data, "timestamp"),
+            source=Source(str(said)),
+            obis=str(data.get("obis", "")),
+            interval=interval,
+            quality=Quality.parse(data.get("quality", [])),
+            capture_time=None if "capture_time" not in data else _parse_time(data, "capture_time"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event a meter logged or pushed, in the normalised vocabulary (docs/vendors.md)."""
+
+    meter_id: str
+    kind: str  # normalised kind, e.g. "magnet_tamper", "power_restored"
+    category: str  # voltage, current, power, transaction, other, non_rollover, control
+    severity: str  # critical, major, minor, info
+    occurrence: bool  # True: a condition began; False: it ended (restoration) or a one-off
+    code: int  # the vendor's event code
+    name: str  # the vendor's name for it
+    timestamp: dt.datetime  # UTC, from the meter's clock
+    source: Source
+    obis: str  # the event profile it came from
+    quality: Quality = NO_FLAGS
+    snapshot: tuple[Reading, ...] = field(default=())  # values the meter captured with it
+
+    def __post_init__(self) -> None:
+        if not self.meter_id:
+            raise ValueError("event: empty meter id")
+        if self.kind not in is15959.EVENT_KINDS:
+            raise ValueError(f"event: {self.kind!r} is not a normalised event kind")
+        if self.category not in is15959.EVENT_CATEGORIES:
+            raise ValueError(f"event {self.kind}: {self.category!r} is not an event category")
+        if self.severity not in EVENT_SEVERITIES:
+            raise ValueError(f"event {self.kind}: {self.severity!r} is not a severity")
+        _utc(self.timestamp, f"event {self.kind}: timestamp")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "meter_id": self.meter_id,
+            "kind": self.kind,
+            "category": self.category,
+            "severity": self.severity,
+            "occurrence": self.occurrence,
+            "code": self.code,
+            "name": self.name,
+            "timestamp": _iso(self.timestamp),
+            "source": self.source.value,
+            "obis": self.obis,
+            "quality": list(self.quality.names),
+            "snapshot": [
+                {"quantity": r.quantity, "value": format(r.value, "f"), "unit": r.unit}
+                for r in self.snapshot
+            ],
+        }
+
+
+class CommandStatus(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """How a command ended, for the MDM and hesctl (the command router fills it in)."""
+
+    command_id: str
+    meter_id: str
+    command: str  # read, disconnect, reconnect, limit, sync_time, firmware_upgrade, ...
+    status: CommandStatus
+    requested_by: str
+    requested_at: dt.datetime
+    finished_at: dt.datetime
+    attempts: int
+    detail: str  # what happened, in words: the meter's answer or why it failed
+    readings: tuple[Reading, ...] = ()  # what a read returned, or the read-back that confirms
+    data: Mapping[str, Any] = field(default_factory=dict)  # command-specific, JSON-ready
+
+    def __post_init__(self) -> None:
+        _utc(self.requested_at, f"command {self.command_id}: requested_at")
+        _utc(self.finished_at, f"command {self.command_id}: finished_at")
+        if self.attempts < 0:
+            raise ValueError(f"command {self.command_id}: attempts {self.attempts} < 0")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "command_id": self.command_id,
+            "meter_id": self.meter_id,
+            "command": self.command,
+            "status": self.status.value,
+            "requested_by": self.requested_by,
+            "requested_at": _iso(self.requested_at),
+            "finished_at": _iso(self.finished_at),
+            "attempts": self.attempts,
+            "detail": self.detail,
+            "readings": [r.to_json() for r in self.readings],
+            "data": dict(self.data),
+        }
