@@ -86,7 +86,7 @@ def load_adapter(name: str, source: str) -> VendorAdapter:
     try:
         factory = entry.load()
         adapter = factory()
-    except Exception as exc:  # noqa: BLE001 - a third party's import or constructor failing
+    except Exception as exc:  # a third party's import or constructor failing: any error
         raise ConfigError(
             source, "adapter.name", f'adapter "{name}" ({entry.value}) failed to load: {exc!r}'
         ) from None
