@@ -102,13 +102,24 @@ NO_FLAGS: Final = Quality(0)
 
 
 def canonical(value: Decimal) -> Decimal:
-    """``value`` without trailing zeros and never in exponent form (12.340 → 12.34, 1E+2 → 100)."""
+    """``value`` without trailing zeros and never in exponent form (12.340 → 12.34, 1E+2 → 100).
+
+    Exact whatever its length (``Decimal.normalize`` would round to the context's precision).
+    """
     if not value.is_finite():
         raise ValueError(f"value {value} is not a finite number")
-    if value == 0:
+    sign, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int)  # finite
+    end = len(digits)
+    while exponent < 0 and end > 1 and digits[end - 1] == 0:
+        end -= 1
+        exponent += 1
+    kept = digits[:end]
+    if exponent > 0:
+        kept, exponent = kept + (0,) * exponent, 0
+    if not any(kept):
         return Decimal(0)
-    value = value.normalize()
-    return value.quantize(Decimal(1)) if value.as_tuple().exponent > 0 else value  # type: ignore[operator]
+    return Decimal((sign, kept, exponent))
 
 
 def _utc(stamp: dt.datetime, what: str) -> None:
@@ -117,9 +128,11 @@ def _utc(stamp: dt.datetime, what: str) -> None:
 
 
 def _iso(stamp: dt.datetime) -> str:
-    return stamp.isoformat(timespec="milliseconds" if stamp.microsecond else "seconds").replace(
-        "+00:00", "Z"
-    )
+    if not stamp.microsecond:
+        spec = "seconds"
+    else:
+        spec = "microseconds" if stamp.microsecond % 1000 else "milliseconds"
+    return stamp.isoformat(timespec=spec).replace("+00:00", "Z")
 
 
 def _parse_time(data: Mapping[str, Any], key: str) -> dt.datetime:

@@ -17,6 +17,7 @@ import subprocess
 import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -374,9 +375,12 @@ async def test_json_concentrator_records(hes: Hes) -> None:
     meter_id, record = first
     assert meter_id == "J1"
     assert record.timestamp == datetime.datetime(2025, 1, 1, 21, 34, 5, tzinfo=datetime.UTC)
-    assert record.as_dict() == {"energy_active_import": 12500.0, "voltage_l1": 230.1}
+    assert record.as_dict() == {
+        "energy_active_import": Decimal(12500),
+        "voltage_l1": Decimal("230.1"),
+    }
     assert other[0] == "J2"
-    assert other[1].as_dict() == {"frequency": 50.0}
+    assert other[1].as_dict() == {"frequency": Decimal(50)}
     reasons = [e["reason"] for e in events(logs, "mqtt.json_refused")]
     assert reasons[0].startswith("not JSON")
     assert "names meter 'SNJ9', not J1" in reasons[1]

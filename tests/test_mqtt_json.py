@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+from decimal import Decimal
 
 import pytest
 from hypothesis import given
@@ -30,10 +31,10 @@ def parse(doc: object, mapping: JsonPayload = MAPPING) -> JsonRecord:
 def test_mapped_record() -> None:
     record = parse({"meterSerial": "SN1", "readingTime": "2025-03-01T10:00:00+05:30", "vR": 231})
     assert record == JsonRecord(
-        "M1", dt.datetime(2025, 3, 1, 4, 30, tzinfo=dt.UTC), (("voltage_l1", 231.0),)
+        "M1", dt.datetime(2025, 3, 1, 4, 30, tzinfo=dt.UTC), (("voltage_l1", Decimal(231)),)
     )
     record = parse({"meterSerial": "M1", "readingTime": "2025-03-01T00:00:00Z", "kwhImport": 1.5})
-    assert record.as_dict() == {"energy_active_import": 1500.0}
+    assert record.as_dict() == {"energy_active_import": Decimal(1500)}  # exact: 1.5 kWh
     assert record.timestamp.tzinfo is dt.UTC
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 from collections.abc import Collection
 from dataclasses import dataclass
+from decimal import Decimal
 
 from adapters.profile import JsonPayload
 from protocols.errors import RemoteProtocolError
@@ -21,6 +21,7 @@ from protocols.errors import RemoteProtocolError
 __all__ = ["JsonRecord", "parse_json_record"]
 
 MAX_TEXT = 64  # characters of a meter id or ISO 8601 time
+MAX_EXPONENT = 30  # a meter's value is below 1e30 (and a JSON number's exponent is bounded)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,17 +30,17 @@ class JsonRecord:
 
     meter_id: str  # the registry's id of the meter (not necessarily the JSON's spelling)
     timestamp: dt.datetime  # aware, UTC
-    values: tuple[tuple[str, float], ...]  # (canonical quantity, value), in the mapping's order
+    values: tuple[tuple[str, Decimal], ...]  # (canonical quantity, exact value), mapping's order
 
     def __post_init__(self) -> None:
         if self.timestamp.utcoffset() != dt.timedelta(0):
             raise ValueError("timestamp must be aware and in UTC")
         if not self.values:
             raise ValueError("a record holds at least one value")
-        if not all(math.isfinite(value) for _, value in self.values):
+        if not all(value.is_finite() for _, value in self.values):
             raise ValueError("values must be finite")
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, Decimal]:
         return dict(self.values)
 
 
@@ -48,7 +49,7 @@ def parse_json_record(
 ) -> JsonRecord:
     """Map one message of meter ``meter_id``; its id field must hold one of ``names``."""
     try:
-        doc = json.loads(payload)
+        doc = json.loads(payload, parse_float=Decimal)  # exact, as the meter wrote it
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, ...
         raise RemoteProtocolError(f"not JSON: {_short(exc)}") from None
     if not isinstance(doc, dict):
@@ -66,19 +67,17 @@ def parse_json_record(
 
     timestamp = _timestamp(doc.get(mapping.timestamp), mapping)
 
-    values: list[tuple[str, float]] = []
+    values: list[tuple[str, Decimal]] = []
     for entry in mapping.values:
         if entry.field not in doc:
             continue  # a record may carry some of the values
         raw = doc[entry.field]
-        if isinstance(raw, bool) or not isinstance(raw, int | float):
+        if isinstance(raw, bool) or not isinstance(raw, int | Decimal):
             raise RemoteProtocolError(f"field {entry.field}: expected a number")
-        try:
-            value = float(raw) * 10.0**entry.scaler
-        except OverflowError:
-            raise RemoteProtocolError(f"field {entry.field}: number out of range") from None
-        if not math.isfinite(value):
-            raise RemoteProtocolError(f"field {entry.field}: expected a finite number")
+        value = Decimal(raw)
+        if not value.is_finite() or abs(value.adjusted()) > MAX_EXPONENT:
+            raise RemoteProtocolError(f"field {entry.field}: number out of range")
+        value = value.scaleb(entry.scaler)
         values.append((entry.quantity, value))
     if not values:
         fields = ", ".join(entry.field for entry in mapping.values)
@@ -98,11 +97,12 @@ def _timestamp(raw: object, mapping: JsonPayload) -> dt.datetime:
         if when.utcoffset() is None:  # local time of an unknown zone: not guessed at
             raise RemoteProtocolError(f"field {field}: {raw!r} has no UTC offset")
         return when.astimezone(dt.UTC)
-    if isinstance(raw, bool) or not isinstance(raw, int | float):
+    if isinstance(raw, bool) or not isinstance(raw, int | Decimal):
         raise RemoteProtocolError(f"field {field}: expected a {kind} time (a number)")
     try:
-        return dt.datetime.fromtimestamp(raw / 1000 if kind == "unix-ms" else raw, dt.UTC)
-    except (OverflowError, OSError, ValueError):
+        seconds = Decimal(raw) / 1000 if kind == "unix-ms" else Decimal(raw)
+        return dt.datetime.fromtimestamp(float(seconds), dt.UTC)
+    except (OverflowError, OSError, ValueError, ArithmeticError):
         raise RemoteProtocolError(f"field {field}: {raw!r} is out of range") from None
 
 

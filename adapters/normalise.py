@@ -1,0 +1,428 @@
+"""From what a vendor's meter says to the normalised model (``adapters/model.py``).
+
+A ``Normaliser`` holds one vendor profile and its adapter (``adapters/hooks.py``) and turns:
+
+* a register value (``reading``): ``raw * 10**scaler`` in the quantity's DLMS unit, then into
+  the SI-normalised unit (Wh → kWh, W → kW, min → s, ...), exactly, as a ``Decimal``; the
+  scaler and unit are the meter's ``scaler_unit`` when the caller read it, else the profile's;
+* a COSEM date-time (``timestamp``): to UTC with the date-time's deviation, or the profile's
+  ``[clock] utc_offset`` when the meter sends none (0x8000), and its clock status into quality
+  flags (invalid; doubtful, different clock base or an invalid status byte);
+* a profile's rows (``profile_rows``): one reading per quantity column, the row's clock aligned
+  to the nearest interval boundary of the meter's local time (a row captured at 00:15:02 is the
+  00:15 row); block energies and averages carry the profile's interval, snapshot registers
+  (daily energies) none; a ``<quantity>.capture_time`` column becomes its reading's
+  ``capture_time``;
+* a push (``push``): the Data-Notification body of the instantaneous push, laid out as IS 15959
+  meters send it (logical device name, clock, then the instantaneous profile's columns);
+* event profile rows (``event_rows``): the vendor's code table gives kind, category, severity;
+  the snapshot columns become the event's readings;
+
+and hands every record to the adapter. A value that is not what the profile says (a string for
+a register, a short row, an unknown event code) is a ``NormaliseError`` naming the meter, the
+object and the column; the rest of the rows are still normalised (``profile_rows`` and
+``event_rows`` collect the errors instead of stopping at the first).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Final
+
+from adapters.cosem_map import CAPTURE_TIME, INTEGER_TYPES, LoadProfile, Quantity
+from adapters.hooks import NULL_ADAPTER, MeterContext, VendorAdapter
+from adapters.is15959 import EVENT_CATEGORIES, TIME_UNITS, Measure
+from adapters.model import UNITS, Event, Quality, Reading, Source
+from adapters.profile import VendorProfile
+from protocols.dlms.axdr import Tag
+from protocols.dlms.calendar import DateTime
+from protocols.dlms.cosem import ScalerUnit, Unit
+from protocols.errors import HesdError, RemoteProtocolError
+
+__all__ = ["Batch", "NormaliseError", "Normaliser", "to_si"]
+
+_INTERVAL_MEASURES: Final = frozenset({Measure.BLOCK, Measure.AVERAGE})
+_LIMITS: Final = {  # A-XDR integer types: (min, max) (IEC 62056-6-2 §4.1.5)
+    Tag.INTEGER: (-(1 << 7), (1 << 7) - 1),
+    Tag.LONG: (-(1 << 15), (1 << 15) - 1),
+    Tag.DOUBLE_LONG: (-(1 << 31), (1 << 31) - 1),
+    Tag.LONG64: (-(1 << 63), (1 << 63) - 1),
+    Tag.UNSIGNED: (0, (1 << 8) - 1),
+    Tag.LONG_UNSIGNED: (0, (1 << 16) - 1),
+    Tag.DOUBLE_LONG_UNSIGNED: (0, (1 << 32) - 1),
+    Tag.LONG64_UNSIGNED: (0, (1 << 64) - 1),
+}
+assert set(_LIMITS) == set(INTEGER_TYPES.values())
+# IEC 62056-6-2 §4.1.6.1 clock status bits
+_STATUS_INVALID: Final = 0x01
+_STATUS_DOUBTFUL: Final = 0x02 | 0x04 | 0x08  # doubtful, different clock base, invalid status
+_PUSH_HEAD: Final = ("logical_device_name", "clock")
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """Where a row's cells come from, for the readings and the errors."""
+
+    meter: MeterContext
+    load: LoadProfile
+    where: str
+    source: Source
+    scalers: Mapping[str, ScalerUnit]
+
+
+class NormaliseError(HesdError, ValueError):
+    """A value the vendor profile cannot account for; the message names meter, object, column."""
+
+
+@dataclass(slots=True)
+class Batch:
+    """What a multi-row normalisation produced, and what it could not normalise."""
+
+    readings: list[Reading] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    errors: list[NormaliseError] = field(default_factory=list)
+
+
+def to_si(raw: int, scaler: int, unit: Unit | int, *, count: bool = False) -> tuple[Decimal, str]:
+    """``raw * 10**scaler`` in ``unit``, in hesd's normalised unit (``adapters.model.UNITS``).
+
+    ``count`` marks a counter: unit "count" whatever the meter's unit says.
+    """
+    symbol = unit.symbol if isinstance(unit, Unit) else None
+    if symbol is None or symbol not in UNITS:
+        raise ValueError(f"unit {unit!r} has no normalised form")
+    normal, exponent = UNITS[symbol]
+    value = Decimal(raw).scaleb(scaler + exponent)
+    if symbol in TIME_UNITS:
+        value *= TIME_UNITS[symbol]
+    return value, "count" if count else normal
+
+
+class Normaliser:
+    """One vendor's mapping from COSEM values to normalised records."""
+
+    __slots__ = ("_by_name", "adapter", "profile")
+
+    def __init__(self, profile: VendorProfile, adapter: VendorAdapter = NULL_ADAPTER) -> None:
+        self.profile = profile
+        self.adapter = adapter
+        self._by_name: dict[str, Quantity] = {q.name: q for q in profile.quantities}
+
+    # -- single values -----------------------------------------------------------------------
+
+    def timestamp(self, value: object, what: str = "clock") -> tuple[dt.datetime, Quality]:
+        """A COSEM date-time (12 octets or a ``DateTime``) as UTC, with its clock quality."""
+        stamp = self._date_time(value, what)
+        return self._utc(stamp, what), self._clock_quality(stamp)
+
+    def reading(
+        self,
+        meter: MeterContext,
+        quantity: str,
+        raw: object,
+        *,
+        at: dt.datetime,
+        source: Source,
+        scaler_unit: ScalerUnit | None = None,
+        quality: Quality = Quality(0),  # noqa: B008 - an immutable flag value
+        capture_time: dt.datetime | None = None,
+        interval: int | None = None,
+    ) -> Reading:
+        """One register value of ``quantity`` read at ``at`` (UTC)."""
+        spec = self._quantity(quantity, meter)
+        if type(raw) is not int:
+            raise NormaliseError(
+                f"meter {meter.meter_id}: {quantity} ({spec.obis}): expected an integer "
+                f"({spec.type.name.lower().replace('_', '-')}), got {_describe(raw)}"
+            )
+        scaler, unit = (
+            (spec.scaler, spec.unit)
+            if scaler_unit is None
+            else (scaler_unit.scaler, scaler_unit.unit)
+        )
+        if scaler_unit is not None and not _same_dimension(unit, spec.unit):
+            raise NormaliseError(
+                f"meter {meter.meter_id}: {quantity} ({spec.obis}): the meter says its unit is "
+                f"{_unit_text(unit)}, the profile {spec.unit.symbol or 'none'}"
+            )
+        try:
+            value, normal = to_si(raw, scaler, unit, count=spec.measure is Measure.COUNT)
+        except ValueError as exc:
+            raise NormaliseError(f"meter {meter.meter_id}: {quantity}: {exc}") from None
+        low, high = _LIMITS[spec.type]
+        if raw in (low, high) and not (low == 0 and raw == 0):
+            quality |= Quality.OVERFLOW
+        reading = Reading(
+            meter_id=meter.meter_id,
+            quantity=quantity,
+            value=value,
+            unit=normal,
+            timestamp=at,
+            source=source,
+            obis=str(spec.obis),
+            interval=interval,
+            quality=quality,
+            capture_time=capture_time,
+        )
+        return self.adapter.adjust_reading(reading, meter)
+
+    # -- rows --------------------------------------------------------------------------------
+
+    def profile_rows(
+        self,
+        meter: MeterContext,
+        profile: str,
+        rows: Sequence[object],
+        *,
+        source: Source,
+        scalers: Mapping[str, ScalerUnit] | None = None,
+        batch: Batch | None = None,
+    ) -> Batch:
+        """Every row of a profile's buffer, as read (rows of the profile's columns)."""
+        load = self._profile(profile, meter)
+        out = Batch() if batch is None else batch
+        for index, row in enumerate(rows):
+            where = f"meter {meter.meter_id}: {load.name} ({load.obis}) row {index}"
+            try:
+                values = _cells(row, len(load.columns), where)
+                out.readings.extend(
+                    self._cells(
+                        _Row(meter, load, where, source, scalers or {}), load.columns, values
+                    )
+                )
+            except NormaliseError as exc:
+                out.errors.append(exc)
+        return out
+
+    def push(self, meter: MeterContext, body: object, *, source: Source = Source.PUSH) -> Batch:
+        """The values of the instantaneous push (IS 15959: logical device name, clock, then the
+        instantaneous profile's columns after its clock)."""
+        load = self._profile("instantaneous", meter)
+        columns = (*_PUSH_HEAD, *load.columns[1:])
+        where = f"meter {meter.meter_id}: push"
+        values = _cells(body, len(columns), where)
+        out = Batch()
+        try:
+            out.readings.extend(self._cells(_Row(meter, load, where, source, {}), columns, values))
+        except NormaliseError as exc:
+            out.errors.append(exc)
+        return out
+
+    def json_values(
+        self,
+        meter: MeterContext,
+        timestamp: dt.datetime,
+        values: Sequence[tuple[str, Decimal]],
+        *,
+        source: Source = Source.PUSH,
+    ) -> Batch:
+        """Values of a JSON uplink record (``[mqtt.json]``): each in its quantity's DLMS unit."""
+        out = Batch()
+        for name, value in values:
+            try:
+                spec = self._quantity(name, meter)
+                try:
+                    normal, unit = to_si(0, 0, spec.unit, count=spec.measure is Measure.COUNT)
+                    exponent = UNITS[spec.unit.symbol][1]
+                except (ValueError, KeyError):
+                    raise NormaliseError(
+                        f"meter {meter.meter_id}: {name}: unit {_unit_text(spec.unit)} "
+                        "has no normalised form"
+                    ) from None
+                scaled = value.scaleb(exponent) * TIME_UNITS.get(spec.unit.symbol, 1)
+                reading = Reading(
+                    meter_id=meter.meter_id,
+                    quantity=name,
+                    value=scaled + normal,
+                    unit=unit,
+                    timestamp=timestamp,
+                    source=source,
+                    obis="",
+                )
+            except NormaliseError as exc:
+                out.errors.append(exc)
+            else:
+                out.readings.append(self.adapter.adjust_reading(reading, meter))
+        return out
+
+    def event_rows(
+        self, meter: MeterContext, category: str, rows: Sequence[object], *, source: Source
+    ) -> Batch:
+        """Rows of one event profile: clock, event code, then the vendor's snapshot columns."""
+        if category not in EVENT_CATEGORIES:
+            raise NormaliseError(f"meter {meter.meter_id}: no event category {category!r}")
+        log = self.profile.events
+        obis = log.profiles[EVENT_CATEGORIES.index(category)]
+        width = 2 + len(log.snapshot)
+        out = Batch()
+        for index, row in enumerate(rows):
+            where = f"meter {meter.meter_id}: {category} events ({obis}) row {index}"
+            try:
+                event = self._event(meter, _cells(row, width, where), str(obis), where, source)
+            except NormaliseError as exc:
+                out.errors.append(exc)
+            else:
+                out.events.append(self.adapter.adjust_event(event, meter))
+        return out
+
+    def _event(
+        self, meter: MeterContext, cells: Sequence[object], obis: str, where: str, source: Source
+    ) -> Event:
+        log = self.profile.events
+        stamp, quality = self._stamp(cells[0], where)
+        code = cells[1]
+        entry = log.code(code) if type(code) is int else None
+        if entry is None:
+            raise NormaliseError(
+                f"{where}: event code {_describe(code)} is not in the "
+                f"{self.profile.name} code table ({self.profile.source})"
+            )
+        snapshot = tuple(
+            self.reading(meter, name, raw, at=stamp, source=source, quality=quality)
+            for name, raw in zip(log.snapshot, cells[2:], strict=True)
+        )
+        return Event(
+            meter_id=meter.meter_id,
+            kind=entry.kind,
+            category=entry.category,
+            severity=entry.severity,
+            occurrence=entry.occurrence,
+            code=entry.code,
+            name=entry.name,
+            timestamp=stamp,
+            source=source,
+            obis=obis,
+            quality=quality,
+            snapshot=snapshot,
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _cells(self, row: _Row, columns: Sequence[str], values: Sequence[object]) -> list[Reading]:
+        """The readings of one row: all of them, or a ``NormaliseError`` for the first bad cell."""
+        meter, load, where = row.meter, row.load, row.where
+        cells = dict(zip(columns, values, strict=True))
+        stamp, quality = self._stamp(cells["clock"], where)
+        if load.interval:
+            stamp = self._align(stamp, load.interval)
+        readings = []
+        for name in columns:
+            if name in _PUSH_HEAD or name.endswith(CAPTURE_TIME):
+                continue
+            spec = self._quantity(name, meter)
+            capture = None
+            if f"{name}{CAPTURE_TIME}" in cells:
+                capture = self._optional_stamp(cells[f"{name}{CAPTURE_TIME}"])
+            interval = (
+                load.interval if spec.measure in _INTERVAL_MEASURES and load.interval else None
+            )
+            try:
+                reading = self.reading(
+                    meter,
+                    name,
+                    cells[name],
+                    at=stamp,
+                    source=row.source,
+                    scaler_unit=row.scalers.get(name),
+                    quality=quality,
+                    capture_time=capture,
+                    interval=interval,
+                )
+            except NormaliseError as exc:
+                raise NormaliseError(f"{where}: column {name}: {exc}") from None
+            readings.append(reading)
+        return readings
+
+    def _stamp(self, value: object, where: str) -> tuple[dt.datetime, Quality]:
+        try:
+            return self.timestamp(value)
+        except NormaliseError as exc:
+            raise NormaliseError(f"{where}: {exc}") from None
+
+    def _optional_stamp(self, value: object) -> dt.datetime | None:
+        """A capture time: None when the meter has none yet (all fields unspecified)."""
+        try:
+            return self.timestamp(value)[0]
+        except NormaliseError:
+            return None
+
+    def _date_time(self, value: object, what: str) -> DateTime:
+        if isinstance(value, DateTime):
+            return value
+        if isinstance(value, bytes | bytearray) and len(value) == 12:
+            try:
+                return DateTime.from_octets(bytes(value))
+            except RemoteProtocolError as exc:
+                raise NormaliseError(f"{what}: {exc}") from None
+        raise NormaliseError(f"{what}: expected a date-time (12 octets), got {_describe(value)}")
+
+    def _utc(self, stamp: DateTime, what: str) -> dt.datetime:
+        try:
+            moment = stamp.to_datetime()
+        except ValueError as exc:
+            raise NormaliseError(f"{what}: {exc}") from None
+        if moment.tzinfo is None:  # no deviation: the vendor's local time
+            moment = (moment - dt.timedelta(minutes=self.profile.utc_offset)).replace(tzinfo=dt.UTC)
+        return moment
+
+    @staticmethod
+    def _clock_quality(stamp: DateTime) -> Quality:
+        status = stamp.clock_status or 0
+        quality = Quality(0)
+        if status & _STATUS_INVALID:
+            quality |= Quality.CLOCK_INVALID
+        if status & _STATUS_DOUBTFUL:
+            quality |= Quality.CLOCK_DOUBTFUL
+        return quality
+
+    def _align(self, stamp: dt.datetime, interval: int) -> dt.datetime:
+        """The nearest interval boundary of the meter's local time (days start at midnight)."""
+        offset = self.profile.utc_offset * 60
+        local = stamp.timestamp() + offset
+        boundary = round(local / interval) * interval
+        return dt.datetime.fromtimestamp(boundary - offset, dt.UTC)
+
+    def _quantity(self, name: str, meter: MeterContext) -> Quantity:
+        spec = self._by_name.get(name)
+        if spec is None:
+            raise NormaliseError(
+                f"meter {meter.meter_id}: vendor {self.profile.name} has no quantity {name!r}"
+            )
+        return spec
+
+    def _profile(self, name: str, meter: MeterContext) -> LoadProfile:
+        load = self.profile.profile(name)
+        if load is None:
+            raise NormaliseError(
+                f"meter {meter.meter_id}: vendor {self.profile.name} has no {name} profile"
+            )
+        return load
+
+
+def _cells(row: object, width: int, where: str) -> Sequence[object]:
+    if not isinstance(row, list | tuple):
+        raise NormaliseError(f"{where}: expected a structure of {width}, got {_describe(row)}")
+    if len(row) != width:
+        raise NormaliseError(f"{where}: expected {width} values, got {len(row)}")
+    return row
+
+
+def _same_dimension(meter: Unit | int, profile: Unit) -> bool:
+    if not isinstance(meter, Unit):
+        return False
+    normal = UNITS.get(meter.symbol, (None, 0))[0]
+    return normal is not None and normal == UNITS.get(profile.symbol, (None, 0))[0]
+
+
+def _unit_text(unit: Unit | int) -> str:
+    return unit.symbol or "none" if isinstance(unit, Unit) else f"code {unit}"
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, bytes | bytearray):
+        return f"octets {bytes(value[:16]).hex().upper()}{'…' if len(value) > 16 else ''}"
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'…' if len(text) > 40 else ''}"
