@@ -172,6 +172,8 @@ class MeterSession:
         self._shared = False  # the link is a SharedLink: link layer inside the wire holds
         self._opening_sent = False  # the framing's opening (SNRM) is out for this connection
         self._link_layer_down: asyncio.Future[None] | None = None  # shared: a DISC is out
+        self._firmware_link: Link | None = None  # the connection the firmware was read on
+        self.firmware: str | None = None  # as the meter reported it on this connection
 
     # -- state -------------------------------------------------------------------------------
 
@@ -508,15 +510,37 @@ class MeterSession:
     async def _request(self, send: Callable[[ClientConnection, float], int]) -> Event:
         async with self._lock, self._wire():
             conn = await self._ensure_associated()
-            await self._top_up_counters(conn)
-            future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-            self._bytes_in_request = 0
-            request_id = send(conn, self._clock())
-            self._waiters[request_id] = future
-            await self._flush()
-            event = await future
-            self._last_activity = self._clock()
-            return event
+            if self._firmware_link is not self._link:  # once per connection, after associating
+                self._firmware_link = self._link
+                await self._read_firmware(conn)
+            return await self._exchange(conn, send)
+
+    async def _exchange(
+        self, conn: ClientConnection, send: Callable[[ClientConnection, float], int]
+    ) -> Event:
+        await self._top_up_counters(conn)
+        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        self._bytes_in_request = 0
+        request_id = send(conn, self._clock())
+        self._waiters[request_id] = future
+        await self._flush()
+        event = await future
+        self._last_activity = self._clock()
+        return event
+
+    async def _read_firmware(self, conn: ClientConnection) -> None:
+        """The registry's firmware version, as the meter reports it now (it changes with an
+        upgrade over the air). A meter that does not say is not an error: its value stays."""
+        obis = self.settings.profile.objects.firmware_version
+        attribute = x.AttributeDescriptor(1, obis, 2)
+        event = await self._exchange(conn, lambda c, now: c.get(attribute, now))
+        value = event.result if isinstance(event, GetCompleted) else None
+        if isinstance(value, bytes) and value.isascii() and value.decode().isprintable():
+            self.firmware = value.decode().strip()
+            self._registry.note_state(self.meter_id, firmware=self.firmware)
+        else:
+            said = _failure(event) if not isinstance(event, GetCompleted) else repr(value)[:60]
+            log.info("session.firmware_unknown", meter=self.meter_id, answer=said)
 
     async def _ensure_associated(self) -> ClientConnection:
         if self._link is None or self._framing is None or self._framing_open is None:

@@ -160,7 +160,7 @@ async def test_eight_meters_share_the_bus_one_exchange_at_a_time(hes: Hes) -> No
         # on the wire: each turn is one run of frames to one station, none interleaved
         runs = [p for k, p in enumerate(wire.addressed) if k == 0 or wire.addressed[k - 1] != p]
         assert [f"M{p}" for p in runs] == granted
-        assert [s.polls for s in sims] == [4] * 8  # AARQ + 3 GETs each
+        assert [s.polls for s in sims] == [5] * 8  # AARQ, the firmware version, 3 GETs each
     finally:
         wire.stop()
         for bus in hes.buses:

@@ -114,6 +114,23 @@ async def test_lls_read_and_registry(rig: Rig) -> None:
     assert record.last_seen is not None
 
 
+async def test_firmware_version_is_read_once_per_connection(rig: Rig) -> None:
+    firmware = (1, "1.0.0.2.0.255", 2)  # IS 15959 active firmware version
+    energy = (3, "1.0.1.8.0.255", 2)
+    model = DictModel({energy: Typed(Tag.DOUBLE_LONG_UNSIGNED, 4242), firmware: b"KX-2.1.0"})
+    session = rig.session("reader")
+    await rig.connect(session, meter(model))
+    assert await session.get(ENERGY) == 4242
+    assert session.firmware == "KX-2.1.0"
+    await rig.store.sync()
+    record = await rig.registry.get("M1")
+    assert record is not None
+    assert record.firmware == "KX-2.1.0"
+    model.values[firmware] = b"KX-2.2.0"  # upgraded: seen on the next connection, not before
+    assert await session.get(ENERGY) == 4242
+    assert session.firmware == "KX-2.1.0"
+
+
 async def test_hls_gmac_ciphered_read_persists_counters(rig: Rig) -> None:
     session = rig.session("utility")
     await rig.connect(session, meter())

@@ -128,7 +128,8 @@ async def test_shared_link_opens_hdlc_inside_the_first_request(shared: SharedRig
     await asyncio.sleep(0)  # serve has run: nothing went out before a request
     assert shared.link.log == []
     assert await shared.session.get(ENERGY) == 4242
-    assert shared.link.log == ["hold", "SNRM", "I", "I", "release"]  # SNRM, AARQ, GET
+    # SNRM, then AARQ, the firmware version (once per connection) and the GET
+    assert shared.link.log == ["hold", "SNRM", "I", "I", "I", "release"]
 
 
 async def test_shared_link_reassociates_with_disc_and_snrm_after_inactivity(
@@ -166,4 +167,4 @@ async def test_shared_link_abandoned_request_disconnects_before_the_release(
     # be down (the DISC's retransmission is answered now) and opens it again
     shared.sim.mute = False
     assert await shared.session.get(ENERGY) == 4242
-    assert shared.link.log[4:] == ["hold", "DISC", "SNRM", "I", "I", "release"]
+    assert shared.link.log[4:] == ["hold", "DISC", "SNRM", "I", "I", "I", "release"]
