@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -30,7 +31,9 @@ from adapters.kalpa_legacy import CUMULATIVE_ENERGIES, KalpaLegacyEnergy, firmwa
 from adapters.model import Event, Quality, Reading, Source
 from adapters.profile import load_profile
 from adapters.schema import ConfigError
+from hesd import cli, ctl
 
+REPO = Path(__file__).resolve().parent.parent
 SOURCE = "conf/vendors/acme.toml"
 BUILT_IN = "kalpa-legacy-energy"
 T0 = dt.datetime(2024, 1, 1, 0, 30, tzinfo=dt.UTC)
@@ -417,7 +420,7 @@ def test_an_event_without_energies_passes_unchanged() -> None:
 
 
 def test_kalpa_toml_shows_how_to_enable_it(tmp_path: Path) -> None:
-    shipped = Path(__file__).resolve().parent.parent / "conf" / "vendors" / "kalpa.toml"
+    shipped = REPO / "conf" / "vendors" / "kalpa.toml"
     assert load_profile(shipped).adapter == ""  # off: hesd-sim cannot model the old firmware
     enabled = shipped.read_text().replace(
         '# [adapter]\n# name = "kalpa-legacy-energy"', '[adapter]\nname = "kalpa-legacy-energy"'
@@ -426,3 +429,95 @@ def test_kalpa_toml_shows_how_to_enable_it(tmp_path: Path) -> None:
     profile = load_profile(tmp_path / "kalpa.toml")
     assert profile.adapter == BUILT_IN
     assert isinstance(load_adapter(profile.adapter, profile.source), KalpaLegacyEnergy)
+
+
+# -- hesd check-config and hesctl vendors check resolve the adapters ------------------------------
+
+ACME_PROFILE = """\
+[profile]
+schema = 1
+name = "acme"
+version = "3.1"
+[associations.public]
+client_address = 16
+security = "none"
+[quantities]
+voltage_l1 = {}
+energy_active_import = {}
+[profiles.instantaneous]
+columns = ["clock", "voltage_l1", "energy_active_import"]
+[events]
+snapshot = ["voltage_l1"]
+[event_codes]
+101 = { name = "Power off", category = "power", kind = "power_failure", severity = "major" }
+102 = { name = "Power on", category = "power", kind = "power_restored", severity = "info" }
+[adapter]
+name = "%s"
+"""
+
+
+def acme_config(tmp_path: Path, adapter: str) -> Path:
+    (tmp_path / "vendors").mkdir()
+    (tmp_path / "vendors" / "acme.toml").write_text(ACME_PROFILE % adapter)
+    config = tmp_path / "hesd.toml"
+    config.write_text('[vendors]\ndir = "vendors"\n')
+    return config
+
+
+def test_check_config_resolves_the_adapters(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli.main, ["check-config", str(acme_config(tmp_path, BUILT_IN))])
+    assert result.exit_code == 0, result.output
+    assert f"  vendor adapters: {BUILT_IN} (acme)\n" in result.output
+
+
+def test_check_config_refuses_an_adapter_that_is_not_installed(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli.main, ["check-config", str(acme_config(tmp_path, "acme-x"))])
+    assert result.exit_code == cli.EX_CONFIG
+    assert result.stderr == (
+        f'hesd: {tmp_path}/vendors/acme.toml: adapter.name: no adapter "acme-x" is installed '
+        f"(entry points hesd.adapters: {BUILT_IN})\n"
+    )
+
+
+def test_check_config_finds_a_third_party_adapter(tmp_path: Path, install: Install) -> None:
+    install("acme-hesd", {"acme-legacy": "{module}:LegacyFirmware"}, ACME)
+    result = CliRunner().invoke(
+        cli.main, ["check-config", str(acme_config(tmp_path, "acme-legacy"))]
+    )
+    assert result.exit_code == 0, result.output
+    assert "  vendor adapters: acme-legacy (acme)\n" in result.output
+
+
+def test_hesctl_vendors_check_needs_no_daemon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acme_config(tmp_path, BUILT_IN)
+    monkeypatch.chdir(REPO)
+    # no daemon, and a configuration that does not even load: the check reads only its files
+    monkeypatch.setenv("HESD_CONFIG", str(tmp_path / "missing.toml"))
+    shipped = sorted(str(p.relative_to(REPO)) for p in (REPO / "conf" / "vendors").glob("*.toml"))
+    result = CliRunner().invoke(
+        ctl.main, ["vendors", "check", *shipped, f"{tmp_path}/vendors/acme.toml"]
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [
+        "conf/vendors/is15959.toml: ok (vendor is15959 version 1.0, 30 quantities, 56 event codes)",
+        "conf/vendors/kalpa.toml: ok (vendor kalpa version 2.3, 28 quantities, 56 event codes)",
+        "conf/vendors/meghdoot.toml: ok (vendor meghdoot version 1.0, 30 quantities, 56 event "
+        "codes)",
+        "conf/vendors/sunrise.toml: ok (vendor sunrise version 1.4, 30 quantities, 46 event codes)",
+        f"{tmp_path}/vendors/acme.toml: ok (vendor acme version 3.1, 2 quantities, 2 event codes, "
+        f"adapter {BUILT_IN})",
+    ]
+    # other commands still find the daemon through the configuration, and say when they cannot
+    result = CliRunner().invoke(ctl.main, ["vendors", "list"])
+    assert result.exit_code == ctl.EXIT_UNREACHABLE
+    assert result.stderr == f"hesctl: {tmp_path}/missing.toml: file not found\n"
+
+
+def test_hesctl_vendors_check_usage() -> None:
+    result = CliRunner().invoke(ctl.main, ["vendors", "check"])
+    assert result.exit_code == 2
+    assert "Missing argument 'FILE...'" in result.stderr
+    help_text = CliRunner().invoke(ctl.main, ["vendors", "check", "--help"]).output
+    assert "Exit codes: 0 every file is valid, 1 at least one is not, 2 wrong usage." in help_text
