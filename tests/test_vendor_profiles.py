@@ -357,7 +357,7 @@ QUANTITIES_ONLY_VOLTAGE = MINIMAL + "[quantities]\nvoltage_l1 = {}\n"
         (
             '[mqtt]\nuplink_topic = "a/{meter_id}"\ndownlink_topic = "b/{meter_id}"\n'
             '[mqtt.json]\nmeter_id = "m"\n',
-            "mqtt.json: unknown key (expected one of: downlink_topic, payload, uplink_topic)",
+            'mqtt.json: only for payload = "json", but payload is "dlms"',
         ),
         (
             '[mqtt]\npayload = "json"\nuplink_topic = "a/{meter_id}"\ndownlink_topic = '
