@@ -71,7 +71,7 @@ def test_is15959_file_states_the_defaults(tmp_path: Path) -> None:
     """conf/vendors/is15959.toml spells out what a profile that leaves the tables out gets."""
     minimal = load(tmp_path, MINIMAL)
     written = shipped("is15959")
-    for field in ("objects", "quantities", "profiles", "events", "mqtt"):
+    for field in ("objects", "quantities", "profiles", "events", "mqtt", "utc_offset", "adapter"):
         assert getattr(minimal, field) == getattr(written, field), field
 
 
