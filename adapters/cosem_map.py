@@ -18,7 +18,7 @@ from typing import Final
 
 from adapters import is15959
 from adapters.is15959 import Measure
-from adapters.schema import ConfigError, Table
+from adapters.schema import ConfigError, Table, format_value
 from protocols.dlms.axdr import Tag
 from protocols.dlms.cosem import Unit
 from protocols.dlms.obis import ObisCode
@@ -165,20 +165,24 @@ class ObisRegistry:
             raise ConfigError(self._source, key, f"{obis} is already used by {other}")
 
 
+_OBIS_HELP: Final = 'an OBIS code such as "1.0.1.8.0.255"'
+
+
 def read_obis(table: Table, key: str, default: str | None, registry: ObisRegistry) -> ObisCode:
-    text = table.string(key, default=default) if default is not None else table.string(key)
+    if default is None:
+        text = table.string(key, describe=_OBIS_HELP)
+    else:
+        text = table.string(key, default=default, describe=_OBIS_HELP)
     try:
         code = ObisCode.parse(text)
     except ValueError:
-        raise table.error(
-            key, f'expected an OBIS code such as "1.0.1.8.0.255", got "{text}"'
-        ) from None
+        raise table.error(key, f"expected {_OBIS_HELP}, got {format_value(text)}") from None
     registry.claim(code, table.key_path(key))
     return code
 
 
 def _optional_obis(table: Table, key: str, default: str, registry: ObisRegistry) -> ObisCode | None:
-    if table.string(key, default=default) == "":
+    if table.string(key, default=default, describe=f'{_OBIS_HELP} or ""') == "":
         return None
     return read_obis(table, key, default, registry)
 
@@ -242,15 +246,14 @@ def read_quantities(doc: Table, registry: ObisRegistry) -> tuple[Quantity, ...]:
             _read_quantity(name, Table(doc.source, {}, f"quantities.{name}"), registry)
             for name in is15959.QUANTITIES
         )
-    tables = doc.tables("quantities", name_pattern=r"[a-z0-9_]{1,64}")
-    for name in tables:
+    outer = doc.table("quantities")
+    names = list(outer.keys())
+    for name in names:
         if name not in is15959.QUANTITIES:
-            raise ConfigError(
-                doc.source,
-                f"quantities.{name}",
-                "not a canonical quantity name (the list is in docs/vendors.md)",
+            raise outer.error(
+                name, "not a canonical quantity name (the list is in docs/vendors.md)"
             )
-    return tuple(_read_quantity(n, t, registry) for n, t in tables.items())
+    return tuple(_read_quantity(n, outer.table(n), registry) for n in names)
 
 
 def _check_columns(
@@ -287,7 +290,9 @@ def _read_profile(
 ) -> LoadProfile:
     spec = is15959.PROFILES[name]
     obis = read_obis(table, "obis", spec.obis, registry)
-    columns = table.string_list("columns", default=spec.columns, describe="column names")
+    columns = table.string_list(
+        "columns", default=spec.columns, describe="column names", describe_item="a column name"
+    )
     if not columns or columns[0] != "clock":
         raise table.error("columns", 'the first column must be "clock"')
     _check_columns(table, "columns", columns, quantities, clock=True)
@@ -313,13 +318,13 @@ def read_profiles(
         doc.table("profiles")
         tables = {n: Table(doc.source, {}, f"profiles.{n}") for n in PROFILE_NAMES}
     else:
-        tables = doc.tables("profiles", name_pattern=r"[a-z0-9_]{1,64}")
-        for name in tables:
+        outer = doc.table("profiles")
+        names = list(outer.keys())
+        for name in names:
             if name not in PROFILE_NAMES:
                 expected = ", ".join(PROFILE_NAMES)
-                raise ConfigError(
-                    doc.source, f"profiles.{name}", f"unknown profile (expected one of: {expected})"
-                )
+                raise outer.error(name, f"unknown profile (expected one of: {expected})")
+        tables = {name: outer.table(name) for name in names}
     return tuple(_read_profile(n, t, by_name, registry) for n, t in tables.items())
 
 
@@ -374,7 +379,10 @@ def read_event_log(
     )
     depth_table.finish()
     snapshot = table.string_list(
-        "snapshot", default=is15959.EVENT_SNAPSHOT, describe="quantity names"
+        "snapshot",
+        default=is15959.EVENT_SNAPSHOT,
+        describe="quantity names",
+        describe_item="a quantity name",
     )
     _check_columns(table, "snapshot", snapshot, {q.name: q for q in quantities}, clock=False)
     scaler_obis = _optional_obis(table, "scaler_obis", is15959.EVENT_SCALER_OBIS, registry)

@@ -77,23 +77,54 @@ def load_adapter(name: str, source: str) -> VendorAdapter:
             f"{', '.join(known) or 'none'})",
         )
     if len({ep.value for ep in found}) > 1:
+        providers = ", ".join(sorted(f"{_package(ep)} ({ep.value})" for ep in found))
         raise ConfigError(
             source,
             "adapter.name",
-            f'adapter "{name}" is provided twice: {", ".join(sorted(ep.value for ep in found))}',
+            f'adapter "{name}" is provided by more than one package: {providers}; '
+            "uninstall all but one",
         )
     entry = found[0]
+    where = f'adapter "{name}" ({entry.value}, package {_package(entry)})'
     try:
         factory = entry.load()
-        adapter = factory()
-    except Exception as exc:  # a third party's import or constructor failing: any error
+    except Exception as exc:  # a third party's module failing to import: any error
+        raise ConfigError(source, "adapter.name", f"{where}: cannot import: {_why(exc)}") from None
+    if not callable(factory):
         raise ConfigError(
-            source, "adapter.name", f'adapter "{name}" ({entry.value}) failed to load: {exc!r}'
+            source, "adapter.name", f"{where}: expected a class or a function, got {_kind(factory)}"
+        )
+    try:
+        adapter = factory()
+    except Exception as exc:  # a third party's constructor failing: any error
+        raise ConfigError(
+            source, "adapter.name", f"{where}: creating the adapter failed: {_why(exc)}"
         ) from None
-    if not isinstance(adapter, VendorAdapter):
+    missing = [m for m in _METHODS if not callable(getattr(adapter, m, None))]
+    if missing:
         raise ConfigError(
             source,
             "adapter.name",
-            f'adapter "{name}" ({entry.value}) lacks adjust_reading/adjust_event',
+            f"{where}: expected an object with methods {' and '.join(_METHODS)}, got "
+            f"{_kind(adapter)} without {' or '.join(missing)}",
         )
+    assert isinstance(adapter, VendorAdapter)
     return adapter
+
+
+_METHODS: Final = ("adjust_reading", "adjust_event")
+
+
+def _package(entry: metadata.EntryPoint) -> str:
+    dist = getattr(entry, "dist", None)  # set for entry points found through a distribution
+    return "?" if dist is None else str(dist.name)
+
+
+def _kind(thing: object) -> str:
+    return f"an instance of {type(thing).__module__}.{type(thing).__qualname__}"
+
+
+def _why(exc: Exception) -> str:
+    """An exception as one line for an operator: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__

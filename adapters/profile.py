@@ -174,6 +174,8 @@ def _read_association(name: str, table: Table) -> Association:
     client = table.integer("client_address", lo=1, hi=127)
     security = table.choice("security", SECURITY_LEVELS)
     secret: str | None = None
+    if security == "none" and "secret" in table:
+        raise table.error("secret", 'a public association (security = "none") has no secret')
     if security != "none":
         default = "lls_password" if security == "lls" else "hls_secret"
         secret = table.choice("secret", SECRET_NAMES, default=default)
@@ -200,8 +202,10 @@ def _read_mqtt(doc: Table) -> MqttSettings | None:
     uplink = table.string("uplink_topic", pattern=_TOPIC, describe=_TOPIC_HELP, max_length=256)
     downlink = table.string("downlink_topic", pattern=_TOPIC, describe=_TOPIC_HELP, max_length=256)
     json = None
-    if payload == "json":  # [mqtt.json] is an unknown key otherwise
+    if payload == "json":
         json = _read_json(table.table("json", required=True))
+    elif "json" in table:
+        raise table.error("json", f'only for payload = "json", but payload is "{payload}"')
     table.finish()
     return MqttSettings(payload, uplink, downlink, json)
 
@@ -251,13 +255,21 @@ def load_profile(path: Path) -> VendorProfile:
     declared = head.string("name", pattern=VENDOR_NAME, describe="vendor name (a-z, 0-9, _ and -)")
     if declared != name:
         raise head.error("name", f'must equal the file name "{name}", got "{declared}"')
-    version = head.string("version", pattern=r"[0-9A-Za-z.+-]{1,32}", describe="a version string")
+    version = head.string(
+        "version",
+        pattern=r"[0-9A-Za-z.+-]{1,32}",
+        describe='a version: 1..32 letters, digits, ".", "+" and "-"',
+    )
     description = head.string("description", default="")
     head.finish()
 
     ident = doc.table("identity")
     flag_ids = ident.string_list(
-        "flag_ids", default=(), pattern=r"[A-Z@]{3}", describe="three-letter FLAG manufacturer ids"
+        "flag_ids",
+        default=(),
+        pattern=r"[A-Z@]{3}",
+        describe="three-letter FLAG manufacturer ids",
+        describe_item="a three-letter FLAG manufacturer id (A-Z or @)",
     )
     prefix_hex = ident.string(
         "system_title_prefix",
@@ -286,13 +298,25 @@ def load_profile(path: Path) -> VendorProfile:
     inactivity_timeout = times.number("inactivity", lo=1, hi=86400, default=120.0)
     times.finish()
 
-    assoc_tables = doc.tables("associations", name_pattern=r"[a-z0-9_-]{1,32}")
+    assoc_tables = doc.tables(
+        "associations",
+        name_pattern=r"[a-z0-9_-]{1,32}",
+        describe="an association name (1..32 of a-z, 0-9, _ and -)",
+    )
     if not assoc_tables:
-        raise ConfigError(doc.source, "associations", "missing; a profile needs one association")
+        raise ConfigError(
+            doc.source, "associations", "missing; expected at least one [associations.<name>]"
+        )
     associations = tuple(_read_association(n, t) for n, t in assoc_tables.items())
-    clients = [a.client_address for a in associations]
-    if len(set(clients)) != len(clients):
-        raise ConfigError(doc.source, "associations", "two associations share a client_address")
+    clients: dict[int, str] = {}
+    for assoc in associations:
+        other = clients.setdefault(assoc.client_address, assoc.name)
+        if other != assoc.name:
+            raise assoc_tables[assoc.name].error(
+                "client_address",
+                f"{assoc.client_address} is already used by associations.{other}; expected a "
+                "client address of its own",
+            )
 
     session = doc.table("session")
     default_assoc = session.choice(
@@ -311,8 +335,8 @@ def load_profile(path: Path) -> VendorProfile:
     offset = clock.string(
         "utc_offset",
         default="+05:30",
-        pattern=r"[+-](?:0\d|1[0-4]):[0-5]\d",
-        describe='a UTC offset such as "+05:30"',
+        pattern=r"[+-](?:(?:0\d|1[0-3]):[0-5]\d|14:00)",
+        describe='a UTC offset "-14:00".."+14:00" such as "+05:30"',
     )
     clock.finish()
     sign = -1 if offset[0] == "-" else 1

@@ -71,10 +71,31 @@ def load_toml(path: Path, source: str | None = None) -> Table:
     try:
         data = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        raise ConfigError(name, "", f"not UTF-8 text (byte {exc.start})") from None
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(name, "", f"not UTF-8 text (line {line}, byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(name, "", f"not valid TOML: {exc}") from None
+        raise ConfigError(name, "", f"not valid TOML: {_toml_problem(exc)}") from None
     return Table(name, data)
+
+
+_TOML_AT: Final = re.compile(r"(.*) \(at (line \d+, column \d+|end of document)\)", re.DOTALL)
+_TOML_TABLE_TWICE: Final = re.compile(r"Cannot declare \((.*)\) twice", re.DOTALL)
+
+
+def _toml_problem(exc: tomllib.TOMLDecodeError) -> str:
+    """tomllib's message as "line L, column C: what", without Python reprs in it."""
+    found = _TOML_AT.fullmatch(str(exc))
+    what, where = found.groups() if found else (str(exc), "")
+    twice = _TOML_TABLE_TWICE.fullmatch(what)
+    if what == "Cannot overwrite a value":  # tomllib's words for a key given twice
+        what = "a key is given a value twice"
+    elif twice is not None:  # "Cannot declare ('a', 'b') twice": a tuple's repr
+        names = re.findall(r"'((?:[^'\\]|\\.)*)'|\"((?:[^\"\\]|\\.)*)\"", twice.group(1))
+        what = f"table [{'.'.join(a or b for a, b in names)}] is declared twice"
+    what = what[:1].lower() + what[1:]
+    if where == "end of document":
+        where = "at the end of the file"
+    return f"{where}: {what}" if where else what
 
 
 class Table:
@@ -189,7 +210,9 @@ class Table:
         default: Sequence[str] | _Missing = REQUIRED,
         pattern: str | None = None,
         describe: str | None = None,
+        describe_item: str | None = None,
     ) -> tuple[str, ...]:
+        """An array of strings; ``describe`` says what they are, ``describe_item`` what one is."""
         expected = "array of strings" if describe is None else f"array of {describe}"
         value = self._get(key, default, expected)
         if not isinstance(value, list | tuple):
@@ -200,8 +223,10 @@ class Table:
                 pattern is None or re.fullmatch(pattern, item) is not None
             )
             if not ok:
-                item_expected = describe or (
-                    "string" if pattern is None else f"string matching {pattern}"
+                item_expected = (
+                    describe_item
+                    or describe
+                    or ("string" if pattern is None else f"string matching {pattern}")
                 )
                 raise ConfigError(
                     self.source,
@@ -213,7 +238,7 @@ class Table:
 
     def table(self, key: str, *, required: bool = False) -> Table:
         """A sub-table; a missing optional one reads as empty (all defaults)."""
-        value = self._get(key, REQUIRED if required else {}, "a table")
+        value = self._get(key, REQUIRED if required else {}, f"a table ([{self.key_path(key)}])")
         if not isinstance(value, dict):
             raise self._wrong(key, "a table", value, False)
         return Table(self.source, value, self.key_path(key))
@@ -232,13 +257,22 @@ class Table:
             result.append(Table(self.source, item, where))
         return result
 
-    def tables(self, key: str, *, name_pattern: str = r"[A-Za-z0-9_.-]{1,64}") -> dict[str, Table]:
-        """A table of named sub-tables, such as ``[associations.public]``."""
+    def tables(
+        self,
+        key: str,
+        *,
+        name_pattern: str = r"[A-Za-z0-9_.-]{1,64}",
+        describe: str | None = None,
+    ) -> dict[str, Table]:
+        """A table of named sub-tables, such as ``[associations.public]``; ``describe`` says in
+        words which names ``name_pattern`` accepts."""
         outer = self.table(key)
         result: dict[str, Table] = {}
         for name in list(outer.keys()):
             if re.fullmatch(name_pattern, name) is None:
-                raise outer.error(name, f"name must match {name_pattern}")
+                if describe is None:
+                    raise outer.error(name, f"name must match {name_pattern}")
+                raise outer.error(name, f"expected {describe}, got {format_value(name)}")
             result[name] = outer.table(name)
         return result
 

@@ -15,6 +15,7 @@ import click
 import structlog
 import uvloop
 
+from adapters.hooks import load_adapter
 from adapters.schema import ConfigError
 from hesd import __version__
 from hesd.config import Config, load_config, resolve_config_path
@@ -88,11 +89,14 @@ def run(config_path: Path | None, log_format: str | None) -> None:
 @click.argument("path", required=False, type=click.Path(path_type=Path, dir_okay=False))
 def check_config(path: Path | None) -> None:
     """Validate hesd.toml (PATH, else $HESD_CONFIG, else the embedded defaults), its vendor
-    profiles and its secrets file, without starting anything."""
+    profiles with the vendor adapters they name, and its secrets file, without starting
+    anything."""
     resolved = resolve_config_path(path)
     try:
         config = load_config(resolved)
         vendors = config.load_vendor_profiles()
+        for profile in vendors.values():
+            load_adapter(profile.adapter, profile.source)
         secrets = load_secrets(config.daemon.secrets_file)
     except HesdError as exc:
         click.echo(f"hesd: {exc}", err=True)
@@ -101,6 +105,8 @@ def check_config(path: Path | None) -> None:
     click.echo(f"  state directory: {config.daemon.state_dir}")
     click.echo(f"  API socket:      {config.api.socket}")
     click.echo(f"  vendor profiles: {', '.join(sorted(vendors))} (from {config.vendors.dir})")
+    adapters = [f"{p.adapter} ({p.name})" for _, p in sorted(vendors.items()) if p.adapter]
+    click.echo(f"  vendor adapters: {', '.join(adapters) or 'none'}")
     if secrets.source is None:
         click.echo("  secrets:         none configured")
     else:

@@ -3,6 +3,7 @@
 Which socket: ``--socket``, else ``$HESD_SOCKET``, else ``api.socket`` of the configuration
 (``--config``, ``$HESD_CONFIG``, or the embedded defaults). Exit codes: 0 success, 1 the daemon
 refused the request (its message is printed), 2 the daemon cannot be reached or the usage is wrong.
+``hesctl vendors check`` works offline: it needs no daemon (exit 1: a file is not valid).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from urllib.parse import quote, urlencode
 
 import click
 
+from adapters.hooks import load_adapter
+from adapters.profile import load_profile
+from adapters.schema import ConfigError
 from hesd import __version__
 from hesd.config import load_config, resolve_config_path
 from protocols.errors import HesdError
@@ -120,10 +124,30 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
+class _Daemon:
+    """Where the daemon is, found on first use: offline commands need no configuration."""
+
+    def __init__(self, config_path: Path | None, socket_path: Path | None) -> None:
+        self.config_path = config_path
+        self.socket_path = socket_path
+        self.client: Client | None = None
+
+    def connect(self) -> Client:
+        if self.client is None:
+            socket_path = self.socket_path
+            if socket_path is None:
+                try:
+                    socket_path = load_config(resolve_config_path(self.config_path)).api.socket
+                except HesdError as exc:
+                    _fail(str(exc), EXIT_UNREACHABLE)
+            self.client = Client(socket_path)
+        return self.client
+
+
 def _client(ctx: click.Context) -> Client:
-    client = ctx.obj
-    assert isinstance(client, Client)
-    return client
+    daemon = ctx.obj
+    assert isinstance(daemon, _Daemon)
+    return daemon.connect()
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -172,12 +196,7 @@ def _when(ts: float | None) -> str:
 @click.pass_context
 def main(ctx: click.Context, config_path: Path | None, socket_path: Path | None) -> None:
     """hesctl, the command line of the hesd Head End System."""
-    if socket_path is None:
-        try:
-            socket_path = load_config(resolve_config_path(config_path)).api.socket
-        except HesdError as exc:
-            _fail(str(exc), EXIT_UNREACHABLE)
-    ctx.obj = Client(socket_path)
+    ctx.obj = _Daemon(config_path, socket_path)
 
 
 @main.command()
@@ -354,7 +373,7 @@ def meters_export(ctx: click.Context, file: Any) -> None:
 
 @main.group()
 def vendors() -> None:
-    """Vendor profiles the daemon has loaded."""
+    """Vendor profiles: those the daemon has loaded, and checking new files."""
 
 
 @vendors.command("list")
@@ -372,6 +391,38 @@ def vendors_list(ctx: click.Context, as_json: bool) -> None:
             [(v["name"], v["version"], v["description"]) for v in found],
         )
     )
+
+
+@vendors.command("check")
+@click.argument(
+    "files", nargs=-1, required=True, metavar="FILE...", type=click.Path(path_type=Path)
+)
+def vendors_check(files: tuple[Path, ...]) -> None:
+    """Validate vendor profile files without a daemon, e.g. before SIGHUP.
+
+    Loads each FILE as hesd would (conf/vendors/<vendor>.toml, format in docs/vendors.md) and
+    finds the vendor adapter its [adapter] name asks for among the installed ones. Prints one
+    line per file: "FILE: ok (...)", or the error with the key and what was expected.
+
+    Exit codes: 0 every file is valid, 1 at least one is not, 2 wrong usage.
+    """
+    failed = False
+    for path in files:
+        try:
+            profile = load_profile(path)
+            load_adapter(profile.adapter, profile.source)
+        except ConfigError as exc:
+            click.echo(str(exc))
+            failed = True
+            continue
+        adapter = f", adapter {profile.adapter}" if profile.adapter else ""
+        click.echo(
+            f"{profile.source}: ok (vendor {profile.name} version {profile.version}, "
+            f"{len(profile.quantities)} quantities, {len(profile.events.codes)} event codes"
+            f"{adapter})"
+        )
+    if failed:
+        sys.exit(EXIT_REFUSED)
 
 
 def _post_json(client: Client, url: str, body: dict[str, Any]) -> Any:

@@ -237,7 +237,9 @@ def test_profile_from_the_future(tmp_path: Path) -> None:
 
 def test_profile_without_association(tmp_path: Path) -> None:
     text = GOOD_PROFILE.split("[associations.public]", maxsplit=1)[0]
-    assert profile_error(tmp_path, text) == "associations: missing; a profile needs one association"
+    assert profile_error(tmp_path, text) == (
+        "associations: missing; expected at least one [associations.<name>]"
+    )
 
 
 def test_profile_ciphered_public_refused(tmp_path: Path) -> None:
@@ -250,4 +252,7 @@ def test_profile_duplicate_client(tmp_path: Path) -> None:
     message = profile_error(
         tmp_path, GOOD_PROFILE.replace("client_address = 32", "client_address = 16")
     )
-    assert message == "associations: two associations share a client_address"
+    assert message == (
+        "associations.reader.client_address: 16 is already used by associations.public; "
+        "expected a client address of its own"
+    )

@@ -71,7 +71,7 @@ def test_is15959_file_states_the_defaults(tmp_path: Path) -> None:
     """conf/vendors/is15959.toml spells out what a profile that leaves the tables out gets."""
     minimal = load(tmp_path, MINIMAL)
     written = shipped("is15959")
-    for field in ("objects", "quantities", "profiles", "events", "mqtt"):
+    for field in ("objects", "quantities", "profiles", "events", "mqtt", "utc_offset", "adapter"):
         assert getattr(minimal, field) == getattr(written, field), field
 
 
@@ -357,7 +357,7 @@ QUANTITIES_ONLY_VOLTAGE = MINIMAL + "[quantities]\nvoltage_l1 = {}\n"
         (
             '[mqtt]\nuplink_topic = "a/{meter_id}"\ndownlink_topic = "b/{meter_id}"\n'
             '[mqtt.json]\nmeter_id = "m"\n',
-            "mqtt.json: unknown key (expected one of: downlink_topic, payload, uplink_topic)",
+            'mqtt.json: only for payload = "json", but payload is "dlms"',
         ),
         (
             '[mqtt]\npayload = "json"\nuplink_topic = "a/{meter_id}"\ndownlink_topic = '
