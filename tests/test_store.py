@@ -21,6 +21,7 @@ from hesd.store import (
 )
 from hesd.store.migrations import SCHEMA_VERSION
 from hesd.store.outbox import outbox_stats
+from hesd.store.registry import IDENTIFY_BY_SERIAL, IDENTIFY_BY_SYSTEM_TITLE
 
 
 def store_config(tmp_path: Path, interval: float = 0.005) -> StoreConfig:
@@ -209,6 +210,27 @@ async def test_registry_select_filters_and_pages(running: Running) -> None:
     page2 = await registry.select(limit=4, after=page1[-1].meter_id)
     assert [r.meter_id for r in page1 + page2] == [f"M{i:03d}" for i in range(8)]
     assert await registry.counts() == {"unknown": 9, "online": 0, "offline": 1}
+
+
+async def test_registry_identify_searches_the_partial_indexes(running: Running) -> None:
+    """identify() runs for every meter that dials in: a table scan there costs O(meters²) for a
+    fleet reconnecting, so both lookups must search their partial index."""
+    registry = Registry(running.store)
+    await registry.upsert(
+        [entry(f"M{i}", serial_number=f"SN{i}", system_title=f"{i:016X}") for i in range(20)]
+        + [entry("BARE")]  # no serial number, no system title: in neither index
+    )
+    for sql, index in (
+        (IDENTIFY_BY_SYSTEM_TITLE, "meters_by_system_title (system_title=?)"),
+        (IDENTIFY_BY_SERIAL, "meters_by_serial (serial_number=?)"),
+    ):
+        plan = await running.store.fetchall(f"EXPLAIN QUERY PLAN {sql}", ("X",))
+        assert [row[3] for row in plan] == [f"SEARCH meters USING COVERING INDEX {index}"]
+    assert await registry.identify(system_title=f"{7:016x}") == "M7"
+    assert await registry.identify(serial_number="SN9") == "M9"
+    assert await registry.identify(serial_number="SN9", system_title="FFFFFFFFFFFFFFFF") == "M9"
+    assert await registry.identify(serial_number="", system_title="") is None
+    assert await registry.identify(serial_number="SN99") is None
 
 
 def test_registry_refuses_unknown_state_fields(tmp_path: Path) -> None:
