@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/store_commit.py
 	$(BIN)/python bench/codec.py
 	$(BIN)/python bench/sim.py
+	$(BIN)/python bench/sessions.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis

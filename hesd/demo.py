@@ -1,15 +1,19 @@
-"""``make demo``: hesd with a simulated fleet of 1,000 meters, driven by hesctl.
+"""``make demo``: hesd with a simulated fleet on every transport, driven by hesctl.
 
 Run from the repository root. It starts, in ``var/demo``:
 
 * hesd, listening for meters on a free loopback port;
-* ``hesd-sim`` with 800 IS 15959 meters that dial in to hesd, identify themselves with their
-  first push and push every 15 simulated minutes (time runs 60x), and 200 ``kalpa`` meters that
-  hesd dials out to;
+* ``hesd-sim`` fleets, time running 60x (a push every 15 simulated minutes is one every 15 s):
+  800 IS 15959 meters that dial in to hesd (``tcp-in``) and identify themselves with their first
+  push; 200 ``meghdoot`` meters that hesd dials out to (``tcp-out``: their concentrator relays
+  DLMS over TCP); 8 ``sunrise`` meters on an RS-485 bus, a pty that hesd opens as a serial port
+  (``serial``, HDLC); and, when the ``mosquitto`` broker is installed, 50 ``kalpa`` meters
+  talking through a private Mosquitto on a free loopback port (``mqtt``);
 
-imports the fleet's inventory and keys, waits for the dialling meters to come online, shows
-``hesctl status``, part of ``hesctl meters``, and an on-demand read of one meter of each kind,
-then stops everything cleanly. Each step prints the command it runs and what it answered.
+imports the fleets' inventories and keys, waits for the dialling meters to come online, shows
+``hesctl status`` and part of ``hesctl meters``, reads one meter of each transport on demand,
+prints how many meters of each transport are online, then stops everything cleanly. Each step
+prints the command it runs and what it answered.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import IO, Final
 
@@ -31,6 +36,8 @@ WORK: Final = Path("var") / "demo"
 ENV: Final = {k: v for k, v in os.environ.items() if k not in ("HESD_CONFIG", "HESD_SOCKET")}
 DIALLING: Final = 800
 DIALLED: Final = 200
+SERIAL: Final = 8
+MQTT: Final = 50
 
 
 def free_port() -> int:
@@ -78,6 +85,47 @@ def wait_for_files(*paths: Path, within: float = 30) -> None:
         time.sleep(0.1)
 
 
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
+
+
+def start_mosquitto(binary: str, port: int) -> subprocess.Popen[bytes]:
+    """A private broker for the MQTT meters, on a free loopback port, as the tests run it."""
+    conf = WORK / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "log_dest stderr\nlog_type error\nlog_type warning\n"
+    )
+    print(f"$ mosquitto -c {conf} &    # MQTT broker on 127.0.0.1:{port}", flush=True)
+    with (WORK / "mosquitto.log").open("w") as out:
+        broker = subprocess.Popen([binary, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while broker.poll() is None and time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return broker
+        time.sleep(0.05)
+    broker.kill()
+    broker.wait()
+    raise SystemExit(f"demo: mosquitto did not start; see {WORK / 'mosquitto.log'}")
+
+
+def serial_port(inventory: Path) -> str:
+    """The pty the serial fleet's bus is on: its inventory addresses are ``PATH:HDLC_ADDRESS``."""
+    row = inventory.read_text().splitlines()[1].split(",")
+    return row[3].rpartition(":")[0]
+
+
+def show_online_by_transport(transports: list[str]) -> None:
+    print("\n$ hesctl meters --json    # online meters by transport", flush=True)
+    meters = json.loads(hesctl("meters", "--json", show=False))
+    total = Counter(m["transport"] for m in meters)
+    online = Counter(m["transport"] for m in meters if m["status"] == "online")
+    print("TRANSPORT  ONLINE  METERS")
+    for transport in transports:
+        print(f"{transport:<9}  {online[transport]:>6}  {total[transport]:>6}")
+
+
 def main() -> None:
     if not Path("conf/vendors").is_dir():
         raise SystemExit("demo: run it from the repository root (make demo)")
@@ -85,84 +133,74 @@ def main() -> None:
     WORK.mkdir(parents=True)
     port = free_port()
     logs = (WORK / "sim.log").open("w")
-    processes: list[subprocess.Popen[bytes]] = []
+    running: dict[str, subprocess.Popen[bytes]] = {}
+    transports = ["tcp-in", "tcp-out", "serial"]
+    broker = mosquitto_binary()
+    dialling = ("--meters", str(DIALLING), "--mode", "dial", "--hes", f"127.0.0.1:{port}")
+    mqtt: tuple[str, ...] = ()
     try:
-        # the fleets first: they write the inventory and keys hesd needs
-        processes.append(
-            sim(
-                "dialled",
-                "--meters",
-                str(DIALLED),
-                "--vendor",
-                "kalpa",
-                "--mode",
-                "serve",
-                "--port",
-                "0",
-                "--seed",
-                "2",
-                log=logs,
-            )
-        )
-        # the dialling fleet's files, written by a first run that cannot reach hesd yet
-        probe = sim(
-            "dialling",
-            "--meters",
-            str(DIALLING),
-            "--mode",
-            "dial",
-            "--hes",
-            f"127.0.0.1:{port}",
-            "--duration",
-            "1",
-            "--seed",
-            "1",
+        # the fleets first: they write the inventories and keys hesd needs
+        running["dialled"] = sim(
+            "dialled",
+            *("--meters", str(DIALLED), "--vendor", "meghdoot", "--mode", "serve"),
+            *("--port", "0", "--seed", "2"),
             log=logs,
         )
-        probe.wait(timeout=60)
-        wait_for_files(WORK / "dialled.csv", WORK / "dialling.csv")
-        secrets = WORK / "secrets.toml"
-        secrets.write_text(
-            (WORK / "dialling-secrets.toml").read_text()
-            + "\n"
-            + (WORK / "dialled-secrets.toml").read_text()
+        running["serial"] = sim(
+            "serial",
+            *("--meters", str(SERIAL), "--vendor", "sunrise", "--mode", "serial", "--seed", "3"),
+            log=logs,
         )
+        # the fleets that reach hesd themselves write their files in a first, short run
+        probes = [sim("dialling", *dialling, "--duration", "1", "--seed", "1", log=logs)]
+        if broker is None:
+            print(
+                "MQTT is skipped in this demo: the mosquitto broker is not installed "
+                "(apt-get install mosquitto)",
+                flush=True,
+            )
+        else:
+            mqtt_port = free_port()
+            running["mosquitto"] = start_mosquitto(broker, mqtt_port)
+            mqtt = ("--meters", str(MQTT), "--vendor", "kalpa", "--mode", "mqtt")
+            mqtt += ("--broker", f"127.0.0.1:{mqtt_port}", "--seed", "4")
+            probes.append(sim("mqtt", *mqtt, "--duration", "1", log=logs))
+            transports.append("mqtt")
+        for probe in probes:
+            probe.wait(timeout=60)
+        files = [WORK / f"{name}.csv" for name in ("dialling", "dialled", "serial")]
+        if mqtt:
+            files.append(WORK / "mqtt.csv")
+        wait_for_files(*files)
+        secrets = WORK / "secrets.toml"
+        secrets.write_text("\n".join((WORK / f"{f.stem}-secrets.toml").read_text() for f in files))
         secrets.chmod(0o600)
-        (WORK / "hesd.toml").write_text(
+        config = (
             '[daemon]\nstate_dir = "state"\nsecrets_file = "secrets.toml"\ndrain_timeout = 5.0\n'
             f'[vendors]\ndir = "{Path("conf/vendors").resolve()}"\n'
             f'[tcp]\nlisten = ["127.0.0.1:{port}"]\n'
+            f'[[serial.ports]]\npath = "{serial_port(WORK / "serial.csv")}"\n'
         )
+        if mqtt:
+            config += f'[mqtt]\nbroker = "127.0.0.1:{mqtt_port}"\n'
+        (WORK / "hesd.toml").write_text(config)
         print(f"$ hesd run --config {WORK / 'hesd.toml'} &    # log in {WORK / 'hesd.log'}")
         with (WORK / "hesd.log").open("w") as out:
-            daemon = subprocess.Popen(
+            running["hesd"] = subprocess.Popen(
                 [str(BIN / "hesd"), "run", "--config", str(WORK / "hesd.toml")],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=ENV,
             )
-        processes.append(daemon)
         hesctl("status", "--wait", "20", show=False)
-        hesctl("meters", "import", str(WORK / "dialling.csv"))
-        hesctl("meters", "import", str(WORK / "dialled.csv"))
-        processes.append(
-            sim(
-                "dialling",
-                "--meters",
-                str(DIALLING),
-                "--mode",
-                "dial",
-                "--hes",
-                f"127.0.0.1:{port}",
-                "--ramp",
-                "5",
-                "--push-interval",
-                "900",
-                "--seed",
-                "1",
-                log=logs,
-            )
+        for inventory in files:
+            hesctl("meters", "import", str(inventory))
+        pushing = ("--push-interval", "900")
+        running["dialling"] = sim(
+            "dialling", *dialling, "--ramp", "5", *pushing, "--seed", "1", log=logs
         )
+        if mqtt:
+            running["mqtt"] = sim("mqtt", *mqtt, *pushing, log=logs)
         deadline = time.monotonic() + 90
         online = 0
         while time.monotonic() < deadline:
@@ -170,18 +208,35 @@ def main() -> None:
             if online >= DIALLING:
                 break
             time.sleep(1)
-        print(f"\n{online} of {DIALLING} dialling meters online")
+        print(f"\n{online} meters online, the {DIALLING} dialling ones among them")
         hesctl("status")
         table = hesctl("meters", "--status", "online", show=False).splitlines()
         print("\n$ hesctl meters --status online | head")
         print("\n".join([*table[:8], "...", table[-1]]))
-        hesctl("read", "SIM-is15959-000042")  # a meter that dialled in
-        hesctl("read", "SIM-kalpa-000007", "1.0.1.8.0.255", "1.0.32.7.0.255")  # hesd dials out
+        hesctl("read", "SIM-is15959-000042")  # tcp-in: a meter that dialled in
+        hesctl("read", "SIM-meghdoot-000007", "1.0.1.8.0.255", "1.0.32.7.0.255")  # tcp-out
+        hesctl("read", "SIM-sunrise-000003", "1.0.1.8.0.255")  # serial: over the RS-485 bus
+        if mqtt:
+            hesctl("read", "SIM-kalpa-000005", "1.0.1.8.0.255")  # mqtt: through the broker
+        show_online_by_transport(transports)
+        print(
+            "\ntcp-in meters are online while connected; hesd dials tcp-out meters for a request;"
+            "\nthe serial bus's meters are attached by the first request on it"
+            + (
+                "; MQTT meters come\nonline with their first push (one every 15 s here) or request."
+                if mqtt
+                else "."
+            )
+        )
         hesctl("status")
     finally:
-        print("\n$ kill -TERM <hesd> <hesd-sim>", flush=True)
+        # the meters that reach hesd, and the dialled ones, before hesd; the serial bus after it
+        # (its port would be lost mid-drain), the broker last
+        order = ("dialling", "mqtt", "dialled", "hesd", "serial", "mosquitto")
+        stopping = [(name, running[name]) for name in order if name in running]
+        print(f"\n$ kill -TERM {' '.join(f'<{name}>' for name, _ in stopping)}", flush=True)
         codes = []
-        for process in reversed(processes):
+        for _, process in stopping:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
             codes.append(process.wait(timeout=60))
