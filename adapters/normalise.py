@@ -199,13 +199,20 @@ class Normaliser:
 
     def push(self, meter: MeterContext, body: object, *, source: Source = Source.PUSH) -> Batch:
         """The values of the instantaneous push (IS 15959: logical device name, clock, then the
-        instantaneous profile's columns after its clock)."""
-        load = self._profile("instantaneous", meter)
-        columns = (*_PUSH_HEAD, *load.columns[1:])
-        where = f"meter {meter.meter_id}: push"
-        values = _cells(body, len(columns), where)
+        instantaneous profile's columns after its clock). A push of identity strings alone
+        (the identification push of a dialling meter) has no readings and is no error."""
         out = Batch()
+        where = f"meter {meter.meter_id}: push"
         try:
+            load = self._profile("instantaneous", meter)
+            columns = (*_PUSH_HEAD, *load.columns[1:])
+            if (
+                isinstance(body, list | tuple)
+                and len(body) != len(columns)
+                and all(isinstance(v, bytes | str) for v in body)
+            ):
+                return out
+            values = _cells(body, len(columns), where)
             out.readings.extend(self._cells(_Row(meter, load, where, source, {}), columns, values))
         except NormaliseError as exc:
             out.errors.append(exc)

@@ -15,7 +15,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, NoReturn
 from urllib.parse import quote, urlencode
@@ -432,23 +432,90 @@ def _post_json(client: Client, url: str, body: dict[str, Any]) -> Any:
 @main.command()
 @click.argument("meter_id")
 @click.argument("objects", nargs=-1)
+@click.option(
+    "-q", "--quantity", "quantities", multiple=True, help="A canonical quantity (repeatable)."
+)
+@click.option("--profile", help="A load profile: instantaneous, block_load, daily_load, billing.")
+@click.option("--events", "category", help="An event category: voltage, current, power, ...")
+@click.option("--from", "start", help="Profile/events: from this ISO 8601 time [24 h ago].")
+@click.option("--to", "end", help="Profile/events: to this ISO 8601 time [now].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
-def read(ctx: click.Context, meter_id: str, objects: tuple[str, ...], as_json: bool) -> None:
-    """Read objects from a meter now.
+def read(  # noqa: PLR0917 - one option per kind of read
+    ctx: click.Context,
+    meter_id: str,
+    objects: tuple[str, ...],
+    quantities: tuple[str, ...],
+    profile: str | None,
+    category: str | None,
+    start: str | None,
+    end: str | None,
+    as_json: bool,
+) -> None:
+    """Read a meter now: COSEM objects, or normalised quantities, a profile or events.
 
     OBJECTS are [CLASS/]OBIS[:ATTRIBUTE], e.g. 1.0.1.8.0.255 (active energy import),
     8/0.0.1.0.0.255:2 (the clock); without a class, the usual class of that OBIS code; without
     an attribute, 2. Default: the clock and active energy import.
+
+    -q NAME reads canonical quantities (e.g. -q energy_active_import -q voltage_l1), --profile
+    a load profile and --events an event log over --from/--to, all normalised as the MDM gets
+    them (kWh, V, A, UTC).
     """
-    wanted = list(objects) or ["8/0.0.1.0.0.255:2", "3/1.0.1.8.0.255:2"]
-    result = _post_json(
-        _client(ctx), f"/api/v1/meters/{quote(meter_id, safe='')}/read", {"objects": wanted}
-    )
+    url = f"/api/v1/meters/{quote(meter_id, safe='')}/read"
+    chosen = [bool(objects), bool(quantities), profile is not None, category is not None]
+    if sum(chosen) > 1:
+        raise click.UsageError("give OBJECTS, -q, --profile or --events, not several")
+    if not any(chosen[1:]):
+        wanted = list(objects) or ["8/0.0.1.0.0.255:2", "3/1.0.1.8.0.255:2"]
+        result = _post_json(_client(ctx), url, {"objects": wanted})
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+            return
+        rows = [(r["object"], r["text"]) for r in result["results"]]
+        click.echo(_table(("OBJECT", "VALUE"), rows))
+        return
+    body: dict[str, Any]
+    if quantities:
+        body = {"quantities": list(quantities)}
+    else:
+        now = datetime.now(UTC)
+        body = {
+            "from": start or (now - timedelta(days=1)).isoformat(),
+            "to": end or now.isoformat(),
+        }
+        body |= {"profile": profile} if profile is not None else {"events": category}
+    result = _post_json(_client(ctx), url, body)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    click.echo(_table(("OBJECT", "VALUE"), [(r["object"], r["text"]) for r in result["results"]]))
+    _print_records(result)
+
+
+def _print_records(result: dict[str, Any]) -> None:
+    readings = result["readings"]
+    if readings:
+        rows = [
+            (
+                r["timestamp"],
+                r["quantity"],
+                r["value"],
+                r["unit"],
+                ",".join(r["quality"]) or "-",
+            )
+            for r in readings
+        ]
+        click.echo(_table(("TIME", "QUANTITY", "VALUE", "UNIT", "QUALITY"), rows))
+    events = result["events"]
+    if events:
+        rows = [
+            (e["timestamp"], e["kind"], e["severity"], str(e["code"]), e["name"]) for e in events
+        ]
+        click.echo(_table(("TIME", "EVENT", "SEVERITY", "CODE", "NAME"), rows))
+    if not readings and not events:
+        click.echo("(nothing in that range)" if not result["errors"] else "(no values)")
+    for error in result["errors"]:
+        click.echo(f"error: {error}", err=True)
 
 
 @main.command()

@@ -30,6 +30,8 @@ from typing import IO, Any, Final
 import structlog
 from aiohttp import web
 
+from adapters.hooks import MeterContext, load_adapter
+from adapters.normalise import Batch, Normaliser
 from adapters.profile import VendorProfile
 from adapters.schema import ConfigError
 from hesd import __version__
@@ -79,8 +81,11 @@ class Daemon:
         self.listener: TcpListener | None = None
         self.serial: SerialPorts | None = None
         self.mqtt: MqttTransport | None = None
+        self.normalisers: dict[str, Normaliser] = {}
         self.pushes_received = 0
         self.json_records = 0
+        self.readings_normalised = 0
+        self.normalise_errors = 0
         self.reloads = 0
 
     # -- what the API reads ------------------------------------------------------------------
@@ -110,14 +115,48 @@ class Daemon:
     def _on_notification(
         self, meter_id: str, notification: x.DataNotification | x.EventNotification, now: float
     ) -> None:
-        # readings and events reach the MDM through the outbox (the uplink); counted for now
         self.pushes_received += 1
-        log.debug("daemon.push", meter=meter_id)
+        session = self.sessions.attached(meter_id) if self._sessions is not None else None
+        if session is None or not isinstance(notification, x.DataNotification):
+            log.debug("daemon.push", meter=meter_id)
+            return
+        profile = session.settings.profile
+        normaliser = self.normalisers.get(profile.name)
+        if normaliser is None:
+            return
+        context = MeterContext(meter_id, profile.name, session.firmware, profile.model)
+        try:
+            batch = normaliser.push(context, notification.body)
+        except Exception:  # a vendor adapter's bug must not end the meter's session
+            log.exception("daemon.normalise_crashed", meter=meter_id, adapter=profile.adapter)
+            self.normalise_errors += 1
+            return
+        self._normalised(batch, meter_id, "push")
 
     def _on_json(self, meter_id: str, record: JsonRecord, now: float) -> None:
-        # JSON records from MQTT concentrators: to the outbox with the uplink; counted for now
         self.json_records += 1
-        log.debug("daemon.json_record", meter=meter_id, values=len(record.values))
+        session = self.sessions.attached(meter_id) if self._sessions is not None else None
+        vendor = None if session is None else session.settings.profile.name
+        normaliser = None if vendor is None else self.normalisers.get(vendor)
+        if normaliser is None:
+            log.debug("daemon.json_record", meter=meter_id, values=len(record.values))
+            return
+        context = MeterContext(meter_id, normaliser.profile.name, None, normaliser.profile.model)
+        try:
+            batch = normaliser.json_values(context, record.timestamp, record.values)
+        except Exception:  # as for pushes: the adapter's bug is logged, the link lives
+            log.exception("daemon.normalise_crashed", meter=meter_id, adapter=vendor)
+            self.normalise_errors += 1
+            return
+        self._normalised(batch, meter_id, "json")
+
+    def _normalised(self, batch: Batch, meter_id: str, what: str) -> None:
+        # readings and events reach the MDM through the outbox (the uplink); counted for now
+        self.readings_normalised += len(batch.readings)
+        self.normalise_errors += len(batch.errors)
+        for error in batch.errors[:1]:
+            log.warning("daemon.normalise_failed", meter=meter_id, kind=what, error=str(error))
+        log.debug("daemon.records", meter=meter_id, kind=what, readings=len(batch.readings))
 
     # -- control -----------------------------------------------------------------------------
 
@@ -139,6 +178,7 @@ class Daemon:
             lock = _lock_state_dir(state_dir)
             stack.callback(lock.close)
             self.vendors = self.config.load_vendor_profiles()
+            self.normalisers = build_normalisers(self.vendors)
             self.secrets = load_secrets(self.config.daemon.secrets_file)
 
             for sig, handler in (
@@ -284,6 +324,7 @@ class Daemon:
         try:
             fresh = load_config(self.config_path)
             vendors = fresh.load_vendor_profiles()
+            normalisers = build_normalisers(vendors)
             secrets = load_secrets(self.config.daemon.secrets_file)  # the path is a restart setting
         except ConfigError as exc:
             log.error("config.reload_failed", error=str(exc))
@@ -312,6 +353,7 @@ class Daemon:
             )
         self.config = dataclasses.replace(self.config, vendors=fresh.vendors)
         self.vendors = vendors
+        self.normalisers = normalisers
         self.secrets = secrets
         if self._sessions is not None:
             self._sessions.reload(vendors, secrets)
@@ -320,6 +362,14 @@ class Daemon:
         self.reloads += 1
         log.info("config.reloaded", vendors=sorted(vendors), keysets=len(secrets.keysets))
         return True
+
+
+def build_normalisers(vendors: dict[str, VendorProfile]) -> dict[str, Normaliser]:
+    """One normaliser per profile, with the adapter it names; ``ConfigError`` if one is missing."""
+    return {
+        name: Normaliser(profile, load_adapter(profile.adapter, profile.source))
+        for name, profile in vendors.items()
+    }
 
 
 def _named(tg: asyncio.TaskGroup, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:

@@ -96,6 +96,10 @@ class SessionManager:
     def online(self, meter_id: str) -> bool:
         return meter_id in self._links
 
+    def attached(self, meter_id: str) -> MeterSession | None:
+        """The meter's session if it has one now (its vendor and firmware are known then)."""
+        return self._sessions.get(meter_id)
+
     def reload(self, vendors: dict[str, VendorProfile], secrets: SecretStore) -> None:
         """New profiles and secrets; sessions with a link keep theirs until it closes."""
         self.vendors, self.secrets = vendors, secrets

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -236,3 +239,65 @@ def start_hesd(tmp_path: Path) -> Iterator[Callable[..., HesdProcess]]:
             hesd.proc.kill()
             hesd.proc.wait()
         hesd.notify.close()
+
+
+# -- hesd-sim as a process ---------------------------------------------------------------------
+
+SIM_START = "2026-01-01T00:00:00Z"  # simulated time at start; it all but stands still
+
+
+class SimProcess:
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.inventory = tmp_path / "sim-meters.csv"
+        self.secrets = tmp_path / "sim-secrets.toml"
+        self.log = tmp_path / "sim.log"
+        self.control = free_port()
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [
+                    *(
+                        str(BIN / "hesd-sim"),
+                        "--vendors-dir",
+                        str(REPO / "conf" / "vendors"),
+                        "--seed",
+                        "11",
+                    ),
+                    # simulated time all but stands still: what hesd reads is the truth "now"
+                    *("--time-scale", "1e-9", "--start", SIM_START, "--log-format", "json"),
+                    *("--inventory-out", str(self.inventory), "--secrets-out", str(self.secrets)),
+                    *("--control", f"127.0.0.1:{self.control}", "--push-interval", "0"),
+                    *args,
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=out,
+            )
+        wait_for(lambda: self.logged("sim.ready") or self.proc.poll() is not None, 20, "sim")
+        assert self.proc.poll() is None, self.log.read_text()
+
+    def logged(self, event: str) -> bool:
+        return any(json.loads(line)["event"] == event for line in self.log.read_text().splitlines())
+
+    def api(self, path: str) -> Any:
+        url = f"http://127.0.0.1:{self.control}/api/v1{path}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        assert self.proc.wait(timeout=20) == 0, self.log.read_text()
+
+
+@pytest.fixture
+def sim_process(tmp_path: Path) -> Iterator[Callable[..., SimProcess]]:
+    started: list[SimProcess] = []
+
+    def start(*args: str) -> SimProcess:
+        sim = SimProcess(tmp_path, *args)
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        if sim.proc.poll() is None:
+            sim.proc.kill()
+            sim.proc.wait()

@@ -510,3 +510,21 @@ def test_every_vendor_gives_the_same_daily_energies(seed: int, day: int) -> None
             )
     keys = set.intersection(*(set(f) for f in found.values()))
     assert any(q == "energy_active_import" for q, _ in keys)
+
+
+def test_a_push_gives_the_instantaneous_readings_and_an_identification_push_none() -> None:
+    norm, meter = NORMALISERS["is15959"], context("is15959")
+    load = PROFILES["is15959"].profile("instantaneous")
+    assert load is not None
+    values = [
+        ist(2026, 1, 1, 5, 30, 0) if c.endswith(".capture_time") else 7 for c in load.columns[1:]
+    ]
+    batch = norm.push(meter, (b"HES00000001", ist(2026, 1, 1, 5, 30, 0), *values))
+    assert not batch.errors
+    assert {r.source for r in batch.readings} == {Source.PUSH}
+    assert {r.timestamp for r in batch.readings} == {dt.datetime(2026, 1, 1, tzinfo=UTC)}
+    assert len(batch.readings) == len([c for c in load.columns[1:] if "." not in c])
+    identification = norm.push(meter, ("00000001", b"SIM\x00\x00\x00\x00\x01", b"HES00000001"))
+    assert (identification.readings, identification.errors) == ([], [])
+    [error] = norm.push(meter, (b"HES00000001", 12)).errors
+    assert str(error) == f"meter M1: push: expected {len(load.columns) + 1} values, got 2"

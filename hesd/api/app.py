@@ -7,6 +7,7 @@ The reference of every route is ``docs/hes-api.yaml``.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -16,9 +17,13 @@ from typing import TYPE_CHECKING, Any, Final
 import structlog
 from aiohttp import web
 
+from adapters.hooks import MeterContext
+from adapters.is15959 import EVENT_CATEGORIES
+from adapters.normalise import Batch, NormaliseError
 from hesd import __version__
 from hesd.api.values import value_json, value_text
 from hesd.inventory import InventoryError, format_inventory, parse_inventory
+from hesd.reads import read_events, read_profile, read_quantities
 from hesd.session import MeterSession, SessionError
 from hesd.store.outbox import outbox_stats
 from hesd.store.registry import METER_ID, STATUSES, RegistryConflict
@@ -113,6 +118,12 @@ async def get_status(request: web.Request) -> web.Response:
             "config": daemon.config.source,
             "vendors": sorted(daemon.vendors),
             "sessions": {"active": daemon.active_sessions},
+            "records": {
+                "pushes": daemon.pushes_received,
+                "json_records": daemon.json_records,
+                "readings": daemon.readings_normalised,
+                "normalise_errors": daemon.normalise_errors,
+            },
             "meters": {"total": sum(counts.values()), **counts},
             "outbox": {
                 "depth": outbox.depth,
@@ -252,6 +263,16 @@ async def read_meter(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     meter_id = request.match_info["meter_id"]
     body = await _json_body(request)
+    kinds = [k for k in ("objects", "quantities", "profile", "events") if k in body]
+    if len(kinds) != 1:
+        raise ApiError(
+            400,
+            "Bad Request",
+            "expected exactly one of objects, quantities, profile, events; got "
+            + (", ".join(kinds) or "none"),
+        )
+    if kinds[0] != "objects":
+        return await _read_normalised(daemon, meter_id, body)
     objects = body.get("objects")
     if (
         not isinstance(objects, list)
@@ -291,6 +312,104 @@ async def read_meter(request: web.Request) -> web.Response:
             ],
         }
     )
+
+
+async def _read_normalised(daemon: Daemon, meter_id: str, body: dict[str, Any]) -> web.Response:
+    """Quantities now, a profile or an event log over a time range: normalised records."""
+    record = await daemon.registry.get(meter_id)
+    if record is None:
+        raise ApiError(404, "Not Found", f"meter {meter_id!r} is not in the registry")
+    normaliser = daemon.normalisers.get(record.entry.vendor)
+    if normaliser is None:
+        raise ApiError(
+            503,
+            "Vendor Not Loaded",
+            f"meter {meter_id}: vendor {record.entry.vendor!r} is not loaded",
+        )
+    profile = normaliser.profile
+    read: Callable[[MeterSession, MeterContext], Awaitable[Batch]]
+    if "quantities" in body:
+        names = body["quantities"]
+        if (
+            not isinstance(names, list)
+            or not 1 <= len(names) <= 64
+            or not all(isinstance(n, str) for n in names)
+        ):
+            raise ApiError(400, "Bad Request", "quantities: expected a list of 1..64 names")
+        unknown = [n for n in names if profile.quantity(n) is None]
+        if unknown:
+            raise ApiError(
+                400,
+                "Bad Request",
+                f"quantities: vendor {profile.name} has no {', '.join(map(repr, unknown))} "
+                "(hesctl vendors list; docs/vendors.md)",
+            )
+
+        def read(session: MeterSession, meter: MeterContext) -> Awaitable[Batch]:
+            return read_quantities(session, normaliser, meter, names)
+
+    else:
+        start, end = _time_range(body)
+        if "profile" in body:
+            name = body["profile"]
+            known = [p.name for p in profile.profiles]
+            if name not in known:
+                raise ApiError(
+                    400, "Bad Request", f"profile: {name!r} is not one of {', '.join(known)}"
+                )
+
+            def read(session: MeterSession, meter: MeterContext) -> Awaitable[Batch]:
+                return read_profile(session, normaliser, meter, name, start=start, end=end)
+
+        else:
+            category = body["events"]
+            if category not in EVENT_CATEGORIES:
+                raise ApiError(
+                    400,
+                    "Bad Request",
+                    f"events: {category!r} is not one of {', '.join(EVENT_CATEGORIES)}",
+                )
+
+            def read(session: MeterSession, meter: MeterContext) -> Awaitable[Batch]:
+                return read_events(session, normaliser, meter, category, start=start, end=end)
+
+    async def run(session: MeterSession) -> Batch:
+        meter = MeterContext(meter_id, profile.name, session.firmware, profile.model)
+        return await read(session, meter)
+
+    try:
+        batch = await daemon.sessions.request(meter_id, run)
+    except (SessionError, NormaliseError) as exc:
+        raise ApiError(503, "Meter Unavailable", str(exc)) from None
+    return _json(
+        {
+            "meter_id": meter_id,
+            "readings": [r.to_json() for r in batch.readings],
+            "events": [e.to_json() for e in batch.events],
+            "errors": [str(e) for e in batch.errors],
+        }
+    )
+
+
+def _time_range(body: dict[str, Any]) -> tuple[dt.datetime, dt.datetime]:
+    found = []
+    for key in ("from", "to"):
+        text = body.get(key)
+        if not isinstance(text, str):
+            raise ApiError(400, "Bad Request", f"{key}: expected an ISO 8601 time with offset")
+        try:
+            stamp = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ApiError(400, "Bad Request", f"{key}: {text!r} is not an ISO 8601 time") from None
+        if stamp.tzinfo is None:
+            raise ApiError(400, "Bad Request", f"{key}: {text!r} has no UTC offset")
+        found.append(stamp.astimezone(dt.UTC))
+    start, end = found
+    if end < start:
+        raise ApiError(400, "Bad Request", "to: before from")
+    if end - start > dt.timedelta(days=400):
+        raise ApiError(400, "Bad Request", "to: more than 400 days after from")
+    return start, end
 
 
 async def decode_frame(request: web.Request) -> web.Response:

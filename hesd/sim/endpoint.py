@@ -72,6 +72,7 @@ __all__ = [
 ]
 
 PUSH_WPORT: Final = 102  # the client SAP pushes go to when no association is open
+MIN_TIMER: Final = 1e-3  # simulated seconds: the shortest protocol timer (see _inactivity)
 
 
 class Sink(Protocol):
@@ -251,7 +252,7 @@ class MeterEndpoint:
                 role="server",
                 local=frame.destination,
                 remote=None,
-                inactivity_timeout=self.site.profile.inactivity_timeout * self.ctx.time_scale,
+                inactivity_timeout=self._inactivity(),
                 max_apdu_size=max(64, self.site.profile.framing.max_pdu_size),
             )
         try:
@@ -301,9 +302,15 @@ class MeterEndpoint:
                 self.meter,
                 system_title=self.meter.spec.system_title,
                 keys=(keys.global_unicast_key, keys.authentication_key),
-                inactivity_timeout=self.site.profile.inactivity_timeout * self.ctx.time_scale,
+                inactivity_timeout=self._inactivity(),
             )
         return conn
+
+    def _inactivity(self) -> float:
+        """The profile's inactivity timeout (real seconds) in simulated seconds, at least
+        ``MIN_TIMER``: near 2026 an epoch-seconds float resolves about 0.24 µs, so a timer of
+        60 s at time scale 1e-9 (6e-8 simulated s) would expire at the next tick of the clock."""
+        return max(self.site.profile.inactivity_timeout * self.ctx.time_scale, MIN_TIMER)
 
     @property
     def deadline(self) -> float | None:
