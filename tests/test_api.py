@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from hesd.api.app import build_app
+from hesd.api.app import DAEMON, build_app
 from hesd.config import load_config
-from hesd.daemon import Daemon
-from hesd.store import Registry, Store
+from hesd.daemon import Daemon, build_normalisers
+from hesd.store import MeterEntry, Registry, Store
 
 REPO = Path(__file__).resolve().parent.parent
 CSV = "text/csv; charset=utf-8"
@@ -26,6 +26,7 @@ async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     config = replace(config, store=replace(config.store, path=tmp_path / "hesd.db"))
     daemon = Daemon(config, None)
     daemon.vendors = config.load_vendor_profiles()
+    daemon.normalisers = build_normalisers(daemon.vendors)
     store = await Store.open(config.store)
     writer = asyncio.create_task(store.run_writer(), name="store:writer")
     daemon._store, daemon._registry = store, Registry(store)
@@ -127,3 +128,51 @@ async def test_system_title_conflict(client: TestClient) -> None:
         "meter M2: system_title 00AA00AA00AA00AA already belongs to meter M1"
     ]
     assert (await client.get("/api/v1/meters/M2")).status == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({}, "expected exactly one of objects, quantities, profile, events; got none"),
+        (
+            {"objects": ["1.0.1.8.0.255"], "quantities": ["frequency"]},
+            "expected exactly one of objects, quantities, profile, events; got objects, quantities",
+        ),
+        ({"quantities": "frequency"}, "quantities: expected a list of 1..64 names"),
+        (
+            {"quantities": ["frequency", "mood"]},
+            "quantities: vendor is15959 has no 'mood' (hesctl vendors list; docs/vendors.md)",
+        ),
+        (
+            {"profile": "hourly", "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"},
+            "profile: 'hourly' is not one of instantaneous, block_load, daily_load, billing",
+        ),
+        ({"profile": "block_load", "to": "2026-01-02T00:00:00Z"}, "from: expected an ISO 8601"),
+        (
+            {"profile": "block_load", "from": "2026-01-01T00:00:00", "to": "2026-01-02T00:00:00Z"},
+            "from: '2026-01-01T00:00:00' has no UTC offset",
+        ),
+        (
+            {"events": "other", "from": "2026-01-02T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
+            "to: before from",
+        ),
+        (
+            {"events": "other", "from": "2024-01-01T00:00:00Z", "to": "2026-01-01T00:00:00Z"},
+            "to: more than 400 days after from",
+        ),
+        (
+            {"events": "tamper", "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"},
+            "events: 'tamper' is not one of voltage, current, power, transaction, other, "
+            "non_rollover, control",
+        ),
+    ],
+)
+async def test_a_bad_read_says_what_is_wrong(
+    client: TestClient, body: dict[str, object], detail: str
+) -> None:
+    daemon = client.app[DAEMON]
+    await daemon.registry.upsert([MeterEntry("M1", "is15959", "tcp-in")])
+    response = await client.post("/api/v1/meters/M1/read", json=body)
+    assert response.status == 400, await response.text()
+    assert response.content_type == "application/problem+json"
+    assert (await response.json())["detail"].startswith(detail)

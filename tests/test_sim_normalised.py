@@ -58,6 +58,15 @@ def _check_meter(sim: SimProcess, hesd: HesdProcess, meter_id: str) -> None:
     assert Decimal(energy["value"]) == _kilo(truth)
     assert energy["timestamp"] == "2026-01-01T00:00:00Z"  # the meter's clock, in UTC
     assert energy["obis"] == truth["obis"]
+    table = hesd.hesctl("read", meter_id, "-q", "energy_active_import").stdout.splitlines()
+    assert table[0].split() == ["TIME", "QUANTITY", "VALUE", "UNIT", "QUALITY"]
+    assert table[1].split() == [
+        "2026-01-01T00:00:00Z",
+        "energy_active_import",
+        energy["value"],
+        "kWh",
+        "-",
+    ]
     volts = _truth(sim, meter_id, "voltage_l1")
     assert voltage["unit"] == "V"
     assert Decimal(voltage["value"]) == Decimal(volts["raw"]).scaleb(int(volts["scaler"]))
