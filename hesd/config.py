@@ -11,6 +11,8 @@ Which file: ``--config PATH``, else ``$HESD_CONFIG``, else the embedded defaults
 from __future__ import annotations
 
 import os
+import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -80,10 +82,20 @@ class VendorsConfig:
 
 @dataclass(frozen=True, slots=True)
 class UplinkConfig:
-    url: str
-    batch_size: int
-    batch_delay: float
-    max_backlog_bytes: int
+    url: str  # MDM base URL; "" : records stay in the outbox
+    batch_size: int  # most records in one POST
+    batch_delay: float  # seconds a record may wait for its batch to fill
+    max_backlog_bytes: int  # outbox disk budget (payload bytes)
+    hes_id: str  # who hesd is to the MDM (the batches' hes_id and idempotency keys)
+    auth: str  # "bearer" | "api-key" | "none"
+    token: str  # name of the token in the secrets file's [tokens]; "" : none
+    lanes: int  # batches in flight at once; a meter's records always go through one lane
+    timeout: float  # seconds for one POST, connect included
+    backoff_initial: float  # retry back-off, doubling, with jitter
+    backoff_max: float
+    ca_file: Path | None  # None: the system's CAs
+    cert_file: Path | None  # client certificate (and key, unless key_file)
+    key_file: Path | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,16 +236,7 @@ def parse_config(doc: Table, base: Path) -> Config:
     vendors_t.finish()
 
     uplink_t = doc.table("uplink")
-    uplink = UplinkConfig(
-        url=uplink_t.string(
-            "url", default="", pattern=r"(https?://\S+)?", describe="an http(s) URL, or empty"
-        ),
-        batch_size=uplink_t.integer("batch_size", lo=1, hi=10_000, default=500),
-        batch_delay=uplink_t.number("batch_delay", lo=0, hi=60, default=1.0),
-        max_backlog_bytes=uplink_t.integer(
-            "max_backlog_bytes", lo=1 << 20, hi=1 << 42, default=4 << 30
-        ),
-    )
+    uplink = _uplink_config(uplink_t, base)
     uplink_t.finish()
 
     dlms_t = doc.table("dlms")
@@ -338,21 +341,82 @@ def _serial_port(table: Table) -> SerialPortConfig:
     return port
 
 
-def _mqtt_config(table: Table, base: Path) -> MqttConfig:
-    broker_text = table.string("broker", default="", describe='"host:port", or empty for none')
-    broker = _host_port(table, "broker", None, broker_text) if broker_text else None
-    tls = table.boolean("tls", default=False)
+def _tls_files(
+    table: Table, base: Path, section: str, requirement: str, tls: bool
+) -> dict[str, Path | None]:
     files: dict[str, Path | None] = {}
     for key in ("ca_file", "cert_file", "key_file"):
         text = table.string(key, default="", describe="a path, or empty for none")
         path = None if not text else (Path(text) if Path(text).is_absolute() else base / text)
         if path is not None and not tls:
-            raise table.error(key, "is only used with mqtt.tls = true")
+            raise table.error(key, f"is only used with {requirement}")
         if path is not None and not path.is_file():
             raise table.error(key, f"file {path} not found")
         files[key] = path
     if files["key_file"] is not None and files["cert_file"] is None:
-        raise table.error("key_file", "needs mqtt.cert_file (the client certificate)")
+        raise table.error("key_file", f"needs {section}.cert_file (the client certificate)")
+    return files
+
+
+def _uplink_config(table: Table, base: Path) -> UplinkConfig:
+    url = table.string(
+        "url",
+        default="",
+        pattern=r"(https?://[^\s/]+(/\S*)?)?",
+        describe="an http(s) URL, or empty",
+    )
+    files = _tls_files(table, base, "uplink", "an https uplink.url", url.startswith("https://"))
+    auth = table.choice("auth", ("bearer", "api-key", "none"), default="bearer")
+    token = table.string(
+        "token",
+        default="",
+        pattern=r"([A-Za-z0-9_.-]{1,64})?",
+        describe="the name of a token in the secrets file's [tokens], or empty",
+    )
+    if auth == "none" and token:
+        raise table.error("token", 'is not used with uplink.auth = "none"')
+    backoff_initial = table.number("backoff_initial", lo=0.01, hi=3600, default=1.0)
+    backoff_max = table.number("backoff_max", lo=0.01, hi=86400, default=300.0)
+    if backoff_max < backoff_initial:
+        raise table.error("backoff_max", f"must be at least backoff_initial ({backoff_initial})")
+    config = UplinkConfig(
+        url=url.rstrip("/"),
+        batch_size=table.integer("batch_size", lo=1, hi=10_000, default=500),
+        batch_delay=table.number("batch_delay", lo=0, hi=60, default=1.0),
+        max_backlog_bytes=table.integer(
+            "max_backlog_bytes", lo=1 << 20, hi=1 << 42, default=4 << 30
+        ),
+        hes_id=table.string(
+            "hes_id",
+            default="",
+            pattern=r"([A-Za-z0-9._-]{1,64})?",
+            describe="1..64 of A-Z a-z 0-9 . _ -, or empty for the host name",
+        )
+        or _default_hes_id(),
+        auth=auth,
+        token=token,
+        lanes=table.integer("lanes", lo=1, hi=64, default=4),
+        timeout=table.number("timeout", lo=0.1, hi=600, default=30.0),
+        backoff_initial=backoff_initial,
+        backoff_max=backoff_max,
+        ca_file=files["ca_file"],
+        cert_file=files["cert_file"],
+        key_file=files["key_file"],
+    )
+    table.finish()
+    return config
+
+
+def _default_hes_id() -> str:
+    host = re.sub(r"[^A-Za-z0-9._-]", "-", socket.gethostname())[:64]
+    return host or "hesd"
+
+
+def _mqtt_config(table: Table, base: Path) -> MqttConfig:
+    broker_text = table.string("broker", default="", describe='"host:port", or empty for none')
+    broker = _host_port(table, "broker", None, broker_text) if broker_text else None
+    tls = table.boolean("tls", default=False)
+    files = _tls_files(table, base, "mqtt", "mqtt.tls = true", tls)
     username = table.string("username", default="", max_length=256)
     password_token = table.string(
         "password_token",

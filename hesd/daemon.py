@@ -23,7 +23,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -41,11 +41,12 @@ from hesd.notify import Notifier
 from hesd.secrets import SecretStore, load_secrets
 from hesd.sessions import SessionManager
 from hesd.store import InvocationCounters, Registry, Store
-from hesd.store.outbox import outbox_stats
 from hesd.transports.mqtt import MqttTransport
 from hesd.transports.mqtt_json import JsonRecord
 from hesd.transports.serial import SerialPorts
 from hesd.transports.tcp import TcpDialer, TcpListener
+from hesd.uplink.forwarder import Forwarder
+from hesd.uplink.outbox import Outbox, OutboxState, Record
 from protocols.dlms import apdu as x
 from protocols.errors import HesdError
 
@@ -82,6 +83,8 @@ class Daemon:
         self.serial: SerialPorts | None = None
         self.mqtt: MqttTransport | None = None
         self.normalisers: dict[str, Normaliser] = {}
+        self.outbox: Outbox | None = None
+        self.forwarder: Forwarder | None = None
         self.pushes_received = 0
         self.json_records = 0
         self.readings_normalised = 0
@@ -151,12 +154,24 @@ class Daemon:
         self._normalised(batch, meter_id, "json")
 
     def _normalised(self, batch: Batch, meter_id: str, what: str) -> None:
-        # readings and events reach the MDM through the outbox (the uplink); counted for now
         self.readings_normalised += len(batch.readings)
         self.normalise_errors += len(batch.errors)
         for error in batch.errors[:1]:
             log.warning("daemon.normalise_failed", meter=meter_id, kind=what, error=str(error))
-        log.debug("daemon.records", meter=meter_id, kind=what, readings=len(batch.readings))
+        records: list[Record] = [*batch.readings, *batch.events]
+        if not records or self.outbox is None:
+            return
+        try:
+            committed = self.outbox.offer(records)
+        except HesdError as exc:  # OutboxFull (logged and counted there), the store closing
+            log.error("daemon.records_refused", meter=meter_id, kind=what, error=str(exc))
+            return
+        committed.add_done_callback(_report_failed_commit(meter_id, len(records)))
+
+    async def outbox_state(self) -> OutboxState:
+        if self.outbox is None:
+            raise DaemonError("store is not open")
+        return await self.outbox.state()
 
     # -- control -----------------------------------------------------------------------------
 
@@ -193,7 +208,11 @@ class Daemon:
             self._store = store
             self._registry = Registry(store)
             self.counters = InvocationCounters(store)
+            self.outbox = Outbox(store, self.config.uplink.max_backlog_bytes)
+            await self.outbox.load()
             config = self.config
+            if config.uplink.url:
+                self.forwarder = Forwarder(config.uplink, store, self.outbox, self.secrets)
             self._sessions = SessionManager(
                 registry=self._registry,
                 counters=self.counters,
@@ -248,6 +267,8 @@ class Daemon:
                     helpers.append(_named(tg, self._watchdog(), "daemon:watchdog"))
                 if self.mqtt is not None:
                     helpers.append(_named(tg, self.mqtt.run(), "mqtt:client"))
+                if self.forwarder is not None:
+                    helpers.append(_named(tg, self.forwarder.run(), "uplink:forwarder"))
                 self.state = "running"
                 self.notifier.notify("READY=1", f"STATUS={await self._status_line()}")
                 log.info(
@@ -279,7 +300,7 @@ class Daemon:
 
     async def _status_line(self) -> str:
         counts = await self.registry.counts()
-        outbox = await outbox_stats(self.store)
+        outbox = await self.outbox_state()
         return (
             f"{sum(counts.values())} meters ({counts['online']} online), "
             f"{self.active_sessions} sessions, outbox {outbox.depth}"
@@ -362,6 +383,19 @@ class Daemon:
         self.reloads += 1
         log.info("config.reloaded", vendors=sorted(vendors), keysets=len(secrets.keysets))
         return True
+
+
+def _report_failed_commit(meter_id: str, count: int) -> Callable[[asyncio.Future[None]], None]:
+    def done(future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            log.error(
+                "daemon.records_lost",
+                meter=meter_id,
+                records=count,
+                error=str(future.exception()),
+            )
+
+    return done
 
 
 def build_normalisers(vendors: dict[str, VendorProfile]) -> dict[str, Normaliser]:

@@ -14,6 +14,7 @@ from hesd.api.app import DAEMON, build_app
 from hesd.config import load_config
 from hesd.daemon import Daemon, build_normalisers
 from hesd.store import MeterEntry, Registry, Store
+from hesd.uplink.outbox import Outbox
 
 REPO = Path(__file__).resolve().parent.parent
 CSV = "text/csv; charset=utf-8"
@@ -30,6 +31,7 @@ async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     store = await Store.open(config.store)
     writer = asyncio.create_task(store.run_writer(), name="store:writer")
     daemon._store, daemon._registry = store, Registry(store)
+    daemon.outbox = Outbox(store, config.uplink.max_backlog_bytes)
     async with TestClient(TestServer(build_app(daemon))) as test_client:
         yield test_client
     await store.close()

@@ -21,8 +21,8 @@ from hesd.store import (
     StoreError,
 )
 from hesd.store.migrations import SCHEMA_VERSION
-from hesd.store.outbox import outbox_stats
 from hesd.store.registry import IDENTIFY_BY_SERIAL, IDENTIFY_BY_SYSTEM_TITLE
+from hesd.uplink.outbox import Outbox
 
 
 def store_config(tmp_path: Path, interval: float = 0.005) -> StoreConfig:
@@ -186,8 +186,10 @@ async def test_outbox_stats(running: Running) -> None:
         " VALUES ('event', 'm', ?, x'00', ?)"
     )
     await store.execute_many(sql, [(100.0, "pending"), (150.0, "inflight"), (50.0, "dead")])
-    stats = await outbox_stats(store, now=200.0)
-    assert (stats.depth, stats.dead_letters, stats.oldest_age) == (2, 1, 100.0)
+    outbox = Outbox(store, 1 << 20)
+    await outbox.load()
+    stats = await outbox.state(now=200.0)
+    assert (stats.depth, stats.dead_letters, stats.oldest_age, stats.bytes) == (2, 1, 100.0, 3)
 
 
 # -- registry ---------------------------------------------------------------------------------

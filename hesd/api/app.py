@@ -25,7 +25,6 @@ from hesd.api.values import value_json, value_text
 from hesd.inventory import InventoryError, format_inventory, parse_inventory
 from hesd.reads import read_events, read_profile, read_quantities
 from hesd.session import MeterSession, SessionError
-from hesd.store.outbox import outbox_stats
 from hesd.store.registry import METER_ID, STATUSES, RegistryConflict
 from protocols.dlms import apdu as x
 from protocols.dlms.axdr import Value
@@ -107,7 +106,7 @@ async def get_status(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     now = time.time()
     counts = await daemon.registry.counts()
-    outbox = await outbox_stats(daemon.store, now)
+    outbox = await daemon.outbox_state()
     store = daemon.store
     return _json(
         {
@@ -128,6 +127,11 @@ async def get_status(request: web.Request) -> web.Response:
             "outbox": {
                 "depth": outbox.depth,
                 "dead_letters": outbox.dead_letters,
+                "bytes": outbox.bytes,
+                "limit_bytes": outbox.limit,
+                "pressure": outbox.pressure,
+                "in_flight": outbox.in_flight,
+                "refused": outbox.refused,
                 "oldest_age_seconds": None
                 if outbox.oldest_age is None
                 else round(outbox.oldest_age, 3),

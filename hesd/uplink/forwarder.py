@@ -1,0 +1,360 @@
+"""The forwarder: outbox rows to the MDM over HTTP, at least once, in order per meter.
+
+Rows are read in ``seq`` order and put in per-(lane, kind) buffers; a meter's rows always go to
+the same lane (a hash of its id), and each lane sends one batch at a time, so a meter's records
+reach the MDM in order while ``uplink.lanes`` batches travel at once. A buffer becomes a batch
+when it holds ``uplink.batch_size`` rows or its oldest row has waited ``uplink.batch_delay``.
+
+A batch is *sealed* before it is sent: its rows get the batch's key (``<hes_id>-<first seq>-<last
+seq>``), committed, so that a retry, even after a crash and restart, sends the same rows under
+the same ``Idempotency-Key`` with a byte-identical body (JSON in outbox order, gzip without a
+timestamp). What the MDM answers decides:
+
+* 2xx: delivered; the rows are deleted;
+* 429, 503: wait as ``Retry-After`` says (or back off), then again;
+* 401, 403: hesd's credentials are wrong, not the data: alarm (``uplink.auth_refused``) and retry
+  with back-off, so that fixing the token loses nothing;
+* other 4xx: the MDM will never take it: the rows are parked as dead letters with its answer
+  (``hesctl outbox``, ``hesctl outbox replay``);
+* 5xx, timeouts, refused connections: back off (doubling, capped, with jitter) and retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import email.utils
+import gzip
+import json
+import random
+import ssl
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import aiohttp
+import msgpack
+import structlog
+
+from adapters.schema import ConfigError
+from hesd import __version__
+from hesd.config import UplinkConfig
+from hesd.secrets import SecretStore
+from hesd.store.db import Store
+from hesd.uplink.outbox import Outbox
+
+__all__ = ["PATHS", "Forwarder"]
+
+log = structlog.get_logger("hesd.uplink")
+
+PATHS: Final = {
+    "reading": "/api/v1/meters/readings",
+    "event": "/api/v1/meters/events",
+    "command_result": "/api/v1/meters/command-results",
+}
+LANE_DEPTH: Final = 2  # sealed batches waiting per lane
+ERROR_TEXT: Final = 2000  # characters of an MDM answer kept with a dead letter
+LOG_EVERY: Final = 10  # a failing batch logs its 1st, 11th, 21st ... attempt
+
+
+@dataclass(slots=True)
+class _Row:
+    seq: int
+    meter_id: str
+    created_at: float
+    payload: bytes
+
+
+@dataclass(slots=True)
+class _Batch:
+    key: str
+    kind: str
+    lane: int
+    rows: list[_Row]
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.size = sum(len(r.payload) for r in self.rows)
+
+
+@dataclass(slots=True)
+class UplinkStats:
+    delivered: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PATHS, 0))
+    batches: int = 0
+    retries: int = 0
+    dead_letters: int = 0  # batches parked since start
+    last_error: str | None = None
+    last_delivery: float | None = None
+
+
+class Forwarder:
+    def __init__(
+        self, config: UplinkConfig, store: Store, outbox: Outbox, secrets: SecretStore
+    ) -> None:
+        self.config = config
+        self._store = store
+        self._outbox = outbox
+        self._headers = {
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+            "User-Agent": f"hesd/{__version__}",
+        }
+        if config.token:
+            token = secrets.tokens.get(config.token)
+            if token is None:
+                raise ConfigError(
+                    secrets.source or "<no secrets file>",
+                    "tokens",
+                    f'no token "{config.token}" (named by uplink.token)',
+                )
+            value = token.reveal().decode()
+            if config.auth == "bearer":
+                self._headers["Authorization"] = f"Bearer {value}"
+            elif config.auth == "api-key":
+                self._headers["X-API-Key"] = value
+        self._ssl = _ssl_context(config) if config.url.startswith("https://") else None
+        self._lanes: list[asyncio.Queue[_Batch]] = [
+            asyncio.Queue(LANE_DEPTH) for _ in range(config.lanes)
+        ]
+        self._buffers: dict[tuple[int, str], list[_Row]] = {}
+        self._cursor = 0
+        self._rescan = False
+        self.stats = UplinkStats()
+
+    # -- control -----------------------------------------------------------------------------
+
+    def rescan(self) -> None:
+        """Rows behind the cursor became pending again (a replay): read the outbox afresh."""
+        self._rescan = True
+        self._outbox.poke()
+
+    async def run(self) -> None:
+        connector = aiohttp.TCPConnector(limit=self.config.lanes, ssl=self._ssl or True)
+        timeout = aiohttp.ClientTimeout(total=self.config.timeout)
+        async with (
+            aiohttp.ClientSession(connector=connector, timeout=timeout) as http,
+            asyncio.TaskGroup() as tg,
+        ):
+            for index, lane in enumerate(self._lanes):
+                tg.create_task(self._lane(http, lane), name=f"uplink:lane{index}")
+            tg.create_task(self._dispatch(), name="uplink:dispatch")
+
+    # -- batching ----------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        await self._resume()
+        while True:
+            if self._rescan:
+                self._rescan = False
+                self._buffers.clear()
+                self._cursor = 0
+            await self._fetch()
+            now = time.time()
+            for (lane, kind), rows in list(self._buffers.items()):
+                while rows and (
+                    len(rows) >= self.config.batch_size
+                    or rows[0].created_at <= now - self.config.batch_delay
+                ):
+                    cut, rows[:] = rows[: self.config.batch_size], rows[self.config.batch_size :]
+                    batch = await self._seal(kind, lane, cut)
+                    await self._lanes[lane].put(batch)  # blocks while the lane is busy
+            oldest = min((r[0].created_at for r in self._buffers.values() if r), default=None)
+            wait = None if oldest is None else max(0.0, oldest + self.config.batch_delay - now)
+            if self._buffered() >= self._window():
+                wait = 0.0 if wait is None else wait
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await self._outbox.wait_new()
+
+    def _window(self) -> int:
+        return self.config.lanes * self.config.batch_size * 2
+
+    def _buffered(self) -> int:
+        return sum(len(rows) for rows in self._buffers.values())
+
+    async def _fetch(self) -> None:
+        room = self._window() - self._buffered()
+        if room <= 0:
+            return
+        rows = await self._store.fetchall(
+            "SELECT seq, kind, meter_id, created_at, payload FROM outbox"
+            " WHERE seq > ? AND state = 'pending' AND batch_key IS NULL ORDER BY seq LIMIT ?",
+            (self._cursor, room),
+        )
+        for seq, kind, meter_id, created_at, payload in rows:
+            lane = self._lane_of(meter_id)
+            self._buffers.setdefault((lane, kind), []).append(
+                _Row(seq, meter_id, created_at, payload)
+            )
+            self._cursor = seq
+        if len(rows) == room:
+            self._outbox.poke()  # more to read once there is room
+
+    def _lane_of(self, meter_id: str) -> int:
+        return zlib.crc32(meter_id.encode()) % self.config.lanes
+
+    async def _seal(self, kind: str, lane: int, rows: list[_Row]) -> _Batch:
+        key = f"{self.config.hes_id}-{rows[0].seq}-{rows[-1].seq}"
+        await self._store.submit(
+            [("UPDATE outbox SET batch_key = ? WHERE seq = ?", (key, r.seq)) for r in rows]
+        )
+        return _Batch(key, kind, lane, rows)
+
+    async def _resume(self) -> None:
+        """Batches sealed by a previous run: sent first, as they were."""
+        found = await self._store.fetchall(
+            "SELECT seq, kind, meter_id, created_at, payload, batch_key FROM outbox"
+            " WHERE state = 'pending' AND batch_key IS NOT NULL ORDER BY seq"
+        )
+        batches: dict[str, _Batch] = {}
+        for seq, kind, meter_id, created_at, payload, key in found:
+            row = _Row(seq, meter_id, created_at, payload)
+            if key in batches:
+                batches[key].rows.append(row)
+            else:
+                batches[key] = _Batch(key, kind, self._lane_of(meter_id), [row])
+        for batch in batches.values():
+            batch.size = sum(len(r.payload) for r in batch.rows)
+            await self._lanes[batch.lane].put(batch)
+        if batches:
+            log.info("uplink.resumed", batches=len(batches), records=len(found))
+
+    # -- delivery ----------------------------------------------------------------------------
+
+    async def _lane(self, http: aiohttp.ClientSession, lane: asyncio.Queue[_Batch]) -> None:
+        while True:
+            batch = await lane.get()
+            self._outbox.in_flight += len(batch.rows)
+            try:
+                await self._deliver(http, batch)
+            finally:
+                self._outbox.in_flight -= len(batch.rows)
+
+    async def _deliver(self, http: aiohttp.ClientSession, batch: _Batch) -> None:
+        url = self.config.url + PATHS[batch.kind]
+        body = self._body(batch)
+        headers = {**self._headers, "Idempotency-Key": batch.key}
+        attempt = 0
+        while True:
+            attempt += 1
+            wait: float | None = None
+            try:
+                async with http.post(url, data=body, headers=headers) as response:
+                    status = response.status
+                    text = (await response.text(errors="replace"))[:ERROR_TEXT]
+                    retry_after = _retry_after(response.headers.get("Retry-After"))
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                status, text, retry_after = 0, f"{type(exc).__name__}: {exc}", None
+            if 200 <= status < 300:
+                await self._delivered(batch)
+                return
+            if status in (429, 503):
+                wait = retry_after
+            elif status in (401, 403):
+                log.error("uplink.auth_refused", status=status, url=url, answer=text[:200])
+            elif 400 <= status < 500 and status != 408:
+                await self._park(batch, status, text)
+                return
+            self.stats.retries += 1
+            self.stats.last_error = f"{status or 'no answer'}: {text[:200]}"
+            if wait is None:
+                wait = self._backoff(attempt)
+            wait = min(wait, self.config.backoff_max)
+            if attempt % LOG_EVERY == 1:
+                log.warning(
+                    "uplink.retry",
+                    batch=batch.key,
+                    status=status,
+                    answer=text[:200],
+                    attempt=attempt,
+                    retry_in=round(wait, 3),
+                )
+            await asyncio.sleep(wait)  # the back-off itself
+
+    def _backoff(self, attempt: int) -> float:
+        delay: float = self.config.backoff_initial * 2.0 ** min(attempt - 1, 30)
+        return min(delay, self.config.backoff_max) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+
+    def _body(self, batch: _Batch) -> bytes:
+        records = []
+        for row in batch.rows:
+            record: dict[str, Any] = msgpack.unpackb(row.payload)
+            record["seq"] = row.seq
+            records.append(record)
+        newest = max(r.created_at for r in batch.rows)
+        document = {
+            "hes_id": self.config.hes_id,
+            "batch_id": batch.key,
+            "sent_at": dt.datetime.fromtimestamp(newest, dt.UTC).isoformat().replace("+00:00", "Z"),
+            "records": records,
+        }
+        data = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+        return gzip.compress(data, compresslevel=1, mtime=0)
+
+    async def _delivered(self, batch: _Batch) -> None:
+        await self._store.submit([("DELETE FROM outbox WHERE batch_key = ?", (batch.key,))])
+        self._outbox.released(batch.size)
+        self.stats.delivered[batch.kind] += len(batch.rows)
+        self.stats.batches += 1
+        self.stats.last_delivery = time.time()
+
+    async def _park(self, batch: _Batch, status: int, text: str) -> None:
+        error = f"HTTP {status}: {text}"
+        await self._store.submit(
+            [
+                (
+                    "UPDATE outbox SET state = 'dead', last_error = ?, attempts = attempts + 1"
+                    " WHERE batch_key = ?",
+                    (error, batch.key),
+                )
+            ]
+        )
+        self.stats.dead_letters += 1
+        self.stats.last_error = error[:200]
+        log.error(
+            "uplink.dead_letter",
+            batch=batch.key,
+            kind=batch.kind,
+            records=len(batch.rows),
+            status=status,
+            answer=text[:500],
+        )
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
+def _ssl_context(config: UplinkConfig) -> ssl.SSLContext:
+    try:
+        context = ssl.create_default_context(
+            cafile=None if config.ca_file is None else str(config.ca_file)
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            "hesd.toml", "uplink.ca_file", f"cannot load CA certificates: {exc}"
+        ) from None
+    if config.cert_file is not None:
+        try:
+            context.load_cert_chain(
+                str(config.cert_file), None if config.key_file is None else str(config.key_file)
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                "hesd.toml", "uplink.cert_file", f"cannot load the client certificate: {exc}"
+            ) from None
+    return context
