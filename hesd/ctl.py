@@ -371,6 +371,85 @@ def meters_export(ctx: click.Context, file: Any) -> None:
             return
 
 
+@main.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def outbox(ctx: click.Context, as_json: bool) -> None:
+    """Records waiting for the MDM: depth, age, bytes, in flight, dead letters."""
+    if ctx.invoked_subcommand is not None:
+        return
+    info = _client(ctx).json("GET", "/api/v1/outbox")
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    age = info["oldest_age_seconds"]
+    rows = [
+        ("waiting", f"{info['depth']}" + (f", oldest {_age_units(int(age))}" if age else "")),
+        (
+            "disk",
+            f"{info['bytes']} of {info['limit_bytes']} bytes"
+            + (" (PRESSURE: scheduled reads slowed)" if info["pressure"] else ""),
+        ),
+        ("in flight", str(info["in_flight"])),
+        ("dead letters", str(info["dead_letters"])),
+        ("refused", str(info["refused"])),
+    ]
+    forwarding = info["forwarding"]
+    if forwarding is None:
+        rows.append(("forwarding", "off (uplink.url is empty)"))
+    else:
+        delivered = ", ".join(f"{n} {k}s" for k, n in forwarding["delivered"].items())
+        rows += [
+            ("MDM", forwarding["url"]),
+            ("delivered", delivered),
+            ("retries", str(forwarding["retries"])),
+            ("last error", forwarding["last_error"] or "-"),
+        ]
+    click.echo(_table(("OUTBOX", ""), rows))
+    if info["dead_batches"]:
+        click.echo()
+        click.echo(
+            _table(
+                ("DEAD BATCH", "KIND", "RECORDS", "SINCE", "MDM ANSWER"),
+                [
+                    (
+                        b["batch_id"],
+                        b["kind"],
+                        str(b["records"]),
+                        b["oldest"],
+                        (b["error"] or "")[:60],
+                    )
+                    for b in info["dead_batches"]
+                ],
+            )
+        )
+
+
+@outbox.command("replay")
+@click.pass_context
+def outbox_replay(ctx: click.Context) -> None:
+    """Send the dead letters again (after the MDM side was fixed)."""
+    result = _client(ctx).json("POST", "/api/v1/outbox/replay")
+    click.echo(f"{result['replayed']} records queued again")
+
+
+@outbox.command("purge")
+@click.option("--dead-letters", "dead", is_flag=True, required=True, help="Delete dead letters.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def outbox_purge(ctx: click.Context, dead: bool, yes: bool) -> None:
+    """Delete the dead letters for good (asks first)."""
+    client = _client(ctx)
+    count = client.json("GET", "/api/v1/outbox")["dead_letters"]
+    if not count:
+        click.echo("no dead letters")
+        return
+    if not yes:
+        click.confirm(f"Delete {count} dead-letter records for good?", abort=True)
+    result = client.json("DELETE", "/api/v1/outbox/dead-letters?confirm=yes")
+    click.echo(f"{result['purged']} records deleted")
+
+
 @main.group()
 def vendors() -> None:
     """Vendor profiles: those the daemon has loaded, and checking new files."""

@@ -482,6 +482,80 @@ async def list_vendors(request: web.Request) -> web.Response:
     )
 
 
+async def get_outbox(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    state = await daemon.outbox_state()
+    forwarder = daemon.forwarder
+    dead = await daemon.store.fetchall(
+        "SELECT batch_key, kind, count(*), min(created_at), max(last_error) FROM outbox"
+        " WHERE state = 'dead' GROUP BY batch_key, kind ORDER BY min(seq) LIMIT 20"
+    )
+    return _json(
+        {
+            "depth": state.depth,
+            "dead_letters": state.dead_letters,
+            "bytes": state.bytes,
+            "limit_bytes": state.limit,
+            "pressure": state.pressure,
+            "in_flight": state.in_flight,
+            "refused": state.refused,
+            "oldest_age_seconds": None if state.oldest_age is None else round(state.oldest_age, 3),
+            "forwarding": None
+            if forwarder is None
+            else {
+                "url": forwarder.config.url,
+                "delivered": forwarder.stats.delivered,
+                "batches": forwarder.stats.batches,
+                "retries": forwarder.stats.retries,
+                "dead_batches": forwarder.stats.dead_letters,
+                "last_error": forwarder.stats.last_error,
+                "last_delivery": _iso(forwarder.stats.last_delivery),
+            },
+            "dead_batches": [
+                {
+                    "batch_id": key,
+                    "kind": kind,
+                    "records": count,
+                    "oldest": _iso(oldest),
+                    "error": error,
+                }
+                for key, kind, count, oldest, error in dead
+            ],
+        }
+    )
+
+
+async def replay_outbox(request: web.Request) -> web.Response:
+    """Dead letters back to pending: sent again, in new batches."""
+    daemon = request.app[DAEMON]
+    count = int(await daemon.store.scalar("SELECT count(*) FROM outbox WHERE state = 'dead'") or 0)
+    await daemon.store.execute(
+        "UPDATE outbox SET state = 'pending', batch_key = NULL, last_error = NULL"
+        " WHERE state = 'dead'"
+    )
+    if daemon.forwarder is not None:
+        daemon.forwarder.rescan()
+    log.info("outbox.replayed", records=count)
+    return _json({"replayed": count})
+
+
+async def purge_dead_letters(request: web.Request) -> web.Response:
+    daemon = request.app[DAEMON]
+    if request.query.get("confirm") != "yes":
+        raise ApiError(
+            400, "Bad Request", "purging dead letters loses them for good: add ?confirm=yes"
+        )
+    row = await daemon.store.fetchone(
+        "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox WHERE state = 'dead'"
+    )
+    assert row is not None
+    await daemon.store.execute("DELETE FROM outbox WHERE state = 'dead'")
+    if daemon.outbox is not None:
+        daemon.outbox.released(int(row[1]))
+    log.warning("outbox.purged", records=int(row[0]), bytes=int(row[1]))
+    return _json({"purged": int(row[0])})
+
+
 def build_app(daemon: Daemon) -> web.Application:
     app = web.Application(
         middlewares=[problem_middleware],
@@ -495,4 +569,7 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/api/v1/vendors", list_vendors)
     app.router.add_post("/api/v1/meters/{meter_id:" + METER_ID + "}/read", read_meter)
     app.router.add_post("/api/v1/decode", decode_frame)
+    app.router.add_get("/api/v1/outbox", get_outbox)
+    app.router.add_post("/api/v1/outbox/replay", replay_outbox)
+    app.router.add_delete("/api/v1/outbox/dead-letters", purge_dead_letters)
     return app
