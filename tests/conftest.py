@@ -199,40 +199,55 @@ def write_config(tmp_path: Path, **sections: str) -> Path:
     return config
 
 
+def launch_hesd(
+    directory: Path, config: Path, name: str = "hesd", watchdog_usec: int | None = None
+) -> HesdProcess:
+    """Start ``hesd run --config config`` in ``directory`` with a fake NOTIFY_SOCKET and its log
+    in ``directory/{name}.log``; return once it said READY=1. The caller stops it."""
+    notify = NotifyListener(directory / f"{name}.notify")
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "PYTHONUNBUFFERED": "1"}
+    env.pop("HESD_CONFIG", None)
+    if watchdog_usec is not None:
+        env["WATCHDOG_USEC"] = str(watchdog_usec)
+    log = directory / f"{name}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "hesd"), "run", "--config", str(config), "--log-format", "json"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=directory,
+        )
+    hesd = HesdProcess(proc, config, directory / "state", notify, log)
+    try:
+        notify.wait_for("READY=1")
+    except BaseException:
+        print(log.read_text())
+        kill_hesd(hesd)
+        raise
+    return hesd
+
+
+def kill_hesd(hesd: HesdProcess) -> None:
+    """Kill ``hesd`` if it still runs (a test that stops it cleanly has asserted that)."""
+    if hesd.proc.poll() is None:
+        hesd.proc.kill()
+        hesd.proc.wait()
+    hesd.notify.close()
+
+
 @pytest.fixture
 def start_hesd(tmp_path: Path) -> Iterator[Callable[..., HesdProcess]]:
     """Start ``hesd run`` with a config in tmp_path and a fake NOTIFY_SOCKET; wait for READY=1."""
     started: list[HesdProcess] = []
 
     def start(config: Path | None = None, watchdog_usec: int | None = None) -> HesdProcess:
-        config = config or write_config(tmp_path)
-        notify = NotifyListener(tmp_path / f"notify-{len(started)}.sock")
-        env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "PYTHONUNBUFFERED": "1"}
-        env.pop("HESD_CONFIG", None)
-        if watchdog_usec is not None:
-            env["WATCHDOG_USEC"] = str(watchdog_usec)
-        log = tmp_path / f"hesd-{len(started)}.log"
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                [str(BIN / "hesd"), "run", "--config", str(config), "--log-format", "json"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=env,
-                cwd=tmp_path,
-            )
-        hesd = HesdProcess(proc, config, tmp_path / "state", notify, log)
+        name = f"hesd-{len(started)}"
+        hesd = launch_hesd(tmp_path, config or write_config(tmp_path), name, watchdog_usec)
         started.append(hesd)
-        try:
-            notify.wait_for("READY=1")
-        except BaseException:
-            print(log.read_text())
-            raise
         return hesd
 
     yield start
     for hesd in started:
-        if hesd.proc.poll() is None:
-            hesd.proc.kill()
-            hesd.proc.wait()
-        hesd.notify.close()
+        kill_hesd(hesd)

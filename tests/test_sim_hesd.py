@@ -5,56 +5,18 @@ match the simulator's ground truth. Both run as processes, as in a demo or a ben
 from __future__ import annotations
 
 import json
-import subprocess
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import BIN, HesdProcess, free_port, wait_for, write_config
-from tests.test_sim_client import VENDORS
+from tests.conftest import HesdProcess, free_port, wait_for, write_config
+from tests.sim_process import SimProcess
 
 pytestmark = pytest.mark.integration
 
 StartHesd = Callable[..., HesdProcess]
-START = "2026-01-01T00:00:00Z"
-
-
-class SimProcess:
-    def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.inventory = tmp_path / "sim-meters.csv"
-        self.secrets = tmp_path / "sim-secrets.toml"
-        self.log = tmp_path / "sim.log"
-        self.control = free_port()
-        with self.log.open("w") as out:
-            self.proc = subprocess.Popen(
-                [
-                    *(str(BIN / "hesd-sim"), "--vendors-dir", str(VENDORS), "--seed", "11"),
-                    # simulated time all but stands still: what hesd reads is the truth "now"
-                    *("--time-scale", "1e-9", "--start", START, "--log-format", "json"),
-                    *("--inventory-out", str(self.inventory), "--secrets-out", str(self.secrets)),
-                    *("--control", f"127.0.0.1:{self.control}", "--push-interval", "0"),
-                    *args,
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=out,
-            )
-        wait_for(lambda: self.logged("sim.ready") or self.proc.poll() is not None, 20, "sim")
-        assert self.proc.poll() is None, self.log.read_text()
-
-    def logged(self, event: str) -> bool:
-        return any(json.loads(line)["event"] == event for line in self.log.read_text().splitlines())
-
-    def api(self, path: str) -> Any:
-        url = f"http://127.0.0.1:{self.control}/api/v1{path}"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return json.loads(response.read())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        assert self.proc.wait(timeout=20) == 0, self.log.read_text()
 
 
 @pytest.fixture
@@ -68,9 +30,7 @@ def sim_process(tmp_path: Path) -> Iterator[Callable[..., SimProcess]]:
 
     yield start
     for sim in started:
-        if sim.proc.poll() is None:
-            sim.proc.kill()
-            sim.proc.wait()
+        sim.kill()
 
 
 def _hesd(start_hesd: StartHesd, tmp_path: Path, sim: SimProcess, tcp: str = "") -> HesdProcess:
