@@ -523,17 +523,26 @@ class MeterSession:
         raise SessionError(f"meter {self.meter_id}: ACTION {_describe(method)}: {_failure(event)}")
 
     async def _request(self, send: Callable[[ClientConnection, float], int]) -> Event:
-        async with self._lock, self._wire():
-            conn = await self._ensure_associated()
-            await self._top_up_counters(conn)
-            future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-            self._bytes_in_request = 0
-            request_id = send(conn, self._clock())
-            self._waiters[request_id] = future
-            await self._flush()
-            event = await future
-            self._last_activity = self._clock()
-            return event
+        async with self._lock:
+            await self._disc_retried()
+            async with self._wire():
+                conn = await self._ensure_associated()
+                await self._top_up_counters(conn)
+                future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+                self._bytes_in_request = 0
+                request_id = send(conn, self._clock())
+                self._waiters[request_id] = future
+                await self._flush()
+                event = await future
+                self._last_activity = self._clock()
+                return event
+
+    async def _disc_retried(self) -> None:
+        """Shared link: a DISC that ended an abandoned exchange is retried in turns of its own on
+        the wire; wait for it before queueing for the wire. Holding the wire while waiting would
+        keep the retries off it, and the bus would stall until the request's time cap."""
+        if self._shared and self._link_layer_down is not None:
+            await self._link_layer_down
 
     async def _ensure_associated(self) -> ClientConnection:
         if self._link is None or self._framing is None or self._framing_open is None:
@@ -569,8 +578,9 @@ class MeterSession:
         return conn
 
     async def _refresh_link_layer(self) -> None:
-        """Shared link: wait out a DISC on its way. Past the inactivity timeout the meter has
-        dropped its HDLC connection with the association: disconnect, then open afresh."""
+        """Shared link, holding the wire: past the inactivity timeout the meter has dropped its
+        HDLC connection with the association: disconnect (the DISC's retries go out in this
+        hold), then open afresh."""
         idle = self._clock() - self._last_activity
         if (
             self._link_layer_down is None
