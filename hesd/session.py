@@ -11,8 +11,11 @@ timeout or a closed link.
 and the connection, resolves the waiting request, hands Data-Notifications to ``on_notification``
 and drives every protocol deadline (response timeouts, HDLC retransmissions). Bad input from the
 meter ends that meter's association and link, logged with the meter id and why; it never reaches
-the daemon. Suite-0 invocation counters are reserved durably in ranges before use, and the
-meter's last accepted counter is persisted, so a restart neither reuses nor re-accepts one.
+the daemon. So does a response timeout on a link of the meter's own (TCP, MQTT): what the meter
+is doing is unknown, and a late answer, or half a frame the framing holds, must not be taken for
+the next request's; a fresh link (dialled, dialled in, or attached) starts clean. Suite-0
+invocation counters are reserved durably in ranges before use, and the meter's last accepted
+counter is persisted, so a restart neither reuses nor re-accepts one.
 
 On a ``SharedLink`` (a serial bus: one exchange at a time on the wire) the session holds the
 link's ``exclusive()`` for each request and for ``close``, and the link layer lives inside those
@@ -218,7 +221,7 @@ class MeterSession:
                 await self._open_link_layer()
             reason = await self._read_loop(link, framing)
         except LinkClosed as exc:
-            reason = f"link closed: {exc}"
+            reason = self._closed_reason or f"link closed: {exc}"  # ended by _end: its reason
         except RemoteProtocolError as exc:
             reason = f"protocol error: {exc}"
             log.warning("session.protocol_error", meter=self.meter_id, error=str(exc))
@@ -229,6 +232,15 @@ class MeterSession:
             self._registry.note_state(self.meter_id, status="offline")
             log.info("session.offline", meter=self.meter_id, reason=reason)
         return reason
+
+    def _end(self, reason: str) -> None:
+        """End the link from a timer: what waits on it fails with ``reason`` at once, and
+        ``serve`` returns ``reason`` once the link has closed."""
+        link = self._link
+        if link is None:
+            return
+        self._teardown(reason)
+        self._spawn(link.close(), "close")
 
     def _teardown(self, reason: str) -> None:
         self._closed_reason = reason
@@ -321,6 +333,8 @@ class MeterSession:
     async def _read_loop(self, link: Link, framing: ApduFraming) -> str:
         while True:
             data = await link.receive()
+            if self._closed_reason is not None:  # ended by _end: what comes late is not read
+                return self._closed_reason
             self._bytes_in_request += len(data)
             if self._waiters and self._bytes_in_request > self._max_bytes:
                 raise RemoteProtocolError(
@@ -381,7 +395,7 @@ class MeterSession:
                         self._link_layer_closed(framing_event.reason)
                         self._rearm()
                     else:
-                        self._spawn(link.close(), "close")
+                        self._end(f"link layer closed: {framing_event.reason}")
                     return
         if self._conn is not None:
             for event in self._conn.handle_timeout(now):
@@ -455,6 +469,9 @@ class MeterSession:
                     future.set_exception(error)
             self._waiters.clear()
             log.warning("session.timeout", meter=self.meter_id, what=event.what)
+            if not self._shared:  # a shared link's exchange ends in _wire (DISC), the wire stays
+                timeout = self.settings.profile.response_timeout
+                self._end(f"no answer to the {event.what} within {timeout:g} s")
         elif isinstance(event, Released):
             log.debug("session.released", meter=self.meter_id)
         elif isinstance(event, GetCompleted | SetCompleted | ActionCompleted | RequestFailed):
@@ -508,12 +525,14 @@ class MeterSession:
         raise SessionError(f"meter {self.meter_id}: ACTION {_describe(method)}: {_failure(event)}")
 
     async def _request(self, send: Callable[[ClientConnection, float], int]) -> Event:
-        async with self._lock, self._wire():
-            conn = await self._ensure_associated()
-            if self._firmware_link is not self._link:  # once per connection, after associating
-                self._firmware_link = self._link
-                await self._read_firmware(conn)
-            return await self._exchange(conn, send)
+        async with self._lock:
+            await self._disc_retried()
+            async with self._wire():
+                conn = await self._ensure_associated()
+                if self._firmware_link is not self._link:  # once per connection, associated
+                    self._firmware_link = self._link
+                    await self._read_firmware(conn)
+                return await self._exchange(conn, send)
 
     async def _exchange(
         self, conn: ClientConnection, send: Callable[[ClientConnection, float], int]
@@ -541,6 +560,13 @@ class MeterSession:
         else:
             said = _failure(event) if not isinstance(event, GetCompleted) else repr(value)[:60]
             log.info("session.firmware_unknown", meter=self.meter_id, answer=said)
+
+    async def _disc_retried(self) -> None:
+        """Shared link: a DISC that ended an abandoned exchange is retried in turns of its own on
+        the wire; wait for it before queueing for the wire. Holding the wire while waiting would
+        keep the retries off it, and the bus would stall until the request's time cap."""
+        if self._shared and self._link_layer_down is not None:
+            await self._link_layer_down
 
     async def _ensure_associated(self) -> ClientConnection:
         if self._link is None or self._framing is None or self._framing_open is None:
@@ -576,8 +602,9 @@ class MeterSession:
         return conn
 
     async def _refresh_link_layer(self) -> None:
-        """Shared link: wait out a DISC on its way. Past the inactivity timeout the meter has
-        dropped its HDLC connection with the association: disconnect, then open afresh."""
+        """Shared link, holding the wire: past the inactivity timeout the meter has dropped its
+        HDLC connection with the association: disconnect (the DISC's retries go out in this
+        hold), then open afresh."""
         idle = self._clock() - self._last_activity
         if (
             self._link_layer_down is None

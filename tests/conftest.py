@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import settings
@@ -24,6 +22,9 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+if TYPE_CHECKING:
+    from tests.sim_process import SimProcess
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -202,93 +203,65 @@ def write_config(tmp_path: Path, **sections: str) -> Path:
     return config
 
 
+def launch_hesd(
+    directory: Path, config: Path, name: str = "hesd", watchdog_usec: int | None = None
+) -> HesdProcess:
+    """Start ``hesd run --config config`` in ``directory`` with a fake NOTIFY_SOCKET and its log
+    in ``directory/{name}.log``; return once it said READY=1. The caller stops it."""
+    notify = NotifyListener(directory / f"{name}.notify")
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "PYTHONUNBUFFERED": "1"}
+    env.pop("HESD_CONFIG", None)
+    if watchdog_usec is not None:
+        env["WATCHDOG_USEC"] = str(watchdog_usec)
+    log = directory / f"{name}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "hesd"), "run", "--config", str(config), "--log-format", "json"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=directory,
+        )
+    hesd = HesdProcess(proc, config, directory / "state", notify, log)
+    try:
+        notify.wait_for("READY=1")
+    except BaseException:
+        print(log.read_text())
+        kill_hesd(hesd)
+        raise
+    return hesd
+
+
+def kill_hesd(hesd: HesdProcess) -> None:
+    """Kill ``hesd`` if it still runs (a test that stops it cleanly has asserted that)."""
+    if hesd.proc.poll() is None:
+        hesd.proc.kill()
+        hesd.proc.wait()
+    hesd.notify.close()
+
+
 @pytest.fixture
 def start_hesd(tmp_path: Path) -> Iterator[Callable[..., HesdProcess]]:
     """Start ``hesd run`` with a config in tmp_path and a fake NOTIFY_SOCKET; wait for READY=1."""
     started: list[HesdProcess] = []
 
     def start(config: Path | None = None, watchdog_usec: int | None = None) -> HesdProcess:
-        config = config or write_config(tmp_path)
-        notify = NotifyListener(tmp_path / f"notify-{len(started)}.sock")
-        env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "PYTHONUNBUFFERED": "1"}
-        env.pop("HESD_CONFIG", None)
-        if watchdog_usec is not None:
-            env["WATCHDOG_USEC"] = str(watchdog_usec)
-        log = tmp_path / f"hesd-{len(started)}.log"
-        with log.open("w") as out:
-            proc = subprocess.Popen(
-                [str(BIN / "hesd"), "run", "--config", str(config), "--log-format", "json"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env=env,
-                cwd=tmp_path,
-            )
-        hesd = HesdProcess(proc, config, tmp_path / "state", notify, log)
+        name = f"hesd-{len(started)}"
+        hesd = launch_hesd(tmp_path, config or write_config(tmp_path), name, watchdog_usec)
         started.append(hesd)
-        try:
-            notify.wait_for("READY=1")
-        except BaseException:
-            print(log.read_text())
-            raise
         return hesd
 
     yield start
     for hesd in started:
-        if hesd.proc.poll() is None:
-            hesd.proc.kill()
-            hesd.proc.wait()
-        hesd.notify.close()
-
-
-# -- hesd-sim as a process ---------------------------------------------------------------------
-
-SIM_START = "2026-01-01T00:00:00Z"  # simulated time at start; it all but stands still
-
-
-class SimProcess:
-    def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.inventory = tmp_path / "sim-meters.csv"
-        self.secrets = tmp_path / "sim-secrets.toml"
-        self.log = tmp_path / "sim.log"
-        self.control = free_port()
-        with self.log.open("w") as out:
-            self.proc = subprocess.Popen(
-                [
-                    *(
-                        str(BIN / "hesd-sim"),
-                        "--vendors-dir",
-                        str(REPO / "conf" / "vendors"),
-                        "--seed",
-                        "11",
-                    ),
-                    # simulated time all but stands still: what hesd reads is the truth "now"
-                    *("--time-scale", "1e-9", "--start", SIM_START, "--log-format", "json"),
-                    *("--inventory-out", str(self.inventory), "--secrets-out", str(self.secrets)),
-                    *("--control", f"127.0.0.1:{self.control}", "--push-interval", "0"),
-                    *args,
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=out,
-            )
-        wait_for(lambda: self.logged("sim.ready") or self.proc.poll() is not None, 20, "sim")
-        assert self.proc.poll() is None, self.log.read_text()
-
-    def logged(self, event: str) -> bool:
-        return any(json.loads(line)["event"] == event for line in self.log.read_text().splitlines())
-
-    def api(self, path: str) -> Any:
-        url = f"http://127.0.0.1:{self.control}/api/v1{path}"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return json.loads(response.read())
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        assert self.proc.wait(timeout=20) == 0, self.log.read_text()
+        kill_hesd(hesd)
 
 
 @pytest.fixture
 def sim_process(tmp_path: Path) -> Iterator[Callable[..., SimProcess]]:
+    """Start ``hesd-sim`` processes (tests/sim_process.py) in tmp_path; killed at the end."""
+    from tests.sim_process import SimProcess
+
     started: list[SimProcess] = []
 
     def start(*args: str) -> SimProcess:
@@ -298,6 +271,4 @@ def sim_process(tmp_path: Path) -> Iterator[Callable[..., SimProcess]]:
 
     yield start
     for sim in started:
-        if sim.proc.poll() is None:
-            sim.proc.kill()
-            sim.proc.wait()
+        sim.kill()

@@ -4,6 +4,7 @@ timeouts, bad input, counters."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from hesd.session import MeterSession, SessionError, SessionSettings
 from hesd.store import InvocationCounters, MeterEntry, Registry, Store
 from protocols.dlms import apdu as x
 from protocols.dlms.axdr import Tag, Typed
-from protocols.dlms.framing import WrapperFraming
+from protocols.dlms.framing import HdlcFraming, WrapperFraming
 from protocols.dlms.obis import ObisCode
 from protocols.dlms.server import ServerConnection
 from protocols.dlms.wrapper import encode_wrapper
@@ -168,13 +169,64 @@ async def test_split_bytes_are_reassembled(rig: Rig) -> None:
     assert await session.get(ENERGY) == 4242
 
 
-async def test_silent_meter_times_out(rig: Rig) -> None:
+async def test_silent_meter_times_out_and_its_link_ends(rig: Rig) -> None:
     profile = replace(PROFILE, response_timeout=0.2)
     session = rig.session("reader", profile=profile)
-    await rig.connect(session, meter(), mute=True)
-    with capture_logs() as logs, pytest.raises(SessionError, match="no answer to the association"):
+    serving, _ = await rig.connect(session, meter(), mute=True)
+    with capture_logs() as logs:
+        with pytest.raises(SessionError, match="no answer to the association"):
+            await session.get(ENERGY)
+        # a link of its own: what the meter does now is unknown, so the link ends with the reason
+        assert await asyncio.wait_for(serving, 5) == "no answer to the association within 0.2 s"
+    assert not session.online
+    assert [e["what"] for e in logs if e["event"] == "session.timeout"] == ["association"]
+    [offline] = [e for e in logs if e["event"] == "session.offline"]
+    assert offline == {
+        "event": "session.offline",
+        "log_level": "info",
+        "meter": "M1",
+        "reason": "no answer to the association within 0.2 s",
+    }
+    await rig.store.sync()
+    record = await rig.registry.get("M1")
+    assert record is not None
+    assert record.status == "offline"
+
+
+async def test_half_a_frame_then_silence_leaves_nothing_for_the_next_link(rig: Rig) -> None:
+    """A meter that stops in the middle of a frame (hesd-sim's ``disconnect`` over MQTT, where
+    no connection closes): the request times out and the link ends, so the half frame its
+    framing holds cannot spoil the first answer on the meter's next link."""
+    profile = replace(PROFILE, response_timeout=0.2)
+    session = rig.session("reader", profile=profile)
+    server = meter()
+    cut = [False]
+
+    def half_the_get_response(data: bytes) -> list[tuple[float, bytes]]:
+        if not cut[0] and data[8] == x.ApduTag.GET_RESPONSE:  # after the 8-octet WRAPPER header
+            cut[0] = True
+            return [(0.0, data[: len(data) // 2])]
+        return [(0.0, data)]
+
+    serving, _ = await rig.connect(session, server, to_hes=half_the_get_response)
+    with pytest.raises(SessionError, match=r"no answer to the get request \d+"):
         await session.get(ENERGY)
-    assert any(entry["event"] == "session.timeout" for entry in logs)
+    reason = await asyncio.wait_for(serving, 5)
+    assert re.fullmatch(r"no answer to the get request \d+ within 0\.2 s", reason)
+    await rig.connect(session, meter())  # the meter dials in again, or hesd dials it
+    assert await session.get(ENERGY) == 4242
+
+
+async def test_hdlc_link_that_gives_up_ends_with_its_own_reason(rig: Rig) -> None:
+    """HDLC on a link of the meter's own (a meter behind a TCP modem) that never answers the
+    SNRM: the session ends saying so, not "closed by hesd"."""
+    session = rig.session("reader")
+    hes_end, meter_end = null_modem(names=("hes", "meter"))
+    framing = HdlcFraming(32, 1, response_timeout=0.05, max_retries=1)
+    serving = rig.start(session.serve(hes_end, framing), "meter:M1:link")
+    reason = await asyncio.wait_for(serving, 5)
+    assert reason == "link layer closed: no answer in 0.05s after 1 retransmissions"
+    await meter_end.close()
 
 
 async def test_tampered_tag_ends_the_session_with_a_reason(rig: Rig) -> None:

@@ -45,11 +45,15 @@ async def hes(tmp_path: Path) -> AsyncIterator[Stores]:
 
 
 class SharedEnd:
-    """A SharedLink over a null modem that logs holds and the HDLC frames sent."""
+    """A SharedLink over a null modem that logs holds and the HDLC frames sent. As on a
+    ``SerialBus``, a send outside the session's hold (a retransmission after its request gave
+    up, logged with "!") waits for the wire, and ``another_meter()`` holds the wire meanwhile."""
 
     def __init__(self, end: NullModemEnd) -> None:
         self._end = end
         self._lock = asyncio.Lock()
+        self._ours = False  # the session holds the wire
+        self.unscheduled = 0  # sends outside the session's hold, begun
         self.log: list[str] = []
 
     @property
@@ -57,11 +61,20 @@ class SharedEnd:
         return self._end.peer
 
     async def send(self, data: bytes) -> None:
+        if self._ours:
+            self._log_frames(data, "")
+            await self._end.send(data)
+            return
+        self.unscheduled += 1
+        async with self._lock:  # its own turn on the wire
+            self._log_frames(data, "!")
+            await self._end.send(data)
+
+    def _log_frames(self, data: bytes, mark: str) -> None:
         framer = HdlcFramer()
         framer.receive_data(data)
         while (frame := framer.next_frame()) is not None:
-            self.log.append(frame.kind.name if self._lock.locked() else f"{frame.kind.name}!")
-        await self._end.send(data)
+            self.log.append(f"{frame.kind.name}{mark}")
 
     async def receive(self) -> bytes:
         return await self._end.receive()
@@ -73,10 +86,18 @@ class SharedEnd:
     async def exclusive(self) -> AsyncIterator[None]:
         async with self._lock:
             self.log.append("hold")
+            self._ours = True
             try:
                 yield
             finally:
+                self._ours = False
                 self.log.append("release")
+
+    @contextlib.asynccontextmanager
+    async def another_meter(self) -> AsyncIterator[None]:
+        async with self._lock:
+            self.log.append("other")
+            yield
 
 
 @dataclass
@@ -163,8 +184,27 @@ async def test_shared_link_abandoned_request_disconnects_before_the_release(
     with pytest.raises(asyncio.CancelledError):
         await request
     assert shared.link.log == ["hold", "SNRM", "DISC", "release"]
-    # the DISC went unanswered: the next request holds the wire, waits for the link layer to
-    # be down (the DISC's retransmission is answered now) and opens it again
+    # the DISC went unanswered: the next request waits for the link layer to be down (the
+    # DISC's retransmission, in a turn of its own, is answered now), then opens it again
     shared.sim.mute = False
     assert await shared.session.get(ENERGY) == 4242
-    assert shared.link.log[4:] == ["hold", "DISC", "SNRM", "I", "I", "I", "release"]
+    assert shared.link.log[4:] == ["DISC!", "hold", "SNRM", "I", "I", "I", "release"]
+
+
+async def test_a_disc_retried_while_the_next_request_waits_for_the_wire_does_not_stall_it(
+    shared: SharedRig,
+) -> None:
+    """The request after an abandoned exchange waits for the DISC's retries without holding the
+    wire: they take turns of their own, which a hold would keep them from (on a SerialBus the
+    whole bus stalled until the request's time cap)."""
+    assert await shared.session.get(ENERGY) == 4242
+    shared.sim.mute = True
+    with pytest.raises(SessionError, match=r"no answer to the get request \d+"):
+        await shared.session.get(ENERGY)
+    assert shared.link.log[-2:] == ["DISC", "release"]  # unanswered: it will be retried
+    async with shared.link.another_meter():
+        request = asyncio.create_task(shared.session.get(ENERGY), name="test:request")
+        await until(lambda: shared.link.unscheduled >= 1)  # the DISC is due again
+        shared.sim.mute = False
+    assert await asyncio.wait_for(request, 5) == 4242
+    assert shared.link.log[-7:] == ["other", "DISC!", "hold", "SNRM", "I", "I", "release"]

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import HesdProcess, SimProcess, free_port, wait_for, write_config
+from tests.conftest import HesdProcess, free_port, wait_for, write_config
+from tests.sim_process import SimProcess
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BIN, REPO, HesdProcess, SimProcess, write_config
+from tests.conftest import BIN, REPO, HesdProcess, write_config
+from tests.sim_process import SimProcess
 
 pytestmark = pytest.mark.integration
 
