@@ -20,7 +20,7 @@ from adapters.is15959 import TIME_UNITS, Measure
 from adapters.model import UNITS, Event, Quality, Reading, Source, canonical
 from adapters.normalise import NormaliseError, Normaliser, to_si
 from adapters.profile import VendorProfile, load_profile
-from hesd.sim import MeterSpec, SimulatedMeter, truth
+from hesd.sim import MeterSpec, SimulatedMeter, load, truth
 from hesd.sim.timebase import IST
 from protocols.dlms import axdr
 from protocols.dlms.apdu import AttributeDescriptor, DataAccessResult, by_range
@@ -621,3 +621,63 @@ def test_a_status_that_is_no_unsigned_is_an_error_naming_the_column(
     )
     assert len(batch.readings) == 3  # the other row is kept
     assert {r.quality for r in batch.readings} == {Quality.POWER_DOWN}
+
+
+def failure_day(seed: int) -> tuple[float, list[tuple[int, int]]]:
+    """The end (midnight IST) of a day holding one of the load model's supply failures, after
+    the meters' first three days, and the failures (start, end) in the blocks of that day (the
+    rows from midnight to midnight: 49, the first being the previous day's last block)."""
+    params = load.params(seed)
+    start, _ = load.outages(params, START + 3 * 86400, START + 20 * 86400)[0]
+    end = (int(start + IST) // 86400 + 1) * 86400 - IST
+    failures = load.outages(params, end - 86400 - 1800 - 3600, end)
+    return float(end), [(s, e) for s, e in failures if e > end - 86400 - 1800]
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32))
+def test_a_block_load_read_flags_power_down_on_the_blocks_of_a_supply_failure(seed: int) -> None:
+    now, failures = failure_day(seed)
+    assert failures  # the load model has one every 8 days: this day has it
+    meter = sim_meter("sunrise", seed)
+    rows = buffer(meter, "block_load", now, low=now - 86400)
+    assert len(rows) == 49  # a day of 30-minute blocks, both ends of the range included
+    batch = NORMALISERS["sunrise"].profile_rows(
+        context("sunrise"), "block_load", rows, source=Source.SCHEDULE
+    )
+    assert not batch.errors
+    assert len(batch.readings) == 49 * 4  # the status column is no reading
+    for reading in batch.readings:
+        end = reading.timestamp.timestamp()
+        hit = any(s < end and e > end - 1800 for s, e in failures)
+        assert reading.quality == (Quality.POWER_DOWN if hit else Quality(0)), reading
+    down = {r.timestamp for r in batch.readings if Quality.POWER_DOWN in r.quality}
+    assert len(down) == len(failures)  # a failure lies within one 15-minute slot: one block
+    # and the energy of such a block is what flowed: the failure's loss is made up by the next
+    # slot (cold-load pickup), within the same 30-minute block
+    for stamp in down:
+        energy = next(
+            r
+            for r in batch.readings
+            if r.timestamp == stamp and r.quantity == "block_energy_active_import"
+        )
+        end = stamp.timestamp()
+        exact = si_truth(meter, "block_energy_active_import", end)
+        assert abs(energy.value - exact) < resolution(PROFILES["sunrise"], energy.quantity)
+
+
+def test_a_block_load_read_over_a_known_supply_failure() -> None:
+    """One worked example: seed 7's meter loses supply for 247 s at 09:31:02 IST on 2024-01-13."""
+    now, [(start, end)] = failure_day(7)
+    local = dt.datetime.fromtimestamp(start, dt.timezone(dt.timedelta(seconds=IST)))
+    meter = sim_meter("sunrise", 7)
+    batch = NORMALISERS["sunrise"].profile_rows(
+        context("sunrise"),
+        "block_load",
+        buffer(meter, "block_load", now, low=now - 86400),
+        source=Source.PULL,
+    )
+    down = sorted({r.timestamp for r in batch.readings if r.quality == Quality.POWER_DOWN})
+    block_end = (int(start) // 1800 + 1) * 1800
+    assert down == [dt.datetime.fromtimestamp(block_end, UTC)]
+    assert (local.replace(tzinfo=None), end - start) == (dt.datetime(2024, 1, 13, 9, 31, 2), 247)
