@@ -28,6 +28,8 @@ object and the column; the rest of the rows are still normalised (``profile_rows
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -72,12 +74,16 @@ _PUSH_HEAD: Final = ("logical_device_name", "clock")
 # error is data not valid too: the companion specifications set DNV with ERR, and the MDM has no
 # flag of its own for it. Daylight saving says nothing about the value (the row's date-time
 # carries its deviation); bits 4 and 6 are reserved.
-_PROFILE_STATUS: Final = (
+_STATUS_BITS: Final = (
     (ProfileStatus.POWER_DOWN, Quality.POWER_DOWN),
     (ProfileStatus.CLOCK_ADJUSTED, Quality.CLOCK_ADJUSTED),
     (ProfileStatus.DATA_NOT_VALID, Quality.DATA_INVALID),
     (ProfileStatus.CLOCK_INVALID, Quality.CLOCK_INVALID),
     (ProfileStatus.CRITICAL_ERROR, Quality.DATA_INVALID),
+)
+_PROFILE_STATUS: Final = tuple(  # the flags of each status 0..255, once
+    functools.reduce(operator.or_, (flag for bit, flag in _STATUS_BITS if status & bit), Quality(0))
+    for status in range(256)
 )
 
 
@@ -377,11 +383,7 @@ class Normaliser:
                 f"{where}: column {STATUS} ({self.profile.objects.profile_status}): expected "
                 f"the profile status, an integer 0..255 (unsigned), got {_describe(value)}"
             )
-        quality = Quality(0)
-        for bit, flag in _PROFILE_STATUS:
-            if value & bit:
-                quality |= flag
-        return quality
+        return _PROFILE_STATUS[value]
 
     def _optional_stamp(self, value: object) -> dt.datetime | None:
         """A capture time: None when the meter has none yet (all fields unspecified)."""
