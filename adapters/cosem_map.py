@@ -11,6 +11,7 @@ Format reference: ``docs/vendors.md``.
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -25,9 +26,11 @@ from protocols.dlms.obis import ObisCode
 
 __all__ = [
     "CAPTURE_TIME",
+    "STATUS",
     "EventCode",
     "EventLog",
     "LoadProfile",
+    "ProfileStatus",
     "Quantity",
     "StandardObjects",
     "read_event_log",
@@ -37,6 +40,7 @@ __all__ = [
 ]
 
 CAPTURE_TIME: Final = ".capture_time"  # column suffix: capture_time (attribute 5) of class 4
+STATUS: Final = "status"  # column: the profile status (``[objects] profile_status``)
 INTEGER_TYPES: Final = {  # the A-XDR types a register value may have (IEC 62056-6-2 §4.1.5)
     t.name.lower().replace("_", "-"): t
     for t in (
@@ -53,6 +57,23 @@ INTEGER_TYPES: Final = {  # the A-XDR types a register value may have (IEC 62056
 UNITS: Final = {u.symbol: u for u in reversed(Unit)}  # first code of a symbol wins
 CLASS_NAMES: Final = {1: "Data", 3: "Register", 4: "Extended register"}
 PROFILE_NAMES: Final = tuple(is15959.PROFILES)
+
+
+class ProfileStatus(enum.IntFlag):
+    """The AMR profile status a load profile captures in its ``"status"`` column: what happened
+    during the interval of each row (an unsigned Data object, ``[objects] profile_status``).
+
+    The bits are those of the IDIS and DSMR P3 companion specifications ("AMR profile status
+    code"); DLMS UA 1000-1 names the object (0.b.96.10.e.255, a status register), not its bits.
+    Bits 4 and 6 are reserved and always 0.
+    """
+
+    CRITICAL_ERROR = 0x01  # b0 ERR: a serious error (hardware, checksum); set with DNV
+    CLOCK_INVALID = 0x02  # b1 CIV: the clock's power reserve ran out, its time is invalid; with DNV
+    DATA_NOT_VALID = 0x04  # b2 DNV: the entry is not for billing without further validation
+    DAYLIGHT_SAVING = 0x08  # b3 DST: daylight saving time was active
+    CLOCK_ADJUSTED = 0x20  # b5 CAD: the clock was adjusted (beyond the synchronisation limit)
+    POWER_DOWN = 0x80  # b7 PDN: a total power outage during the interval
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +93,7 @@ class StandardObjects:
     push_setup: ObisCode
     security_setup: ObisCode
     association: ObisCode
+    profile_status: ObisCode  # the AMR profile status (``ProfileStatus``) of "status" columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +124,7 @@ class LoadProfile:
 
     name: str  # instantaneous, block_load, daily_load, billing
     obis: ObisCode
-    columns: tuple[str, ...]  # "clock", quantity names, "<quantity>.capture_time"
+    columns: tuple[str, ...]  # "clock", quantity names, "<quantity>.capture_time", "status"
     interval: int  # capture_period in seconds; 0 for instantaneous and billing
     depth: int  # profile_entries
     scaler_obis: ObisCode | None  # the IS 15959 scaler profile of this profile, if any
@@ -112,6 +134,8 @@ class LoadProfile:
             raise ValueError(f"profile {self.name}: the first column must be the clock")
         if self.depth < 1:
             raise ValueError(f"profile {self.name}: depth {self.depth} < 1")
+        if STATUS in self.columns and not self.interval:
+            raise ValueError(f"profile {self.name}: a status column needs a capture period")
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,13 +287,21 @@ def _check_columns(
     quantities: Mapping[str, Quantity],
     *,
     clock: bool,
+    status: bool = False,
 ) -> None:
     seen: set[str] = set()
     for index, column in enumerate(columns):
         where = f"{table.key_path(key)}[{index}]"
         name = column.removesuffix(CAPTURE_TIME)
-        if column == "clock" and clock:
+        if (column == "clock" and clock) or (column == STATUS and status):
             pass
+        elif column == STATUS and clock:
+            raise ConfigError(
+                table.source,
+                where,
+                '"status" (the profile status of each interval) is only for profiles captured '
+                "every interval: block_load and daily_load",
+            )
         elif name not in quantities:
             raise ConfigError(
                 table.source, where, f'quantity "{name}" is not defined in [quantities]'
@@ -295,7 +327,8 @@ def _read_profile(
     )
     if not columns or columns[0] != "clock":
         raise table.error("columns", 'the first column must be "clock"')
-    _check_columns(table, "columns", columns, quantities, clock=True)
+    periodic = name in ("block_load", "daily_load")
+    _check_columns(table, "columns", columns, quantities, clock=True, status=periodic)
     if name == "block_load":
         interval = table.integer("interval", lo=900, hi=1800, default=spec.interval)
         if interval not in (900, 1800):

@@ -125,6 +125,10 @@ OBJECTS: Final = MappingProxyType(
         # meter reader (LLS) and e = 3 for the utility settings (HLS) association
         "security_setup": "0.0.43.0.3.255",
         "association": "0.0.40.0.0.255",  # Blue Book: 0.0.40.0.0.255 is "current association"
+        # Not an IS 15959 object: the AMR profile status of IDIS and DSMR, the unsigned Data
+        # object a load profile captures in its "status" column (OBIS 0.b.96.10.e.255 is a
+        # "status register" in IEC 62056-6-1; e = 1 is the first load profile's)
+        "profile_status": "0.0.96.10.1.255",
     }
 )
 

@@ -12,7 +12,8 @@ A ``Normaliser`` holds one vendor profile and its adapter (``adapters/hooks.py``
   to the nearest interval boundary of the meter's local time (a row captured at 00:15:02 is the
   00:15 row); block energies and averages carry the profile's interval, snapshot registers
   (daily energies) none; a ``<quantity>.capture_time`` column becomes its reading's
-  ``capture_time``;
+  ``capture_time``; a ``status`` column (the AMR profile status) is no reading: its bits
+  become quality flags of every reading of its row (``_PROFILE_STATUS``);
 * a push (``push``): the Data-Notification body of the instantaneous push, laid out as IS 15959
   meters send it (logical device name, clock, then the instantaneous profile's columns);
 * event profile rows (``event_rows``): the vendor's code table gives kind, category, severity;
@@ -27,12 +28,21 @@ object and the column; the rest of the rows are still normalised (``profile_rows
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final
 
-from adapters.cosem_map import CAPTURE_TIME, INTEGER_TYPES, LoadProfile, Quantity
+from adapters.cosem_map import (
+    CAPTURE_TIME,
+    INTEGER_TYPES,
+    STATUS,
+    LoadProfile,
+    ProfileStatus,
+    Quantity,
+)
 from adapters.hooks import NULL_ADAPTER, MeterContext, VendorAdapter
 from adapters.is15959 import EVENT_CATEGORIES, TIME_UNITS, Measure
 from adapters.model import UNITS, Event, Quality, Reading, Source
@@ -60,6 +70,21 @@ assert set(_LIMITS) == set(INTEGER_TYPES.values())
 _STATUS_INVALID: Final = 0x01
 _STATUS_DOUBTFUL: Final = 0x02 | 0x04 | 0x08  # doubtful, different clock base, invalid status
 _PUSH_HEAD: Final = ("logical_device_name", "clock")
+# AMR profile status bits (IDIS, DSMR P3; adapters.cosem_map.ProfileStatus) → quality. A critical
+# error is data not valid too: the companion specifications set DNV with ERR, and the MDM has no
+# flag of its own for it. Daylight saving says nothing about the value (the row's date-time
+# carries its deviation); bits 4 and 6 are reserved.
+_STATUS_BITS: Final = (
+    (ProfileStatus.POWER_DOWN, Quality.POWER_DOWN),
+    (ProfileStatus.CLOCK_ADJUSTED, Quality.CLOCK_ADJUSTED),
+    (ProfileStatus.DATA_NOT_VALID, Quality.DATA_INVALID),
+    (ProfileStatus.CLOCK_INVALID, Quality.CLOCK_INVALID),
+    (ProfileStatus.CRITICAL_ERROR, Quality.DATA_INVALID),
+)
+_PROFILE_STATUS: Final = tuple(  # the flags of each status 0..255, once
+    functools.reduce(operator.or_, (flag for bit, flag in _STATUS_BITS if status & bit), Quality(0))
+    for status in range(256)
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,9 +340,11 @@ class Normaliser:
         stamp, quality = self._stamp(cells["clock"], where)
         if load.interval:
             stamp = self._align(stamp, load.interval)
+        if STATUS in cells:
+            quality |= self._status_quality(cells[STATUS], where)
         readings = []
         for name in columns:
-            if name in _PUSH_HEAD or name.endswith(CAPTURE_TIME):
+            if name in _PUSH_HEAD or name.endswith(CAPTURE_TIME) or name == STATUS:
                 continue
             spec = self._quantity(name, meter)
             capture = None
@@ -348,6 +375,15 @@ class Normaliser:
             return self.timestamp(value)
         except NormaliseError as exc:
             raise NormaliseError(f"{where}: {exc}") from None
+
+    def _status_quality(self, value: object, where: str) -> Quality:
+        """The quality flags of a row's profile status (an unsigned: 0..255)."""
+        if type(value) is not int or not 0 <= value <= 0xFF:
+            raise NormaliseError(
+                f"{where}: column {STATUS} ({self.profile.objects.profile_status}): expected "
+                f"the profile status, an integer 0..255 (unsigned), got {_describe(value)}"
+            )
+        return _PROFILE_STATUS[value]
 
     def _optional_stamp(self, value: object) -> dt.datetime | None:
         """A capture time: None when the meter has none yet (all fields unspecified)."""

@@ -20,7 +20,7 @@ from adapters.is15959 import TIME_UNITS, Measure
 from adapters.model import UNITS, Event, Quality, Reading, Source, canonical
 from adapters.normalise import NormaliseError, Normaliser, to_si
 from adapters.profile import VendorProfile, load_profile
-from hesd.sim import MeterSpec, SimulatedMeter, truth
+from hesd.sim import MeterSpec, SimulatedMeter, load, truth
 from hesd.sim.timebase import IST
 from protocols.dlms import axdr
 from protocols.dlms.apdu import AttributeDescriptor, DataAccessResult, by_range
@@ -528,3 +528,156 @@ def test_a_push_gives_the_instantaneous_readings_and_an_identification_push_none
     assert (identification.readings, identification.errors) == ([], [])
     [error] = norm.push(meter, (b"HES00000001", 12)).errors
     assert str(error) == f"meter M1: push: expected {len(load.columns) + 1} values, got 2"
+
+
+# -- the profile status column (AMR profile status) --------------------------------------------
+
+
+def with_status(vendor_name: str, profile: str, columns: tuple[str, ...]) -> Normaliser:
+    """The vendor's normaliser with ``profile`` capturing ``columns``."""
+    base = PROFILES[vendor_name]
+    loads = tuple(
+        dataclasses.replace(p, columns=columns) if p.name == profile else p for p in base.profiles
+    )
+    return Normaliser(dataclasses.replace(base, profiles=loads))
+
+
+BLOCK_WITH_STATUS = ("clock", "status", "current_avg", "voltage_avg", "block_energy_active_import")
+
+
+@pytest.mark.parametrize(
+    ("status", "flags"),
+    [
+        (0x00, Quality(0)),
+        (0x80, Quality.POWER_DOWN),  # b7 PDN
+        (0x20, Quality.CLOCK_ADJUSTED),  # b5 CAD
+        (0x04, Quality.DATA_INVALID),  # b2 DNV
+        (0x02, Quality.CLOCK_INVALID),  # b1 CIV
+        (0x01, Quality.DATA_INVALID),  # b0 ERR: not valid either
+        (0x05, Quality.DATA_INVALID),  # ERR comes with DNV
+        (0x08, Quality(0)),  # b3 DST: daylight saving says nothing about the value
+        (0x50, Quality(0)),  # b4 and b6 are reserved
+        (0xA0, Quality.POWER_DOWN | Quality.CLOCK_ADJUSTED),
+        (
+            0xFF,
+            Quality.POWER_DOWN
+            | Quality.CLOCK_ADJUSTED
+            | Quality.DATA_INVALID
+            | Quality.CLOCK_INVALID,
+        ),
+    ],
+)
+def test_the_profile_status_becomes_the_quality_of_its_row(status: int, flags: Quality) -> None:
+    norm, meter = with_status("is15959", "block_load", BLOCK_WITH_STATUS), context("is15959")
+    rows = [
+        [ist(2026, 1, 1, 0, 30, 0), status, 100, 23000, 5],
+        [ist(2026, 1, 1, 1, 0, 0), 0, 100, 23000, 5],
+    ]
+    batch = norm.profile_rows(meter, "block_load", rows, source=Source.SCHEDULE)
+    assert not batch.errors
+    assert [r.quantity for r in batch.readings] == [*BLOCK_WITH_STATUS[2:]] * 2  # no "status"
+    first, second = batch.readings[:3], batch.readings[3:]
+    assert {r.quality for r in first} == {flags}
+    assert {r.quality for r in second} == {Quality(0)}
+    assert {r.value for r in first} == {r.value for r in second}  # the values stay as they are
+
+
+def test_the_profile_status_adds_to_the_clocks_flags_and_may_be_last() -> None:
+    columns = ("clock", "energy_active_import", "energy_active_export", "status")
+    norm, meter = with_status("is15959", "daily_load", columns), context("is15959")
+    row = [ist(2026, 1, 2, 0, 0, 0, status=0x01), 10, 20, 0x80]  # clock invalid, power down
+    batch = norm.profile_rows(meter, "daily_load", [row], source=Source.PULL)
+    assert not batch.errors
+    assert [r.quantity for r in batch.readings] == ["energy_active_import", "energy_active_export"]
+    assert {r.quality for r in batch.readings} == {Quality.CLOCK_INVALID | Quality.POWER_DOWN}
+    assert {r.timestamp for r in batch.readings} == {dt.datetime(2026, 1, 1, 18, 30, tzinfo=UTC)}
+
+
+@pytest.mark.parametrize(
+    ("status", "shown"),
+    [
+        (256, "int 256"),
+        (-1, "int -1"),
+        (True, "bool True"),
+        ("80", "str '80'"),
+        (b"\x80", "octets 80"),
+        (None, "NoneType None"),
+        (1.0, "float 1.0"),
+    ],
+)
+def test_a_status_that_is_no_unsigned_is_an_error_naming_the_column(
+    status: object, shown: str
+) -> None:
+    norm, meter = with_status("is15959", "block_load", BLOCK_WITH_STATUS), context("is15959", "M5")
+    rows = [
+        [ist(2026, 1, 1, 0, 30, 0), status, 100, 23000, 5],
+        [ist(2026, 1, 1, 1, 0, 0), 0x80, 100, 23000, 5],
+    ]
+    batch = norm.profile_rows(meter, "block_load", rows, source=Source.PULL)
+    [error] = batch.errors
+    assert str(error) == (
+        "meter M5: block_load (1.0.99.1.0.255) row 0: column status (0.0.96.10.1.255): expected "
+        f"the profile status, an integer 0..255 (unsigned), got {shown}"
+    )
+    assert len(batch.readings) == 3  # the other row is kept
+    assert {r.quality for r in batch.readings} == {Quality.POWER_DOWN}
+
+
+def failure_day(seed: int) -> tuple[float, list[tuple[int, int]]]:
+    """The end (midnight IST) of a day holding one of the load model's supply failures, after
+    the meters' first three days, and the failures (start, end) in the blocks of that day (the
+    rows from midnight to midnight: 49, the first being the previous day's last block)."""
+    params = load.params(seed)
+    start, _ = load.outages(params, START + 3 * 86400, START + 20 * 86400)[0]
+    end = (int(start + IST) // 86400 + 1) * 86400 - IST
+    failures = load.outages(params, end - 86400 - 1800 - 3600, end)
+    return float(end), [(s, e) for s, e in failures if e > end - 86400 - 1800]
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32))
+def test_a_block_load_read_flags_power_down_on_the_blocks_of_a_supply_failure(seed: int) -> None:
+    now, failures = failure_day(seed)
+    assert failures  # the load model has one every 8 days: this day has it
+    meter = sim_meter("sunrise", seed)
+    rows = buffer(meter, "block_load", now, low=now - 86400)
+    assert len(rows) == 49  # a day of 30-minute blocks, both ends of the range included
+    batch = NORMALISERS["sunrise"].profile_rows(
+        context("sunrise"), "block_load", rows, source=Source.SCHEDULE
+    )
+    assert not batch.errors
+    assert len(batch.readings) == 49 * 4  # the status column is no reading
+    for reading in batch.readings:
+        end = reading.timestamp.timestamp()
+        hit = any(s < end and e > end - 1800 for s, e in failures)
+        assert reading.quality == (Quality.POWER_DOWN if hit else Quality(0)), reading
+    down = {r.timestamp for r in batch.readings if Quality.POWER_DOWN in r.quality}
+    assert len(down) == len(failures)  # a failure lies within one 15-minute slot: one block
+    # and the energy of such a block is what flowed: the failure's loss is made up by the next
+    # slot (cold-load pickup), within the same 30-minute block
+    for stamp in down:
+        energy = next(
+            r
+            for r in batch.readings
+            if r.timestamp == stamp and r.quantity == "block_energy_active_import"
+        )
+        end = stamp.timestamp()
+        exact = si_truth(meter, "block_energy_active_import", end)
+        assert abs(energy.value - exact) < resolution(PROFILES["sunrise"], energy.quantity)
+
+
+def test_a_block_load_read_over_a_known_supply_failure() -> None:
+    """One worked example: seed 7's meter loses supply for 247 s at 09:31:02 IST on 2024-01-13."""
+    now, [(start, end)] = failure_day(7)
+    local = dt.datetime.fromtimestamp(start, dt.timezone(dt.timedelta(seconds=IST)))
+    meter = sim_meter("sunrise", 7)
+    batch = NORMALISERS["sunrise"].profile_rows(
+        context("sunrise"),
+        "block_load",
+        buffer(meter, "block_load", now, low=now - 86400),
+        source=Source.PULL,
+    )
+    down = sorted({r.timestamp for r in batch.readings if r.quality == Quality.POWER_DOWN})
+    block_end = (int(start) // 1800 + 1) * 1800
+    assert down == [dt.datetime.fromtimestamp(block_end, UTC)]
+    assert (local.replace(tzinfo=None), end - start) == (dt.datetime(2024, 1, 13, 9, 31, 2), 247)

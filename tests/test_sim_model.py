@@ -1079,3 +1079,99 @@ def test_the_public_client_reads_only_the_public_objects() -> None:
     wire = Wire(model, "public")
     assert wire.get(attr(1, "0.0.96.1.0.255", 2)) == "00000007"
     assert wire.get(attr(3, "1.0.1.8.0.255", 2)) is DataAccessResult.READ_WRITE_DENIED
+
+
+# -- the profile status (sunrise's block load) -----------------------------------------------------
+
+STATUS_OBJECT = "0.0.96.10.1.255"
+POWER_DOWN, CLOCK_ADJUSTED = 0x80, 0x20  # AMR profile status bits 7 and 5 (IDIS, DSMR P3)
+
+
+def block_of(m: float, interval: int = 1800) -> float:
+    """The label (end, meter time) of the block whose interval [end - interval, end) holds m."""
+    return float(math.floor(m / interval) * interval + interval)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 2**32), drift=st.sampled_from([0.0, 150.0, -150.0]))
+def test_the_profile_status_says_power_down_exactly_where_the_supply_failed(
+    seed: int, drift: float
+) -> None:
+    model = meter("sunrise", seed=seed, clock_drift_ppm=drift, start=NOW - 40 * 86400)
+    captures = plain(get(model, 7, BLOCK_LOAD, 3))
+    assert isinstance(captures, list)
+    assert captures[1] == (1, obis(STATUS_OBJECT).to_bytes(), 2, 0)  # after the clock
+    whole = rows(model, BLOCK_LOAD)
+    assert len(whole) == 1680
+    assert {row[1] for row in whole} <= {0, POWER_DOWN}  # the clock was never set
+    flagged = {instant(row[0]) for row in whole if row[1] == POWER_DOWN}
+    # the load model's supply failures, on the meter's clock: a block is flagged when one
+    # overlaps it, even by a second, and only then
+    clock, p = model.clock, model.params
+    labels = [instant(row[0]) for row in whole]
+    failures = load.outages(p, clock.true_time(labels[0] - 1800) - 3600, NOW)
+    expected = {
+        label
+        for label in labels
+        if any(
+            start < clock.true_time(label) and end > clock.true_time(label - 1800)
+            for start, end in failures
+        )
+    }
+    assert flagged == expected
+    assert 3 <= len(flagged) <= 2 * 5  # a failure every 8 days; with drift one may straddle two
+    for label in flagged:  # there is no supply at some second of each flagged block
+        begin, end = clock.true_time(label - 1800), clock.true_time(label)
+        assert any(not load.supplied(p, t) for t in range(math.ceil(begin), math.ceil(end)))
+    assert [truth.profile_status(model, t - 1800, t) for t in labels] == [row[1] for row in whole]
+
+
+def test_power_down_blocks_hold_the_power_events() -> None:
+    model = meter("sunrise", seed=11)
+    flagged = {instant(row[0]) for row in rows(model, BLOCK_LOAD) if row[1] & POWER_DOWN}
+    first = min(instant(row[0]) for row in rows(model, BLOCK_LOAD)) - 1800
+    events = [row for row in rows(model, "0.0.99.98.2.255") if instant(row[0]) >= first]
+    failures = {block_of(instant(r[0])) for r in events if r[1] == 101}
+    restorations = {block_of(instant(r[0])) for r in events if r[1] == 102}
+    assert len(failures) >= 4
+    assert flagged == failures == restorations  # a failure lasts 1..10 minutes within a slot
+
+
+def test_the_profile_status_says_clock_adjusted_where_the_clock_was_set() -> None:
+    model = meter("sunrise")
+    first_set, second_set = NOW - 5000, NOW - 3000
+    clock = attr(8, "0.0.1.0.0.255", 2)
+    assert model.set("utility", clock, date_time(first_set + 700), first_set) is (
+        DataAccessResult.SUCCESS
+    )
+    shifted = act(model, 8, "0.0.1.0.0.255", 6, Typed(Tag.LONG, -300), now=second_set)
+    assert shifted is ActionResult.SUCCESS
+    assert model.clock_sets == (first_set, second_set)
+    whole = rows(model, BLOCK_LOAD)
+    adjusted = {instant(row[0]) for row in whole if row[1] & CLOCK_ADJUSTED}
+    # history follows the meter's clock as it is now: 400 s ahead
+    assert adjusted == {block_of(model.meter_time(t)) for t in (first_set, second_set)}
+    assert adjusted == {NOW - 3600, NOW - 1800}
+    assert {row[1] & ~POWER_DOWN for row in whole} == {0, CLOCK_ADJUSTED}
+    drifting = meter("sunrise")
+    drifting.set_clock_drift_ppm(100.0, NOW - 5000)  # a new drift is no setting
+    assert drifting.clock_sets == ()
+    assert not any(row[1] & CLOCK_ADJUSTED for row in rows(drifting, BLOCK_LOAD))
+
+
+def test_the_status_object_holds_the_block_in_progress() -> None:
+    model = meter("sunrise")
+    start, end = load.outages(model.params, NOW - 8 * 86400, NOW)[0]
+    block = block_of(start)
+    assert plain(get(model, 1, STATUS_OBJECT, 2, block - 1800)) == 0
+    assert plain(get(model, 1, STATUS_OBJECT, 2, end)) == POWER_DOWN
+    assert plain(get(model, 1, STATUS_OBJECT, 2, block + 1)) == 0  # the next block's
+    [row] = in_range(model, BLOCK_LOAD, block, block)
+    assert row[1] == POWER_DOWN
+    assert get(model, 1, STATUS_OBJECT, 3) is DataAccessResult.OBJECT_UNAVAILABLE
+    assert get(model, 1, STATUS_OBJECT, 2, association="public") is (
+        DataAccessResult.READ_WRITE_DENIED
+    )
+    # a vendor whose profiles capture no status has no such object
+    assert get(meter(), 1, STATUS_OBJECT, 2) is DataAccessResult.OBJECT_UNDEFINED
+    assert (1, obis(STATUS_OBJECT).to_bytes(), 2, 0) not in plain(get(meter(), 7, BLOCK_LOAD, 3))  # type: ignore[operator]

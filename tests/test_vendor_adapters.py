@@ -505,7 +505,7 @@ def test_hesctl_vendors_check_needs_no_daemon(
         "conf/vendors/kalpa.toml: ok (vendor kalpa version 2.3, 28 quantities, 56 event codes)",
         "conf/vendors/meghdoot.toml: ok (vendor meghdoot version 1.0, 30 quantities, 56 event "
         "codes)",
-        "conf/vendors/sunrise.toml: ok (vendor sunrise version 1.4, 30 quantities, 46 event codes)",
+        "conf/vendors/sunrise.toml: ok (vendor sunrise version 1.5, 30 quantities, 46 event codes)",
         f"{tmp_path}/vendors/acme.toml: ok (vendor acme version 3.1, 2 quantities, 2 event codes, "
         f"adapter {BUILT_IN})",
     ]

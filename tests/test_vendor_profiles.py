@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters import is15959
-from adapters.cosem_map import Quantity
+from adapters.cosem_map import STATUS, LoadProfile, Quantity
 from adapters.is15959 import Measure
 from adapters.profile import VendorProfile, load_profile
 from adapters.schema import ConfigError
@@ -465,3 +465,77 @@ def test_any_quantity_entry_loads_or_names_its_key(
         quantity = profile.quantities[0]
         assert quantity.name == name
         assert dataclasses.replace(quantity) == quantity
+
+
+# -- the profile status column ---------------------------------------------------------------------
+
+BLOCK_COLUMNS = '"current_avg", "voltage_avg", "block_energy_active_import"'
+
+
+def test_a_status_column_after_the_clock_and_its_object(tmp_path: Path) -> None:
+    text = (
+        MINIMAL
+        + f'[profiles.block_load]\ncolumns = ["clock", "status", {BLOCK_COLUMNS}]\n'
+        + '[profiles.daily_load]\ncolumns = ["clock", "energy_active_import", "status"]\n'
+    )
+    profile = load(tmp_path, text)
+    assert profile.profile("block_load").columns[:2] == ("clock", "status")  # type: ignore[union-attr]
+    assert profile.profile("daily_load").columns[-1] == "status"  # type: ignore[union-attr]
+    assert profile.objects.profile_status == ObisCode.parse("0.0.96.10.1.255")
+    moved = load(tmp_path, MINIMAL + '[objects]\nprofile_status = "0.0.96.10.7.255"\n')
+    assert moved.objects.profile_status == ObisCode.parse("0.0.96.10.7.255")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            '[profiles.instantaneous]\ncolumns = ["clock", "voltage_l1", "status"]\n',
+            'profiles.instantaneous.columns[2]: "status" (the profile status of each interval) '
+            "is only for profiles captured every interval: block_load and daily_load",
+        ),
+        (
+            '[profiles.billing]\ncolumns = ["clock", "status"]\n',
+            'profiles.billing.columns[1]: "status" (the profile status of each interval) is only '
+            "for profiles captured every interval: block_load and daily_load",
+        ),
+        (
+            '[profiles.block_load]\ncolumns = ["status", "clock"]\n',
+            'profiles.block_load.columns: the first column must be "clock"',
+        ),
+        (
+            '[profiles.block_load]\ncolumns = ["clock", "status", "voltage_avg", "status"]\n',
+            'profiles.block_load.columns[3]: "status" is listed twice',
+        ),
+        (
+            '[profiles.block_load]\ncolumns = ["clock", "status.capture_time"]\n',
+            'profiles.block_load.columns[1]: quantity "status" is not defined in [quantities]',
+        ),
+        (
+            '[events]\nsnapshot = ["voltage_l1", "status"]\n',
+            'events.snapshot[1]: quantity "status" is not defined in [quantities]',
+        ),
+        (
+            '[objects]\nprofile_status = "96.10.1"\n',
+            'objects.profile_status: expected an OBIS code such as "1.0.1.8.0.255", got "96.10.1"',
+        ),
+        (
+            '[objects]\nprofile_status = "0.0.96.1.0.255"\n',
+            "objects.profile_status: 0.0.96.1.0.255 is already used by objects.serial_number",
+        ),
+        (
+            '[quantities]\ntamper_count = { obis = "0.0.96.10.1.255" }\n',
+            "quantities.tamper_count.obis: 0.0.96.10.1.255 is already used by "
+            "objects.profile_status",
+        ),
+    ],
+)
+def test_errors_of_the_status_column(tmp_path: Path, extra: str, expected: str) -> None:
+    assert error(tmp_path, MINIMAL + extra) == expected
+
+
+def test_a_load_profile_checks_its_status_column() -> None:
+    clock = ObisCode.parse("1.0.99.1.0.255")
+    with pytest.raises(ValueError, match="a status column needs a capture period"):
+        LoadProfile("billing", clock, ("clock", "status"), 0, 12, None)
+    assert LoadProfile("block_load", clock, ("clock", "status"), 900, 1, None).columns[1] == STATUS

@@ -188,6 +188,17 @@ def _quantity(
     return _UNAVAILABLE
 
 
+def _profile_status(
+    meter: SimulatedMeter, _d: ObjectDef, index: int, _a: str, now: float
+) -> Value | DataAccessResult:
+    """The AMR profile status of the block in progress (what its row will capture)."""
+    if index != 2:
+        return _UNAVAILABLE
+    m = meter.meter_time(now)
+    begin = truth.block_end(meter, now)
+    return Typed(Tag.UNSIGNED, truth.profile_status(meter, begin, m))
+
+
 def _event_code(
     meter: SimulatedMeter, definition: ObjectDef, index: int, _a: str, now: float
 ) -> Value | DataAccessResult:
@@ -472,6 +483,7 @@ GETTERS: Final[dict[Kind, Getter]] = {
     Kind.FIRMWARE_VERSION: _string,
     Kind.QUANTITY: _quantity,
     Kind.EVENT_CODE: _event_code,
+    Kind.PROFILE_STATUS: _profile_status,
     Kind.DISCONNECT_CONTROL: _disconnect,
     Kind.LIMITER: _limiter,
     Kind.IMAGE_TRANSFER: _image,

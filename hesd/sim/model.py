@@ -20,7 +20,7 @@ from typing import Final
 
 from adapters.profile import EventCode, VendorProfile
 from hesd.sim import profiles
-from hesd.sim.events import TAMPER_KINDS, Event, EventLog, category_events
+from hesd.sim.events import LOG_SIZE, TAMPER_KINDS, Event, EventLog, category_events
 from hesd.sim.handlers import ACTIONS, GETTERS, SETTERS, ControlState
 from hesd.sim.image import ImageTransfer, TransferStatus
 from hesd.sim.load import LoadParams, params
@@ -107,6 +107,7 @@ class SimulatedMeter:
 
     __slots__ = (
         "_clock",
+        "_clock_sets",
         "_firmware",
         "_limiter",
         "_log",
@@ -129,6 +130,7 @@ class SimulatedMeter:
         self._clock: ClockMap | None = (
             ClockMap(0.0, spec.clock_drift_ppm, spec.start) if spec.clock_drift_ppm else None
         )
+        self._clock_sets: tuple[float, ...] = ()  # when the clock was set, the newest LOG_SIZE
         self._relay = ControlState.CONNECTED
         self._limiter: tuple[int, int, int, int, int] | None = None  # None: never written
         self._firmware: str | None = None  # None: the spec's, until an image is activated
@@ -159,6 +161,12 @@ class SimulatedMeter:
     @property
     def event_log(self) -> EventLog | None:
         return self._log
+
+    @property
+    def clock_sets(self) -> tuple[float, ...]:
+        """The simulated times at which the clock was set or shifted (the newest ``LOG_SIZE``),
+        oldest first: what the profile status reports as "clock adjusted"."""
+        return self._clock_sets
 
     @property
     def limiter(self) -> tuple[int, int, int, int, int]:
@@ -217,6 +225,7 @@ class SimulatedMeter:
     def set_clock_to(self, meter_time: float, now: float) -> None:
         """Set the clock to show ``meter_time`` at ``now`` (logs a clock-set event)."""
         self._set_clock(self.clock.reset(now, meter_time))
+        self._clock_sets = (*self._clock_sets[1 - LOG_SIZE :], now)
         self.log("clock_set", now)
 
     def inject_event(self, what: str | int, t: float) -> EventCode:

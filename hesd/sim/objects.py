@@ -17,7 +17,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-from adapters.cosem_map import CAPTURE_TIME, LoadProfile, Quantity
+from adapters.cosem_map import CAPTURE_TIME, STATUS, LoadProfile, Quantity
 from adapters.is15959 import EVENT_CATEGORIES
 from adapters.profile import VendorProfile
 from hesd.sim.events import TAMPER_KINDS
@@ -45,6 +45,7 @@ class Kind(enum.Enum):
     EVENT_PROFILE = "event_profile"
     EVENT_SCALER_PROFILE = "event_scaler_profile"
     EVENT_CODE = "event_code"  # last event code of one category
+    PROFILE_STATUS = "profile_status"  # AMR profile status, for profiles with a status column
     NAMEPLATE = "nameplate"
     DISCONNECT_CONTROL = "disconnect_control"
     LIMITER = "limiter"
@@ -157,15 +158,20 @@ def _column_capture(profile: VendorProfile, quantities: dict[str, Quantity], col
     """The capture object definition of a profile column."""
     if column == "clock":
         return capture_object(8, profile.objects.clock, 2)
+    if column == STATUS:
+        return capture_object(1, profile.objects.profile_status, 2)
     name = column.removesuffix(CAPTURE_TIME)
     quantity = quantities[name]
     return capture_object(quantity.class_id, quantity.obis, 5 if column != name else 2)
 
 
 def _register_columns(quantities: dict[str, Quantity], columns: tuple[str, ...]) -> tuple[str, ...]:
-    """The columns that have a scaler_unit: registers and extended registers, not the clock."""
+    """The columns that have a scaler_unit: registers and extended registers, not the clock
+    or the status."""
     return tuple(
-        c for c in columns if c != "clock" and CAPTURE_TIME not in c and quantities[c].class_id != 1
+        c
+        for c in columns
+        if c not in ("clock", STATUS) and CAPTURE_TIME not in c and quantities[c].class_id != 1
     )
 
 
@@ -197,6 +203,8 @@ def _build(profile: VendorProfile) -> VendorTables:
     scaler_columns: dict[str, tuple[str, ...]] = {}
     for load in profile.profiles:
         add(Kind.LOAD_PROFILE, load.obis, load.name)
+        if STATUS in load.columns:  # the meter has the object when a profile captures it
+            add(Kind.PROFILE_STATUS, objs.profile_status)
         capture[load.name] = tuple(_column_capture(profile, quantities, c) for c in load.columns)
         if load.scaler_obis is not None:
             add(Kind.SCALER_PROFILE, load.scaler_obis, load.name)

@@ -8,6 +8,9 @@ columns first, and only the picked rows are computed.
 * block load: a row at every multiple of the block interval on the meter's clock, with the
   block's energy and averages;
 * daily load: a row at 00:00 IST with the cumulative registers;
+* a "status" column (block or daily load) is the AMR profile status of the row's interval:
+  power down when a supply failure of the load model overlaps it, clock adjusted when the
+  clock was set or shifted during it (``truth.profile_status``);
 * billing: a row at 00:00 IST on the 1st of every month with the registers and the month's
   maximum demand;
 * event profiles: clock, event code and the vendor's snapshot quantities at the event;
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Final
 
-from adapters.cosem_map import CAPTURE_TIME
+from adapters.cosem_map import CAPTURE_TIME, STATUS
 from adapters.is15959 import Measure
 from hesd.sim import truth
 from hesd.sim.events import Event, category_events
@@ -302,6 +305,10 @@ def _row(
     for name in names:
         if name == "clock":
             cells.append(date_time_octets(label))
+            continue
+        if name == STATUS:  # block_load and daily_load only: the row's interval before it
+            begin = label - meter.tables.profiles[mode].interval
+            cells.append(Typed(Tag.UNSIGNED, truth.profile_status(meter, begin, label)))
             continue
         base = name.removesuffix(CAPTURE_TIME)
         quantity = meter.tables.quantities[base]

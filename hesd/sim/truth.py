@@ -25,7 +25,7 @@ from decimal import Context, Decimal
 from fractions import Fraction
 from typing import TYPE_CHECKING, Final
 
-from adapters.cosem_map import Quantity
+from adapters.cosem_map import ProfileStatus, Quantity
 from adapters.is15959 import TIME_UNITS, Measure
 from hesd.sim import load
 from hesd.sim.timebase import DAY, IST, ClockMap, month_index, month_start
@@ -41,6 +41,7 @@ __all__ = [
     "block_raw",
     "capture_time",
     "max_demand",
+    "profile_status",
     "raw",
     "raw_of",
     "scale",
@@ -331,6 +332,21 @@ def _current_avg(meter: SimulatedMeter, slots: list[int]) -> Fraction:
             _phase_current(meter, ph, watts, load.slot_voltage_mv(p, ph, s)) for ph in range(3)
         )
     return Fraction(total, 3 * len(slots) * 10**6)
+
+
+def profile_status(meter: SimulatedMeter, begin: float, end: float) -> int:
+    """The AMR profile status of the interval from meter time ``begin`` to ``end``: power down
+    when a supply failure overlaps it, clock adjusted when the clock was set or shifted during
+    it (into it: the row that flags a setting is the one whose interval holds the new time)."""
+    p, clock = meter.params, meter.clock
+    first, last = max(clock.true_time(begin), meter.start), clock.true_time(end)
+    status = ProfileStatus(0)
+    # load.outages lists failures by their start; each lasts outage_s seconds
+    if any(stop > first for _, stop in load.outages(p, first - p.outage_s, last)):
+        status |= ProfileStatus.POWER_DOWN
+    if any(first <= t < last for t in meter.clock_sets):
+        status |= ProfileStatus.CLOCK_ADJUSTED
+    return int(status)
 
 
 def max_demand(meter: SimulatedMeter, m: float) -> tuple[Fraction, float]:
