@@ -2,7 +2,9 @@
 """docs/mdm-api.yaml, the uplink contract: a valid OpenAPI 3.0 document whose request schemas
 are exactly what ``adapters.model``'s ``to_json()`` produce (plus ``seq``).
 
-Needs PyYAML, openapi-spec-validator and jsonschema (the `test` extra).
+jsonschema is the reference reading of the schemas here; bench/mdm_receiver.py checks bodies with
+fastjsonschema (faster), so both are held to the same verdicts on good and broken payloads.
+Needs PyYAML, openapi-spec-validator, jsonschema and fastjsonschema (the `test` extra).
 """
 
 from __future__ import annotations
@@ -25,11 +27,10 @@ from openapi_spec_validator import validate
 
 from adapters import is15959
 from adapters.model import CommandStatus, Quality, Reading, Source
+from bench.mdm_receiver import KINDS, MAX_RECORDS, MdmReceiver, request_checks
 from tests import mdm_payloads as mp
 
 SPEC = Path(__file__).resolve().parent.parent / "docs" / "mdm-api.yaml"
-KINDS = ("readings", "events", "command-results")
-MAX_RECORDS = 10_000
 BATCH_SCHEMA = {
     "readings": "ReadingBatch",
     "events": "EventBatch",
@@ -191,6 +192,7 @@ def batches(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
 def test_what_hesd_sends_is_valid(sent: tuple[str, dict[str, Any]]) -> None:
     kind, body = sent
     assert first_error(BATCH_SCHEMA[kind], body) is None
+    assert request_checks()[kind](body) is None
 
 
 # (where, the change, the field the error names)
@@ -232,6 +234,9 @@ def test_a_broken_reading_is_refused_naming_the_field(field: str, change: Any, n
     assert error is not None
     assert error.startswith("$.records[1]"), error
     assert named in error, error
+    fast = request_checks()["readings"](body)
+    assert fast is not None
+    assert fast.startswith("$.records[1]"), fast
 
 
 @pytest.mark.parametrize(("field", "change", "named"), BREAKAGES)
@@ -246,12 +251,15 @@ def test_a_broken_event_or_command_result_is_refused(field: str, change: Any, na
         error = first_error(BATCH_SCHEMA[kind], body)
         assert error is not None, kind
         assert named in error, error
+        assert request_checks()[kind](body) is not None, kind
 
 
 @settings(max_examples=100, deadline=None)
 @given(batches(), st.data())
-def test_broken_records_are_refused(sent: tuple[str, dict[str, Any]], data: st.DataObject) -> None:
-    """A required field dropped, or replaced by a value of the wrong type."""
+def test_both_validators_refuse_the_same_broken_records(
+    sent: tuple[str, dict[str, Any]], data: st.DataObject
+) -> None:
+    """A required field dropped, or replaced by a value of the wrong type: both say no."""
     kind, body = sent
     record = body["records"][0]
     field = data.draw(st.sampled_from(sorted(record)))
@@ -261,6 +269,7 @@ def test_broken_records_are_refused(sent: tuple[str, dict[str, Any]], data: st.D
     else:
         record[field] = {"not": "this"} if not isinstance(record[field], dict) else []
     assert first_error(BATCH_SCHEMA[kind], body) is not None
+    assert request_checks()[kind](body) is not None
 
 
 def test_envelope_limits() -> None:
@@ -274,3 +283,13 @@ def test_envelope_limits() -> None:
     assert first_error("ReadingBatch", full) is None
     over = {**body, "records": body["records"] * (MAX_RECORDS + 1)}
     assert first_error("ReadingBatch", over) is not None
+
+
+def test_the_receiver_serves_exactly_the_documented_paths() -> None:
+    app = MdmReceiver(validate=False).app
+    served = {
+        (route.method.lower(), route.resource.canonical)
+        for route in app.router.routes()
+        if route.resource is not None and route.resource.canonical.startswith("/api/")
+    }
+    assert served == {("post", path) for path in spec()["paths"]}
