@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import sqlite3
 import subprocess
 import threading
@@ -218,4 +219,50 @@ def test_kill_9_in_a_push_storm_loses_nothing_acknowledged(
     no_duplicates(readings)  # batches resent after the restart were deduplicated
     in_order(readings)
     assert acknowledged <= pushes(readings)
+    fleet.hesd.stop()
+
+
+def test_dead_letters_are_shown_replayed_and_purged_with_hesctl(
+    tmp_path: Path, start_hesd: StartHesd, mdm: ReceiverThread
+) -> None:
+    fleet = Fleet(tmp_path, start_hesd, mdm, push_every=1.0)
+    refused = "SIM-is15959-000001"
+    mdm.sync(lambda: mdm.mdm.reject(refused))
+    wait_for(lambda: len(pushes(mdm.readings())) >= 2 * (METERS - 1), 30, "pushes")
+
+    def dead() -> dict[str, Any]:
+        info: dict[str, Any] = json.loads(fleet.hesd.hesctl("outbox", "--json").stdout)
+        return info
+
+    wait_for(lambda: dead()["dead_letters"] > 0, 30, "a dead letter")
+    fleet.sim.kill()
+    shown = fleet.hesd.hesctl("outbox").stdout
+    assert "DEAD BATCH" in shown
+    assert refused in shown  # the MDM's answer names the meter
+    assert all(r["meter_id"] != refused for r in mdm.readings())
+
+    mdm.sync(mdm.mdm.reset_faults)
+    replayed = fleet.hesd.hesctl("outbox", "replay").stdout
+    assert "records queued again" in replayed
+    wait_for(
+        lambda: any(r["meter_id"] == refused for r in mdm.readings()), 30, "the replayed meter"
+    )
+    wait_drained(fleet)
+
+    mdm.sync(lambda: mdm.mdm.reject("SIM-is15959-000002"))
+    fleet.hesd.stop()
+    fleet.sim = SimProcess(
+        tmp_path,
+        *("--meters", str(METERS), "--mode", "dial", "--hes", f"127.0.0.1:{fleet.port}"),
+        *("--time-scale", "900", "--push-interval", "900", "--start", START),
+    )
+    fleet.restart_hesd()
+    wait_for(lambda: dead()["dead_letters"] > 0, 30, "another dead letter")
+    fleet.sim.kill()
+    declined = fleet.hesd.hesctl("outbox", "purge", "--dead-letters", stdin="n\n", check=False)
+    assert declined.returncode != 0  # asked, and the answer was no
+    assert dead()["dead_letters"] > 0
+    purged = fleet.hesd.hesctl("outbox", "purge", "--dead-letters", "--yes").stdout
+    assert "records deleted" in purged
+    assert dead()["dead_letters"] == 0
     fleet.hesd.stop()
