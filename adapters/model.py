@@ -71,7 +71,7 @@ class Source(enum.StrEnum):
 class Quality(enum.Flag):
     """What the MDM should know about a value or a timestamp; no flag: a good value."""
 
-    CLOCK_INVALID = enum.auto()  # the meter said its clock is invalid (clock status bit 0)
+    CLOCK_INVALID = enum.auto()  # clock status bit 0, or the profile status's clock invalid bit
     CLOCK_DOUBTFUL = enum.auto()  # ... or doubtful (bit 1), or the status was invalid (bit 3)
     CLOCK_ADJUSTED = enum.auto()  # the clock was set during the interval (profile status)
     POWER_DOWN = enum.auto()  # a power failure during the interval (profile status)
@@ -168,7 +168,7 @@ class Reading:
     unit: str  # normalised unit: kWh, kVAh, kvarh, kW, kVA, kvar, V, A, Hz, s, "", count
     timestamp: dt.datetime  # UTC; for interval data the end of the interval
     source: Source
-    obis: str  # the COSEM object it came from, "A-B:C.D.E*F" ("" for JSON uplinks)
+    obis: str  # the COSEM object it came from, "A.B.C.D.E.F" ("" for JSON uplinks)
     interval: int | None = None  # seconds the value covers (profile data), None for a sample
     quality: Quality = NO_FLAGS
     capture_time: dt.datetime | None = None  # when a maximum demand occurred (UTC)
@@ -299,6 +299,8 @@ class CommandResult:
     data: Mapping[str, Any] = field(default_factory=dict)  # command-specific, JSON-ready
 
     def __post_init__(self) -> None:
+        if not self.command_id or not self.meter_id or not self.command:
+            raise ValueError("command result: empty command id, meter id or command")
         _utc(self.requested_at, f"command {self.command_id}: requested_at")
         _utc(self.finished_at, f"command {self.command_id}: finished_at")
         if self.attempts < 0:
