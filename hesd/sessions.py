@@ -80,6 +80,7 @@ class SessionManager:
         self.dialer: Dialer | None = None
         self.providers: dict[str, LinkProvider] = {}  # by transport name
         self._closing = False
+        self.on_online: list[Callable[[str], None]] = []  # told when a meter's link attaches
 
     # -- what is there -----------------------------------------------------------------------
 
@@ -95,6 +96,18 @@ class SessionManager:
 
     def online(self, meter_id: str) -> bool:
         return meter_id in self._links
+
+    async def reachable(self, meter_id: str) -> bool:
+        """The meter has a link, or its transport can bring one up on request (dial, MQTT)."""
+        if meter_id in self._links:
+            return True
+        record = await self._registry.get(meter_id)
+        if record is None:
+            return False
+        transport = record.entry.transport
+        if transport == "tcp-out":
+            return self.dialer is not None
+        return transport in self.providers
 
     def attached(self, meter_id: str) -> MeterSession | None:
         """The meter's session if it has one now (its vendor and firmware are known then)."""
@@ -179,6 +192,8 @@ class SessionManager:
         self._links[meter_id] = task
         self._tasks.add(task)
         task.add_done_callback(functools.partial(self._link_done, meter_id))
+        for listener in self.on_online:
+            listener(meter_id)
         return task
 
     def _link_done(self, meter_id: str, task: asyncio.Task[str]) -> None:
