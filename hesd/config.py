@@ -120,6 +120,7 @@ class LimitsConfig:
     max_requests: int  # requests in flight across the fleet
     request_timeout: float  # the longest one request (incl. association and blocks) may take
     session_max_bytes: int  # the most a meter may send in one request (blocks included)
+    command_workers: int = 64  # commands the router runs at once across the fleet
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +279,7 @@ def parse_config(doc: Table, base: Path) -> Config:
         session_max_bytes=limits_t.integer(
             "session_max_bytes", lo=1024, hi=1 << 30, default=16 << 20
         ),
+        command_workers=limits_t.integer("command_workers", lo=1, hi=100_000, default=64),
     )
     limits_t.finish()
 

@@ -36,8 +36,10 @@ from adapters.profile import VendorProfile
 from adapters.schema import ConfigError
 from hesd import __version__
 from hesd.api.app import build_app
+from hesd.commands import command_kinds
 from hesd.config import Config, load_config
 from hesd.notify import Notifier
+from hesd.router import CommandRouter
 from hesd.secrets import SecretStore, load_secrets
 from hesd.sessions import SessionManager
 from hesd.store import InvocationCounters, Registry, Store
@@ -84,6 +86,7 @@ class Daemon:
         self.mqtt: MqttTransport | None = None
         self.normalisers: dict[str, Normaliser] = {}
         self.outbox: Outbox | None = None
+        self.router: CommandRouter | None = None
         self.forwarder: Forwarder | None = None
         self.pushes_received = 0
         self.json_records = 0
@@ -269,6 +272,15 @@ class Daemon:
                     helpers.append(_named(tg, self.mqtt.run(), "mqtt:client"))
                 if self.forwarder is not None:
                     helpers.append(_named(tg, self.forwarder.run(), "uplink:forwarder"))
+                router = self.router = CommandRouter(
+                    store,
+                    self._sessions,
+                    command_kinds(lambda: self.normalisers),
+                    self.outbox,
+                    workers=config.limits.command_workers,
+                )
+                self._sessions.on_online.append(router.meter_online)
+                router_task = _named(tg, router.run(), "router:commands")
                 self.state = "running"
                 self.notifier.notify("READY=1", f"STATUS={await self._status_line()}")
                 log.info(
@@ -286,6 +298,8 @@ class Daemon:
                 started = time.monotonic()
                 await self.listener.close()  # stop accepting meters
                 await runner.cleanup()  # stop accepting, wait for in-flight requests (bounded)
+                router.close()  # commands in flight stay 'sent': judged at the next start
+                await router_task
                 await self._sessions.close(grace=self.config.daemon.drain_timeout)
                 await self.serial.close()  # after the sessions: their goodbyes go out first
                 if self.mqtt is not None:

@@ -24,6 +24,7 @@ from hesd import __version__
 from hesd.api.values import value_json, value_text
 from hesd.inventory import InventoryError, format_inventory, parse_inventory
 from hesd.reads import read_events, read_profile, read_quantities
+from hesd.router import CommandRejected, CommandRouter, CommandState
 from hesd.session import MeterSession, SessionError
 from hesd.store.registry import METER_ID, STATUSES, RegistryConflict
 from protocols.dlms import apdu as x
@@ -556,6 +557,68 @@ async def purge_dead_letters(request: web.Request) -> web.Response:
     return _json({"purged": int(row[0])})
 
 
+# -- commands (hesd/router.py) ---------------------------------------------------------------
+
+
+def _router(request: web.Request) -> CommandRouter:
+    router = request.app[DAEMON].router
+    if router is None:
+        raise ApiError(503, "Service Unavailable", "the command router is not running")
+    return router
+
+
+async def submit_command(request: web.Request) -> web.Response:
+    router = _router(request)
+    body = await _json_body(request)
+    meter_id, kind = body.get("meter_id"), body.get("kind")
+    params, expires_in = body.get("params", {}), body.get("expires_in", 3600)
+    if not isinstance(meter_id, str) or not isinstance(kind, str):
+        raise ApiError(400, "Bad Request", "meter_id and kind: expected strings")
+    if not isinstance(params, dict):
+        raise ApiError(400, "Bad Request", "params: expected an object")
+    if not isinstance(expires_in, int | float) or isinstance(expires_in, bool):
+        raise ApiError(400, "Bad Request", "expires_in: expected seconds")
+    if await request.app[DAEMON].registry.get(meter_id) is None:
+        raise ApiError(404, "Not Found", f"meter {meter_id!r} is not in the registry")
+    try:
+        cmd = await router.submit(meter_id, kind, params, "api", float(expires_in))
+    except CommandRejected as exc:
+        raise ApiError(400, "Bad Request", str(exc)) from None
+    return web.json_response(cmd.to_json(), status=202)
+
+
+async def get_command(request: web.Request) -> web.Response:
+    command_id = request.match_info["command_id"]
+    cmd = await _router(request).get(command_id)
+    if cmd is None:
+        raise ApiError(404, "Not Found", f"command {command_id!r} does not exist")
+    body = cmd.to_json()
+    body["audit"] = [
+        {"at": at, "state": state, "detail": detail}
+        for at, state, detail in await _router(request).audit(command_id)
+    ]
+    return web.json_response(body)
+
+
+async def list_commands(request: web.Request) -> web.Response:
+    state = request.query.get("state")
+    if state is not None and state not in {s.value for s in CommandState}:
+        raise ApiError(400, "Bad Request", f"state: {state!r} is not a command state")
+    found = await _router(request).find(state, request.query.get("meter"))
+    return web.json_response({"commands": [c.to_json() for c in found]})
+
+
+async def cancel_command(request: web.Request) -> web.Response:
+    command_id = request.match_info["command_id"]
+    try:
+        cmd = await _router(request).cancel(command_id)
+    except KeyError:
+        raise ApiError(404, "Not Found", f"command {command_id!r} does not exist") from None
+    except CommandRejected as exc:
+        raise ApiError(409, "Conflict", str(exc)) from None
+    return web.json_response(cmd.to_json())
+
+
 def build_app(daemon: Daemon) -> web.Application:
     app = web.Application(
         middlewares=[problem_middleware],
@@ -572,4 +635,8 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/api/v1/outbox", get_outbox)
     app.router.add_post("/api/v1/outbox/replay", replay_outbox)
     app.router.add_delete("/api/v1/outbox/dead-letters", purge_dead_letters)
+    app.router.add_post("/api/v1/commands", submit_command)
+    app.router.add_get("/api/v1/commands", list_commands)
+    app.router.add_get("/api/v1/commands/{command_id:[0-9a-f]{32}}", get_command)
+    app.router.add_delete("/api/v1/commands/{command_id:[0-9a-f]{32}}", cancel_command)
     return app
