@@ -11,8 +11,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from hesd.api.app import DAEMON, build_app
+from hesd.commands import command_kinds
 from hesd.config import load_config
 from hesd.daemon import Daemon, build_normalisers
+from hesd.router import CommandRouter
 from hesd.store import MeterEntry, Registry, Store
 from hesd.uplink.outbox import Outbox
 
@@ -178,3 +180,74 @@ async def test_a_bad_read_says_what_is_wrong(
     assert response.status == 400, await response.text()
     assert response.content_type == "application/problem+json"
     assert (await response.json())["detail"].startswith(detail)
+
+
+class Unreachable:
+    """Every meter offline: commands stay queued, which is what these API tests look at."""
+
+    async def reachable(self, meter_id: str) -> bool:
+        return False
+
+    async def request(self, meter_id: str, op: object) -> object:
+        raise AssertionError("no meter is reachable")
+
+
+async def test_commands_submit_get_list_cancel(client: TestClient) -> None:
+    daemon = client.app[DAEMON]
+    await daemon.registry.upsert([MeterEntry("M1", "is15959", "tcp-in")])
+    daemon.router = CommandRouter(
+        daemon.store,
+        Unreachable(),
+        command_kinds(lambda: daemon.normalisers),
+        daemon.outbox,  # type: ignore[arg-type]
+        workers=4,
+    )
+    response = await client.post(
+        "/api/v1/commands", json={"meter_id": "M1", "kind": "disconnect", "expires_in": 600}
+    )
+    assert response.status == 202, await response.text()
+    command = await response.json()
+    assert (command["state"], command["meter_id"], command["kind"]) == (
+        "queued",
+        "M1",
+        "disconnect",
+    )
+    url = f"/api/v1/commands/{command['command_id']}"
+    shown = await (await client.get(url)).json()
+    assert [a["state"] for a in shown["audit"]] == ["queued"]
+    listed = await (await client.get("/api/v1/commands?state=queued&meter=M1")).json()
+    assert [c["command_id"] for c in listed["commands"]] == [command["command_id"]]
+    cancelled = await client.delete(url)
+    assert (await cancelled.json())["state"] == "cancelled"
+    again = await client.delete(url)
+    assert again.status == 409
+    assert again.content_type == "application/problem+json"
+    missing = await client.get("/api/v1/commands/" + "0" * 32)
+    assert missing.status == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "detail"),
+    [
+        ({"kind": "disconnect"}, 400, "meter_id and kind: expected strings"),
+        ({"meter_id": "M1", "kind": "disconnect", "params": []}, 400, "params: expected"),
+        ({"meter_id": "M1", "kind": "disconnect", "expires_in": "1h"}, 400, "expires_in"),
+        ({"meter_id": "NOPE", "kind": "disconnect"}, 404, "meter 'NOPE' is not in the registry"),
+        ({"meter_id": "M1", "kind": "explode"}, 400, "explode"),
+    ],
+)
+async def test_a_bad_command_says_what_is_wrong(
+    client: TestClient, body: dict[str, object], status: int, detail: str
+) -> None:
+    daemon = client.app[DAEMON]
+    await daemon.registry.upsert([MeterEntry("M1", "is15959", "tcp-in")])
+    daemon.router = CommandRouter(
+        daemon.store,
+        Unreachable(),
+        command_kinds(lambda: daemon.normalisers),
+        daemon.outbox,  # type: ignore[arg-type]
+        workers=4,
+    )
+    response = await client.post("/api/v1/commands", json=body)
+    assert response.status == status, await response.text()
+    assert detail in (await response.json())["detail"]
