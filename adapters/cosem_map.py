@@ -26,6 +26,7 @@ from protocols.dlms.obis import ObisCode
 
 __all__ = [
     "CAPTURE_TIME",
+    "OPTIONAL_OBJECTS",
     "STATUS",
     "EventCode",
     "EventLog",
@@ -56,6 +57,9 @@ INTEGER_TYPES: Final = {  # the A-XDR types a register value may have (IEC 62056
 }
 UNITS: Final = {u.symbol: u for u in reversed(Unit)}  # first code of a symbol wins
 CLASS_NAMES: Final = {1: "Data", 3: "Register", 4: "Extended register"}
+# Standard objects that meters may lack, IS 15959 having no such object: none unless the profile
+# names one ("" says none as well). The others always exist, at the IS 15959 code by default.
+OPTIONAL_OBJECTS: Final = ("gsm_diagnostic",)
 PROFILE_NAMES: Final = tuple(is15959.PROFILES)
 
 
@@ -78,7 +82,8 @@ class ProfileStatus(enum.IntFlag):
 
 @dataclass(frozen=True, slots=True)
 class StandardObjects:
-    """OBIS codes of the standard objects (IS 15959 Part 1 defaults in ``is15959.OBJECTS``)."""
+    """OBIS codes of the standard objects (IS 15959 Part 1 defaults in ``is15959.OBJECTS``); an
+    optional one (``OPTIONAL_OBJECTS``) is None where the meters have none."""
 
     clock: ObisCode
     logical_device_name: ObisCode
@@ -94,6 +99,8 @@ class StandardObjects:
     security_setup: ObisCode
     association: ObisCode
     profile_status: ObisCode  # the AMR profile status (``ProfileStatus``) of "status" columns
+    # Optional objects (``OPTIONAL_OBJECTS``): None when the meters have none.
+    gsm_diagnostic: ObisCode | None  # GSM diagnostic (IC 47) of a cellular modem
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,9 +223,11 @@ def read_objects(doc: Table, registry: ObisRegistry) -> StandardObjects:
     codes = {
         f.name: read_obis(table, f.name, is15959.OBJECTS[f.name], registry)
         for f in fields(StandardObjects)
+        if f.name not in OPTIONAL_OBJECTS
     }
+    gsm_diagnostic = _optional_obis(table, "gsm_diagnostic", "", registry)
     table.finish()
-    return StandardObjects(**codes)
+    return StandardObjects(**codes, gsm_diagnostic=gsm_diagnostic)
 
 
 def _unit(table: Table, name: str, default: str) -> Unit:

@@ -270,15 +270,18 @@ def _fetch_meters(client: Client, status: str | None, vendor: str | None) -> lis
         after = page["next_after"]
 
 
+def _signal(dbm: int | None) -> str:
+    return "-" if dbm is None else f"{dbm} dBm"
+
+
 def _meter_row(m: dict[str, Any]) -> list[str]:
-    signal = "-" if m["signal_quality"] is None else f"{m['signal_quality']} dBm"
     return [
         m["meter_id"],
         m["vendor"],
         m["transport"],
         m["status"],
         _when(m["last_seen"]),
-        signal,
+        _signal(m["signal_quality"]),
         m["firmware"] or "-",
     ]
 
@@ -316,6 +319,7 @@ def meters_show(ctx: click.Context, meter_id: str, as_json: bool) -> None:
         click.echo(json.dumps(meter, indent=2))
         return
     meter["last_seen"] = _when(meter["last_seen"])
+    meter["signal_quality"] = _signal(meter["signal_quality"])
     meter["tags"] = ";".join(f"{k}={v}" for k, v in meter["tags"].items())
     width = max(len(k) for k in meter)
     for key, value in meter.items():

@@ -5,7 +5,9 @@ transport gives it (TCP either way, a serial bus, MQTT) and the vendor's framing
 HDLC). Requests (``get``, ``set``, ``action``) are serialised: one at a time per meter, as meters
 expect. The session associates on the first request with the vendor profile's association, keeps
 the association while the meter is active, and associates again after the meter's inactivity
-timeout or a closed link.
+timeout or a closed link. Once per connection, right after association, it reads what the
+registry keeps of the meter: the firmware version and, where the profile has a GSM diagnostic
+object, the modem's signal quality.
 
 ``serve(link, framing)`` runs for as long as the link is up: it reads bytes, feeds the framing
 and the connection, resolves the waiting request, hands Data-Notifications to ``on_notification``
@@ -59,6 +61,7 @@ from protocols.dlms.connection import (
     State,
     TimedOut,
 )
+from protocols.dlms.cosem import CellInfo
 from protocols.dlms.framing import (
     ApduArrived,
     ApduFraming,
@@ -175,8 +178,9 @@ class MeterSession:
         self._shared = False  # the link is a SharedLink: link layer inside the wire holds
         self._opening_sent = False  # the framing's opening (SNRM) is out for this connection
         self._link_layer_down: asyncio.Future[None] | None = None  # shared: a DISC is out
-        self._firmware_link: Link | None = None  # the connection the firmware was read on
+        self._identity_link: Link | None = None  # the connection _read_identity ran on
         self.firmware: str | None = None  # as the meter reported it on this connection
+        self.signal_quality: int | None = None  # dBm, from the modem's GSM diagnostic, ditto
 
     # -- state -------------------------------------------------------------------------------
 
@@ -529,9 +533,9 @@ class MeterSession:
             await self._disc_retried()
             async with self._wire():
                 conn = await self._ensure_associated()
-                if self._firmware_link is not self._link:  # once per connection, associated
-                    self._firmware_link = self._link
-                    await self._read_firmware(conn)
+                if self._identity_link is not self._link:  # once per connection, associated
+                    self._identity_link = self._link
+                    await self._read_identity(conn)
                 return await self._exchange(conn, send)
 
     async def _exchange(
@@ -547,12 +551,13 @@ class MeterSession:
         self._last_activity = self._clock()
         return event
 
-    async def _read_firmware(self, conn: ClientConnection) -> None:
-        """The registry's firmware version, as the meter reports it now (it changes with an
-        upgrade over the air). A meter that does not say is not an error: its value stays."""
-        obis = self.settings.profile.objects.firmware_version
-        attribute = x.AttributeDescriptor(1, obis, 2)
-        event = await self._exchange(conn, lambda c, now: c.get(attribute, now))
+    async def _read_identity(self, conn: ClientConnection) -> None:
+        """What the registry keeps of the meter, as it reports it now: the firmware version (it
+        changes with an upgrade over the air) and, from the GSM diagnostic (IC 47) of a meter
+        whose profile has one, its modem's signal in dBm. A meter that does not say is not an
+        error: the registry's value stays."""
+        objects = self.settings.profile.objects
+        event = await self._get_now(conn, x.AttributeDescriptor(1, objects.firmware_version, 2))
         value = event.result if isinstance(event, GetCompleted) else None
         if isinstance(value, bytes) and value.isascii() and value.decode().isprintable():
             self.firmware = value.decode().strip()
@@ -560,6 +565,18 @@ class MeterSession:
         else:
             said = _failure(event) if not isinstance(event, GetCompleted) else repr(value)[:60]
             log.info("session.firmware_unknown", meter=self.meter_id, answer=said)
+        if objects.gsm_diagnostic is not None:
+            cell_info = x.AttributeDescriptor(47, objects.gsm_diagnostic, 6)
+            dbm, said = _signal_dbm(await self._get_now(conn, cell_info))
+            if dbm is None:
+                log.info("session.signal_unknown", meter=self.meter_id, answer=said)
+            else:
+                self.signal_quality = dbm
+                self._registry.note_state(self.meter_id, signal_quality=dbm)
+
+    async def _get_now(self, conn: ClientConnection, attribute: x.AttributeDescriptor) -> Event:
+        """GET within the request under way (associated, holding the wire)."""
+        return await self._exchange(conn, lambda c, now: c.get(attribute, now))
 
     async def _disc_retried(self) -> None:
         """Shared link: a DISC that ended an abandoned exchange is retried in turns of its own on
@@ -645,6 +662,21 @@ class MeterSession:
 
 def _describe(descriptor: x.AttributeDescriptor) -> str:
     return f"{descriptor.class_id}/{descriptor.instance}/{descriptor.attribute}"
+
+
+def _signal_dbm(event: Event) -> tuple[int | None, str]:
+    """The signal in dBm from the answer to a GET of cell_info, or None and what the meter said
+    instead (a malformed cell_info is the meter's: logged, and the session goes on)."""
+    if not isinstance(event, GetCompleted):
+        return None, _failure(event)
+    if isinstance(event.result, x.DataAccessResult):
+        return None, event.result.name.lower()
+    try:
+        cell = CellInfo.from_value(event.result)
+    except RemoteProtocolError as exc:
+        return None, str(exc)
+    # 3GPP TS 27.007 §8.5: -113 + 2 * <rssi> dBm; 99 is not known (None)
+    return cell.rssi_dbm, f"signal_quality {cell.signal_quality}"
 
 
 def _failure(event: Event) -> str:

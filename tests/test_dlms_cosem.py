@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal
 
 import pytest
@@ -13,6 +14,7 @@ from protocols.dlms.axdr import Tag, Typed, decode_all, encode
 from protocols.dlms.cosem import (
     INTERFACE_CLASSES,
     Attribute,
+    CellInfo,
     ClockStatus,
     InterfaceClass,
     Method,
@@ -20,12 +22,14 @@ from protocols.dlms.cosem import (
     Unit,
     attribute,
     interface_class,
+    likely_class,
 )
+from protocols.dlms.obis import ObisCode
 from protocols.errors import LocalProtocolError, RemoteProtocolError
 
 # The classes the brief names, with the version IS 15959 meters implement.
 EXPECTED_VERSIONS = {1: 0, 3: 0, 4: 0, 5: 0, 7: 1, 8: 0, 9: 0, 15: 1, 18: 0}
-EXPECTED_VERSIONS |= {23: 1, 40: 0, 64: 0, 70: 0, 71: 0}
+EXPECTED_VERSIONS |= {23: 1, 40: 0, 47: 1, 64: 0, 70: 0, 71: 0}
 
 
 def test_the_classes_hesd_uses_are_there() -> None:
@@ -63,6 +67,7 @@ GURUX_TYPE_WRONG = {
     (15, 4): "application_context_name: structure or octet-string, we keep it open",
     (15, 6): "authentication_mechanism_name: structure or octet-string, we keep it open",
     (40, 7): "repetition_delay: long-unsigned in version 0, a structure from version 2 on",
+    (47, 8): "capture_time: date-time is an octet-string(12) (Blue Book 4.1.6.1), not tag 25",
 }
 
 
@@ -75,6 +80,7 @@ def test_tables_agree_with_gurux() -> None:
         GXDLMSDemandRegister,
         GXDLMSDisconnectControl,
         GXDLMSExtendedRegister,
+        GXDLMSGSMDiagnostic,
         GXDLMSHdlcSetup,
         GXDLMSImageTransfer,
         GXDLMSLimiter,
@@ -97,6 +103,7 @@ def test_tables_agree_with_gurux() -> None:
         18: GXDLMSImageTransfer,
         23: GXDLMSHdlcSetup,
         40: GXDLMSPushSetup,
+        47: GXDLMSGSMDiagnostic,
         64: GXDLMSSecuritySetup,
         70: GXDLMSDisconnectControl,
         71: GXDLMSLimiter,
@@ -115,6 +122,7 @@ def test_tables_agree_with_gurux() -> None:
             ("ENUM", "ENUM"),
             ("BOOLEAN", "BOOLEAN"),
             ("BITSTRING", "BIT_STRING"),
+            ("STRING", "VISIBLE_STRING"),
         ]
     }
     for class_id, kind in gurux.items():
@@ -159,6 +167,8 @@ def test_well_known_entries() -> None:
     assert interface_class(15).method(1).name == "reply_to_HLS_authentication"
     assert interface_class(18).method("image_block_transfer").parameter is Tag.STRUCTURE
     assert interface_class(70).method(1).name == "remote_disconnect"
+    assert attribute(47, 6) == Attribute(6, "cell_info", Tag.STRUCTURE, static=False)
+    assert likely_class(ObisCode.parse("0.0.25.6.0.255")) == 47
 
 
 # -- units and scaler_unit -----------------------------------------------------------------------
@@ -237,3 +247,158 @@ def test_clock_status_bits() -> None:
     assert ClockStatus.DAYLIGHT_SAVING_ACTIVE in status
     assert ClockStatus.INVALID_VALUE in status
     assert ClockStatus(0x10) == 0x10  # a reserved bit does not make a valid status unreadable
+
+
+# -- GSM diagnostic cell_info (IC 47 attribute 6) --------------------------------------------------
+
+# version 1: cell_ID 0x0001E240, location_ID 0x1A2B, signal_quality 12, ber 99, mcc 404, mnc 45,
+# channel_number 1850 (an LTE band 3 EARFCN)
+CELL_V1 = CellInfo(123456, 0x1A2B, 12, 99, 404, 45, 1850)
+CELL_V1_WIRE = bytes.fromhex("0207060001e240121a2b110c116312019412002d060000073a")
+CELL_V0 = CellInfo(0x1234, 0x1A2B, 31, 0)
+CELL_V0_WIRE = bytes.fromhex("0204121234121a2b111f1100")
+
+
+def test_cell_info_on_the_wire() -> None:
+    assert encode(CELL_V1.to_value()) == CELL_V1_WIRE
+    assert encode(CELL_V0.to_value()) == CELL_V0_WIRE
+    for cell, wire in ((CELL_V1, CELL_V1_WIRE), (CELL_V0, CELL_V0_WIRE)):
+        assert CellInfo.from_value(decode_all(wire)) == cell
+        assert CellInfo.from_value(decode_all(wire, typed=True)) == cell
+
+
+def test_signal_quality_in_dbm() -> None:
+    # 3GPP TS 27.007 §8.5: 0 is -113 dBm or less, 1 is -111, 2..30 are -109..-53, 31 is -51 or more
+    assert [CellInfo(1, 1, q, 99).rssi_dbm for q in (0, 1, 2, 12, 30, 31)] == [
+        -113,
+        -111,
+        -109,
+        -89,
+        -53,
+        -51,
+    ]
+    assert CellInfo(1, 1, 99, 99).rssi_dbm is None
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (None, "structure of 4 or 7"),
+        ((1, 2, 3), "structure of 4 or 7"),
+        ((1, 2, 3, 4, 5), "structure of 4 or 7"),
+        (Typed(Tag.ARRAY, (1, 2, 3, 4)), "structure of 4 or 7"),
+        ((1, 2, 32, 0), "signal_quality 32 is not 0..31 or 99"),
+        ((1, 2, 255, 0), "signal_quality 255 is not 0..31 or 99"),
+        ((1, 2, -1, 0), "signal_quality must be unsigned, got -1"),
+        ((1, 2, 256, 0), "signal_quality must be unsigned, got 256"),
+        ((0x10000, 2, 5, 0), "cell_id must be long-unsigned, got 65536"),  # version 0: 16 bits
+        ((1, 0x10000, 5, 0), "location_id must be long-unsigned, got 65536"),
+        ((1 << 32, 2, 5, 0, 404, 45, 1), "cell_id must be double-long-unsigned, got 4294967296"),
+        ((1, 2, True, 0), "signal_quality must be unsigned, got True"),
+        ((1, 2, b"\x05", 0), "signal_quality must be unsigned, got b'\\x05'"),
+        ((1, 2, 5.0, 0), "signal_quality must be unsigned, got 5.0"),
+        ((1, 2, 5, None, 404, 45, 1), "ber must be unsigned, got None"),
+        (
+            Typed(
+                Tag.STRUCTURE,
+                (
+                    Typed(Tag.LONG_UNSIGNED, 1),
+                    Typed(Tag.LONG_UNSIGNED, 2),
+                    Typed(Tag.LONG_UNSIGNED, 5),  # signal_quality must be an unsigned
+                    Typed(Tag.UNSIGNED, 0),
+                ),
+            ),
+            "signal_quality must be unsigned, got long-unsigned",
+        ),
+    ],
+)
+def test_a_malformed_cell_info_is_the_meters_fault(value: object, message: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=re.escape(message)):
+        CellInfo.from_value(value)
+
+
+def test_cell_info_checks_itself() -> None:
+    with pytest.raises(LocalProtocolError, match="come together"):
+        CellInfo(1, 2, 3, 4, mcc=404)
+    with pytest.raises(LocalProtocolError, match="signal_quality 50"):
+        CellInfo(1, 2, 50, 4)
+    with pytest.raises(LocalProtocolError, match="cell_id must be long-unsigned, got 70000"):
+        CellInfo(70000, 2, 3, 4)  # version 0
+    assert CellInfo(70000, 2, 3, 4, 404, 45, 1).cell_id == 70000  # version 1: 32 bits
+    assert CellInfo(1, 2, 3, 200).ber == 200  # a reserved <ber> code is kept
+
+
+_U16, _U32 = st.integers(0, 0xFFFF), st.integers(0, 0xFFFF_FFFF)
+_QUALITY = st.one_of(st.integers(0, 31), st.just(99))
+
+
+@given(
+    st.one_of(
+        st.builds(CellInfo, _U16, _U16, _QUALITY, st.integers(0, 255)),
+        st.builds(CellInfo, _U32, _U16, _QUALITY, st.integers(0, 255), _U16, _U16, _U32),
+    )
+)
+def test_cell_info_round_trip(cell: CellInfo) -> None:
+    wire = encode(cell.to_value())
+    assert CellInfo.from_value(decode_all(wire)) == cell
+    assert CellInfo.from_value(decode_all(wire, typed=True)) == cell
+
+
+_ANY_VALUE = st.recursive(
+    st.one_of(
+        st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.binary(max_size=4), st.text()
+    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=8), st.tuples(inner, inner, inner, inner)),
+    max_leaves=20,
+)
+
+
+@given(_ANY_VALUE)
+def test_any_decoded_value_is_a_cell_info_or_a_remote_error(value: object) -> None:
+    try:
+        cell = CellInfo.from_value(value)
+    except RemoteProtocolError:
+        return
+    assert 0 <= cell.signal_quality <= 31 or cell.signal_quality == 99
+
+
+def test_gurux_agrees_on_cell_info() -> None:
+    from gurux_dlms import GXByteBuffer, GXDLMSSettings
+    from gurux_dlms.internal._GXCommon import _GXCommon
+    from gurux_dlms.internal._GXDataInfo import _GXDataInfo
+    from gurux_dlms.objects import GXDLMSGSMDiagnostic
+    from gurux_dlms.ValueEventArgs import ValueEventArgs
+
+    settings = GXDLMSSettings(True, None)
+    for version, ours in ((1, CELL_V1), (0, CELL_V0)):
+        theirs = GXDLMSGSMDiagnostic()
+        theirs.version = version
+        info = theirs.cellInfo
+        info.cellId, info.locationId = ours.cell_id, ours.location_id
+        info.signalQuality, info.ber = ours.signal_quality, ours.ber
+        if version:
+            info.mobileCountryCode, info.mobileNetworkCode = ours.mcc, ours.mnc
+            info.channelNumber = ours.channel_number
+        # what gurux encodes, we decode the same
+        encoded = theirs.getValue(settings, ValueEventArgs(settings, theirs, 6))
+        assert CellInfo.from_value(decode_all(bytes(encoded.array()))) == ours
+        # what we encode, gurux decodes the same
+        decoded = _GXCommon.getData(settings, GXByteBuffer(encode(ours.to_value())), _GXDataInfo())
+        back = GXDLMSGSMDiagnostic()
+        back.version = version
+        event = ValueEventArgs(settings, back, 6)
+        event.value = decoded
+        back.setValue(settings, event)
+        got = back.cellInfo
+        assert (got.cellId, got.locationId, got.signalQuality, got.ber) == (
+            ours.cell_id,
+            ours.location_id,
+            ours.signal_quality,
+            ours.ber,
+        )
+        if version:
+            assert (got.mobileCountryCode, got.mobileNetworkCode, got.channelNumber) == (
+                ours.mcc,
+                ours.mnc,
+                ours.channel_number,
+            )

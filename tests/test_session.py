@@ -19,7 +19,8 @@ from hesd.secrets import KeySet, Secret
 from hesd.session import MeterSession, SessionError, SessionSettings
 from hesd.store import InvocationCounters, MeterEntry, Registry, Store
 from protocols.dlms import apdu as x
-from protocols.dlms.axdr import Tag, Typed
+from protocols.dlms.axdr import Tag, Typed, Value
+from protocols.dlms.cosem import CellInfo
 from protocols.dlms.framing import HdlcFraming, WrapperFraming
 from protocols.dlms.obis import ObisCode
 from protocols.dlms.server import ServerConnection
@@ -287,3 +288,111 @@ async def test_a_flooding_meter_loses_its_link(rig: Rig) -> None:
         await session.get(big)
     reason = await asyncio.wait_for(serving, 5)
     assert "more than the 2048 allowed (limits.session_max_bytes)" in str(reason)
+
+
+# -- the modem's signal quality (GSM diagnostic, IC 47) -------------------------------------------
+
+GSM = ObisCode.parse("0.0.25.6.0.255")
+CELLULAR = replace(PROFILE, objects=replace(PROFILE.objects, gsm_diagnostic=GSM))
+FIRMWARE_KEY = (1, "1.0.0.2.0.255", 2)
+CELL_INFO_KEY = (47, str(GSM), 6)
+ENERGY_KEY = (3, "1.0.1.8.0.255", 2)
+
+
+@dataclass
+class RecordingModel(DictModel):
+    """A DictModel that remembers which attributes were read, in order."""
+
+    read: list[tuple[int, str, int]] = field(default_factory=list)
+
+    def get(
+        self,
+        association: str,
+        attribute: x.AttributeDescriptor,
+        access: x.AccessSelection | None,
+        now: float,
+    ) -> Value | x.DataAccessResult:
+        self.read.append((attribute.class_id, str(attribute.instance), attribute.attribute))
+        return super().get(association, attribute, access, now)
+
+
+def cellular_meter(cell_info: Value | None) -> RecordingModel:
+    values: dict[tuple[int, str, int], Value] = {
+        ENERGY_KEY: Typed(Tag.DOUBLE_LONG_UNSIGNED, 4242),
+        FIRMWARE_KEY: b"KX-2.1.0",
+    }
+    if cell_info is not None:
+        values[CELL_INFO_KEY] = cell_info
+    return RecordingModel(values)
+
+
+async def test_signal_quality_is_read_once_per_connection(rig: Rig) -> None:
+    model = cellular_meter(CellInfo(123456, 0x1A2B, 12, 99, 404, 45, 1850).to_value())
+    session = rig.session("reader", profile=CELLULAR)
+    _, meter_end = await rig.connect(session, meter(model))
+    assert await session.get(ENERGY) == 4242
+    assert await session.get(ENERGY) == 4242
+    assert model.read == [FIRMWARE_KEY, CELL_INFO_KEY, ENERGY_KEY, ENERGY_KEY]
+    assert session.signal_quality == -89  # <rssi> 12: -113 + 2 * 12 dBm
+    await rig.store.sync()
+    record = await rig.registry.get("M1")
+    assert record is not None
+    assert (record.signal_quality, record.firmware) == (-89, "KX-2.1.0")
+    model.values[CELL_INFO_KEY] = CellInfo(1, 2, 31, 0).to_value()  # version 0, a better signal
+    assert await session.get(ENERGY) == 4242
+    assert session.signal_quality == -89  # seen on the next connection, not before
+    await meter_end.close()
+    await until(lambda: not session.online)
+    await rig.connect(session, meter(model))
+    model.read.clear()
+    assert await session.get(ENERGY) == 4242
+    assert model.read == [FIRMWARE_KEY, CELL_INFO_KEY, ENERGY_KEY]
+    assert session.signal_quality == -51
+    await rig.store.sync()
+    record = await rig.registry.get("M1")
+    assert record is not None
+    assert record.signal_quality == -51
+
+
+async def test_a_profile_without_the_object_does_not_ask(rig: Rig) -> None:
+    model = cellular_meter(CellInfo(1, 2, 12, 0).to_value())
+    session = rig.session("reader")  # IS 15959: no GSM diagnostic
+    await rig.connect(session, meter(model))
+    assert await session.get(ENERGY) == 4242
+    assert model.read == [FIRMWARE_KEY, ENERGY_KEY]
+    assert session.signal_quality is None
+
+
+@pytest.mark.parametrize(
+    ("cell_info", "answer"),
+    [
+        (CellInfo(1, 2, 99, 99).to_value(), "signal_quality 99"),
+        (None, "object_undefined"),
+        ((Typed(Tag.LONG_UNSIGNED, 1), Typed(Tag.UNSIGNED, 12)), "cell_info must be a structure"),
+        (
+            tuple(Typed(Tag.UNSIGNED, n) for n in (1, 2, 40, 0)),
+            "cell_info: signal_quality 40 is not 0..31 or 99",
+        ),
+        (Typed(Tag.UNSIGNED, 12), "cell_info must be a structure of 4 or 7, got 12"),
+        (b"-71 dBm", "cell_info must be a structure of 4 or 7, got b'-71 dBm'"),
+    ],
+    ids=["not-known", "no-object", "short", "out-of-range", "a-number", "a-string"],
+)
+async def test_an_unknown_signal_leaves_the_registry_alone(
+    rig: Rig, cell_info: Value | None, answer: str
+) -> None:
+    rig.registry.note_state("M1", signal_quality=-71)
+    model = cellular_meter(cell_info)
+    session = rig.session("reader", profile=CELLULAR)
+    await rig.connect(session, meter(model))
+    with capture_logs() as logs:
+        assert await session.get(ENERGY) == 4242  # the read goes on
+    [unknown] = [e for e in logs if e["event"] == "session.signal_unknown"]
+    assert (unknown["log_level"], unknown["meter"]) == ("info", "M1")
+    assert unknown["answer"].startswith(answer), unknown["answer"]
+    assert session.signal_quality is None
+    assert session.online
+    await rig.store.sync()
+    record = await rig.registry.get("M1")
+    assert record is not None
+    assert (record.signal_quality, record.firmware) == (-71, "KX-2.1.0")

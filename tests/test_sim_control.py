@@ -156,3 +156,32 @@ async def test_stats(api: tuple[Simulator, str, aiohttp.ClientSession]) -> None:
     await pipe.close()
     await call(http, "GET", f"{url}/nothing", 404)
     await call(http, "DELETE", f"{url}/stats", 405)
+
+
+async def test_the_signal_quality_is_set_per_meter() -> None:
+    sim = make_sim([("kalpa", 1), ("sunrise", 1)], control=("127.0.0.1", 0))
+    async with running(sim, serve), aiohttp.ClientSession() as http:
+        assert sim.control_address is not None
+        url = "http://{}:{}/api/v1".format(*sim.control_address)
+        kalpa, sunrise = sim.endpoints
+        meter = await call(http, "GET", f"{url}/meters/{kalpa.meter_id}", 200)
+        assert meter["truth"]["signal_quality"] == kalpa.meter.signal_quality
+        assert 8 <= meter["truth"]["signal_quality"] <= 28  # from the seed
+        signal = f"{url}/meters/{kalpa.meter_id}/signal"
+        body = await call(http, "POST", signal, 200, {"quality": 3})
+        assert body == {"meter": kalpa.meter_id, "signal_quality": 3}
+        meter = await call(http, "GET", f"{url}/meters/{kalpa.meter_id}", 200)
+        assert meter["truth"]["signal_quality"] == 3
+        assert (await call(http, "POST", signal, 200, {"quality": 99}))["signal_quality"] == 99
+        problem = await call(http, "POST", signal, 422, {"quality": 32})
+        assert problem["detail"] == "signal quality 32 is not 0..31 or 99 (not known)"
+        for bad in ({"quality": True}, {"quality": "12"}, {"quality": 12.5}, {}, [12]):
+            await call(http, "POST", signal, 400, bad)
+        assert kalpa.meter.signal_quality == 99
+        other = await call(http, "GET", f"{url}/meters/{sunrise.meter_id}", 200)
+        assert other["truth"]["signal_quality"] is None  # no modem on an RS-485 meter
+        problem = await call(
+            http, "POST", f"{url}/meters/{sunrise.meter_id}/signal", 422, {"quality": 12}
+        )
+        assert problem["detail"] == "sunrise meters have no GSM diagnostic object"
+        await call(http, "POST", f"{url}/meters/NOPE/signal", 404, {"quality": 12})

@@ -539,3 +539,45 @@ def test_a_load_profile_checks_its_status_column() -> None:
     with pytest.raises(ValueError, match="a status column needs a capture period"):
         LoadProfile("billing", clock, ("clock", "status"), 0, 12, None)
     assert LoadProfile("block_load", clock, ("clock", "status"), 900, 1, None).columns[1] == STATUS
+
+
+# -- optional objects: the GSM diagnostic ----------------------------------------------------------
+
+
+def test_a_profile_has_a_gsm_diagnostic_only_if_it_names_one(tmp_path: Path) -> None:
+    assert load(tmp_path, MINIMAL).objects.gsm_diagnostic is None
+    gsm = ObisCode.parse("0.0.25.6.0.255")
+    cellular = {name: shipped(name).objects.gsm_diagnostic for name in ("is15959", "kalpa")}
+    assert cellular == {"is15959": None, "kalpa": gsm}
+    assert shipped("sunrise").objects.gsm_diagnostic is None  # RS-485 and optical: no modem
+    assert shipped("meghdoot").objects.gsm_diagnostic is None  # RF mesh
+    named = load(tmp_path, MINIMAL + '[objects]\ngsm_diagnostic = "0.0.25.6.0.255"\n')
+    assert named.objects.gsm_diagnostic == gsm
+    default = load(tmp_path, MINIMAL).objects
+    assert dataclasses.replace(named.objects, gsm_diagnostic=None) == default  # the rest: defaults
+    assert shipped("kalpa").objects.clock == default.clock
+    none = load(tmp_path, MINIMAL + '[objects]\ngsm_diagnostic = ""\n')
+    assert none.objects.gsm_diagnostic is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            '[objects]\ngsm_diagnostic = "0.0.25.9.0.255"\n',
+            "objects.gsm_diagnostic: 0.0.25.9.0.255 is already used by objects.push_setup",
+        ),
+        (
+            '[objects]\ngsm_diagnostic = "25.6.0"\n',
+            'objects.gsm_diagnostic: expected an OBIS code such as "1.0.1.8.0.255", got "25.6.0"',
+        ),
+        (
+            '[objects]\ngsm_diagnostic = "0.0.25.6.0.255"\n'
+            '[quantities]\ntamper_count = { obis = "0.0.25.6.0.255" }\n',
+            "quantities.tamper_count.obis: 0.0.25.6.0.255 is already used by "
+            "objects.gsm_diagnostic",
+        ),
+    ],
+)
+def test_errors_of_the_gsm_diagnostic(tmp_path: Path, extra: str, expected: str) -> None:
+    assert error(tmp_path, MINIMAL + extra) == expected

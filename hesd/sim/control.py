@@ -11,6 +11,8 @@ Routes (JSON; errors are ``application/problem+json``, RFC 9457):
   log the event now and push at once if the meter is connected.
 * ``POST /api/v1/meters/{id}/faults`` ``{"spec": "silent"}``: replace the meter's faults
   (``""`` clears them).
+* ``POST /api/v1/meters/{id}/signal`` ``{"quality": 12}``: the signal quality its GSM
+  diagnostic reports from now on (0..31, 99 not known).
 * ``GET /api/v1/stats``: the fleet's counters.
 """
 
@@ -145,6 +147,7 @@ async def get_meter(request: web.Request) -> web.Response:
                 "clock_drift_ppm": snap.clock_drift_ppm,
                 "tamper_count": snap.tamper_count,
                 "push_pending": snap.push_pending,
+                "signal_quality": snap.signal_quality,
                 "last_events": [
                     {"time": _iso(t), "code": code, "kind": kind}
                     for t, code, kind in snap.last_events
@@ -240,6 +243,20 @@ async def post_faults(request: web.Request) -> web.Response:
     return _json({"meter": e.meter_id, "faults": text})
 
 
+async def post_signal(request: web.Request) -> web.Response:
+    sim = request.app[SIM]
+    e = _endpoint(request)
+    body = await _body(request)
+    quality = body.get("quality")
+    if isinstance(quality, bool) or not isinstance(quality, int):
+        raise ControlError(400, 'expected {"quality": 12}: 0..31, or 99 for not known')
+    try:
+        sim.set_signal(e, quality)
+    except ValueError as exc:
+        raise ControlError(422, str(exc)) from None
+    return _json({"meter": e.meter_id, "signal_quality": quality})
+
+
 async def get_stats(request: web.Request) -> web.Response:
     sim = request.app[SIM]
     transport = sim.transport
@@ -262,6 +279,7 @@ def build_control_app(sim: Simulator) -> web.Application:
     app.router.add_get("/api/v1/meters/{meter_id}/truth", get_truth)
     app.router.add_post("/api/v1/meters/{meter_id}/events", post_event)
     app.router.add_post("/api/v1/meters/{meter_id}/faults", post_faults)
+    app.router.add_post("/api/v1/meters/{meter_id}/signal", post_signal)
     app.router.add_get("/api/v1/stats", get_stats)
     return app
 

@@ -14,7 +14,7 @@ import enum
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
-from hesd.sim import truth
+from hesd.sim import modem, truth
 from hesd.sim.events import category_events
 from hesd.sim.image import BLOCK_SIZE, MAX_IMAGE_SIZE, ImageTransfer, TransferStatus
 from hesd.sim.objects import DISCONNECT_SCRIPT, Kind, ObjectDef
@@ -466,6 +466,28 @@ def _association(
     return values.get(index, _UNAVAILABLE)
 
 
+# -- GSM diagnostic (IC 47) ------------------------------------------------------------------------
+
+
+def _gsm_diagnostic(
+    meter: SimulatedMeter, _d: ObjectDef, index: int, _a: str, now: float
+) -> Value | DataAccessResult:
+    seed, quality = meter.spec.seed, meter.signal_quality
+    assert quality is not None  # the meter has the object, so it has a modem
+    if index == 6:
+        return modem.cell_info(seed, quality).to_value()
+    if index == 7:
+        return modem.adjacent_cells(seed, quality)
+    values: dict[int, Value] = {
+        2: modem.operator(seed),  # visible-string
+        3: Typed(Tag.ENUM, modem.REGISTERED_HOME),
+        4: Typed(Tag.ENUM, modem.CS_INACTIVE),
+        5: Typed(Tag.ENUM, modem.PS_LTE),
+        8: date_time_octets(meter.meter_time(now)),  # capture_time: captured at the read
+    }
+    return values.get(index, _UNAVAILABLE)
+
+
 def _nothing(
     meter: SimulatedMeter, method: int, parameters: Value | None, now: float
 ) -> tuple[ActionResult, Value | None]:
@@ -490,6 +512,7 @@ GETTERS: Final[dict[Kind, Getter]] = {
     Kind.PUSH_SETUP: _push,
     Kind.SECURITY_SETUP: _security,
     Kind.ASSOCIATION: _association,
+    Kind.GSM_DIAGNOSTIC: _gsm_diagnostic,
 }
 SETTERS: Final[dict[Kind, Setter]] = {
     Kind.CLOCK: _set_clock,

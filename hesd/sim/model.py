@@ -3,13 +3,15 @@
 A meter answers GET, SET and ACTION through the ``ObjectModel`` protocol of the DLMS server
 connection (``get``/``set``/``action`` with the association's name and the simulated time ``now``)
 and offers the transport and the tests a small API: ``set_clock_drift_ppm``, ``inject_event``,
-``relay_state``, ``firmware_version``, ``take_push_request``, ``push_body`` and ``snapshot``.
+``relay_state``, ``firmware_version``, ``signal_quality``, ``set_signal_quality``,
+``take_push_request``, ``push_body`` and ``snapshot``.
 
 Everything a meter measures is computed from its seed and ``now`` (``hesd.sim.load``,
 ``hesd.sim.truth``); tables shared by every meter of a vendor are built once per vendor profile
 (``hesd.sim.objects``). A meter keeps only what the HES can change: the relay, the clock offset
 and drift, load-limit settings once written, an image while it is being transferred, and a
-bounded log of events. An idle meter takes well under 2 KB.
+bounded log of events; and a signal quality once the control API set one. An idle meter takes
+well under 2 KB.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from adapters.profile import EventCode, VendorProfile
-from hesd.sim import profiles
+from hesd.sim import modem, profiles
 from hesd.sim.events import LOG_SIZE, TAMPER_KINDS, Event, EventLog, category_events
 from hesd.sim.handlers import ACTIONS, GETTERS, SETTERS, ControlState
 from hesd.sim.image import ImageTransfer, TransferStatus
@@ -96,6 +98,7 @@ class MeterSnapshot:
     tamper_count: int
     push_pending: bool
     last_events: tuple[tuple[float, int, str], ...]  # (time, code, kind), newest last
+    signal_quality: int | None  # the modem's <rssi> 0..31 or 99; None: no GSM diagnostic object
 
 
 class SimulatedMeter:
@@ -114,6 +117,7 @@ class SimulatedMeter:
         "_params",
         "_push_pending",
         "_relay",
+        "_signal",
         "client_system_title",
         "control_mode",
         "image",
@@ -136,6 +140,7 @@ class SimulatedMeter:
         self._firmware: str | None = None  # None: the spec's, until an image is activated
         self._log: EventLog | None = None  # created by the first event logged or injected
         self._push_pending = False
+        self._signal: int | None = None  # None: the seed's, until the control API sets one
         self.control_mode = 1  # remote disconnect (b, c) and remote reconnect (d)
         self.image: ImageTransfer | TransferStatus = TransferStatus.NOT_INITIATED
         self.transfer_enabled = True
@@ -209,6 +214,23 @@ class SimulatedMeter:
     @property
     def firmware_version(self) -> str:
         return self._firmware or self.spec.firmware_version
+
+    @property
+    def signal_quality(self) -> int | None:
+        """The modem's signal quality as its GSM diagnostic reports it (3GPP TS 27.007 §8.5
+        ``<rssi>``: 0..31, 99 not known); None if the meter has no GSM diagnostic object."""
+        if self.spec.profile.objects.gsm_diagnostic is None:
+            return None
+        return modem.seed_signal_quality(self.spec.seed) if self._signal is None else self._signal
+
+    def set_signal_quality(self, quality: int) -> None:
+        """From now on the modem reports ``quality``; ``ValueError`` if the meter has no GSM
+        diagnostic object or ``quality`` is not 0..31 or 99."""
+        if self.spec.profile.objects.gsm_diagnostic is None:
+            raise ValueError(f"{self.spec.profile.name} meters have no GSM diagnostic object")
+        if not modem.valid_signal_quality(quality):
+            raise ValueError(f"signal quality {quality!r} is not 0..31 or 99 (not known)")
+        self._signal = quality
 
     @property
     def relay_state(self) -> ControlState:
@@ -306,6 +328,7 @@ class SimulatedMeter:
             tamper_count=self.tamper_count_at(now),
             push_pending=self._push_pending,
             last_events=tuple(sorted(last)[-10:]),
+            signal_quality=self.signal_quality,
         )
 
     # -- ObjectModel -----------------------------------------------------------------------------

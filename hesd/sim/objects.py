@@ -53,6 +53,7 @@ class Kind(enum.Enum):
     PUSH_SETUP = "push_setup"
     SECURITY_SETUP = "security_setup"
     ASSOCIATION = "association"
+    GSM_DIAGNOSTIC = "gsm_diagnostic"  # only if the profile names one
 
 
 _PUBLIC_KINDS: Final = frozenset(
@@ -92,6 +93,7 @@ _CLASS_OF: Final = {
     Kind.PUSH_SETUP: 40,
     Kind.SECURITY_SETUP: 64,
     Kind.ASSOCIATION: 15,
+    Kind.GSM_DIAGNOSTIC: 47,
 }
 
 
@@ -196,6 +198,8 @@ def _build(profile: VendorProfile) -> VendorTables:
 
     for kind in _STANDARD:
         add(kind, getattr(objs, kind.value))
+    if objs.gsm_diagnostic is not None:
+        add(Kind.GSM_DIAGNOSTIC, objs.gsm_diagnostic)
     quantities = {q.name: q for q in profile.quantities}
     for quantity in profile.quantities:
         add(Kind.QUANTITY, quantity.obis, quantity.name, class_id=quantity.class_id)

@@ -240,6 +240,14 @@ class Simulator:
         self.env.log.info("sim.meter.faults", meter=endpoint.meter_id, faults=text)
         return text
 
+    # -- the modem at run time ----------------------------------------------------------------
+
+    def set_signal(self, endpoint: MeterEndpoint, quality: int) -> None:
+        """The meter's modem reports ``quality`` from now on (``ValueError``: no GSM diagnostic
+        object, or not 0..31 or 99)."""
+        endpoint.meter.set_signal_quality(quality)
+        self.env.log.info("sim.meter.signal", meter=endpoint.meter_id, signal_quality=quality)
+
 
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")

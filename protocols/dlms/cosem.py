@@ -1,6 +1,8 @@
-"""COSEM interface classes hesd uses, units, scaler_unit, clock status (Blue Book, IEC 62056-6-2).
+"""COSEM interface classes hesd uses, units, scaler_unit, clock status, a cellular modem's
+cell_info (Blue Book, IEC 62056-6-2).
 
-``INTERFACE_CLASSES`` holds, for each class id, the version that IS 15959 meters implement, and
+``INTERFACE_CLASSES`` holds, for each class id, the version that IS 15959 meters implement (for
+GSM diagnostic, which IS 15959 does not name: version 1, as gurux-dlms models it), and
 that version's attributes (index, name as spelled in the Blue Book, A-XDR type or ``None`` for a
 CHOICE, static or dynamic) and methods (index, name, parameter type).
 """
@@ -224,6 +226,17 @@ _CLASSES = (
             Attribute(7, "repetition_delay", Tag.LONG_UNSIGNED),
         ),
         (Method(1, "push", Tag.INTEGER),),
+    ),
+    InterfaceClass(
+        47,
+        "GSM diagnostic",
+        1,  # version 0's cell_info has 4 elements and a long-unsigned cell_ID (CellInfo)
+        (
+            *(LN, _dyn(2, "operator", Tag.VISIBLE_STRING), _dyn(3, "status", Tag.ENUM)),
+            *(_dyn(4, "cs_attachment", Tag.ENUM), _dyn(5, "ps_status", Tag.ENUM)),
+            *(_dyn(6, "cell_info", _STRUCT), _dyn(7, "adjacent_cells", _ARR)),
+            _dyn(8, "capture_time", _OCT),  # date-time
+        ),
     ),
     InterfaceClass(
         64,
@@ -488,6 +501,111 @@ class ScalerUnit:
         return (Decimal(raw) if isinstance(raw, int) else Decimal(repr(raw))).scaleb(self.scaler)
 
 
+# GSM diagnostic (IC 47) cell_info, Blue Book 4.7: the A-XDR types of its elements. Version 1
+# (gurux-dlms GXDLMSGSMDiagnostic, version 1; the OSGP DLMS simulator's GsmDiagnostic) has seven;
+# version 0 has the first four, with a long-unsigned cell_ID.
+_CELL_INFO: tuple[tuple[str, Tag], ...] = (
+    ("cell_id", Tag.DOUBLE_LONG_UNSIGNED),
+    ("location_id", Tag.LONG_UNSIGNED),
+    ("signal_quality", Tag.UNSIGNED),
+    ("ber", Tag.UNSIGNED),
+    ("mcc", Tag.LONG_UNSIGNED),
+    ("mnc", Tag.LONG_UNSIGNED),
+    ("channel_number", Tag.DOUBLE_LONG_UNSIGNED),
+)
+_CELL_INFO_V0: tuple[tuple[str, Tag], ...] = (
+    ("cell_id", Tag.LONG_UNSIGNED),
+    *_CELL_INFO[1:4],
+)
+_UNSIGNED_MAX = {
+    Tag.UNSIGNED: 0xFF,
+    Tag.LONG_UNSIGNED: 0xFFFF,
+    Tag.DOUBLE_LONG_UNSIGNED: 0xFFFF_FFFF,
+}
+SIGNAL_UNKNOWN = 99  # 3GPP TS 27.007 §8.5 <rssi>: not known or not detectable
+
+
+def _name(tag: Tag) -> str:
+    return tag.name.lower().replace("_", "-")  # as the Blue Book spells it
+
+
+@dataclass(frozen=True, slots=True)
+class CellInfo:
+    """The serving cell of a cellular modem: GSM diagnostic (IC 47) attribute 6, cell_info.
+
+    ``signal_quality`` is the ``<rssi>`` of 3GPP TS 27.007 §8.5 (``AT+CSQ``), as the Blue Book
+    takes it: 0 is -113 dBm or less, n is -113 + 2n dBm, 31 is -51 dBm or more, 99 is not known.
+    ``ber`` is the ``<ber>`` of the same clause (RXQUAL 0..7 of 3GPP TS 45.008 §8.2.4, 99 not
+    known); another code is kept, not refused (it costs the reading nothing). ``mcc``, ``mnc``
+    and ``channel_number`` are None for a version 0 object, which does not have them.
+    """
+
+    cell_id: int
+    location_id: int
+    signal_quality: int
+    ber: int
+    mcc: int | None = None
+    mnc: int | None = None
+    channel_number: int | None = None
+
+    def __post_init__(self) -> None:
+        version_1 = (self.mcc, self.mnc, self.channel_number)
+        if None in version_1 and version_1 != (None, None, None):
+            raise LocalProtocolError("cell_info: mcc, mnc and channel_number come together")
+        for name, tag in _CELL_INFO_V0 if self.mcc is None else _CELL_INFO:
+            number = getattr(self, name)
+            # Blue Book 4.7 (GSM diagnostic): each element is an unsigned of the width given
+            if type(number) is not int or not 0 <= number <= _UNSIGNED_MAX[tag]:
+                raise LocalProtocolError(f"cell_info: {name} must be {_name(tag)}, got {number!r}")
+        # 3GPP TS 27.007 §8.5: <rssi> 0..31, or 99
+        if not (0 <= self.signal_quality <= 31 or self.signal_quality == SIGNAL_UNKNOWN):
+            raise LocalProtocolError(
+                f"cell_info: signal_quality {self.signal_quality} is not 0..31 or 99"
+            )
+
+    @property
+    def rssi_dbm(self) -> int | None:
+        """The received signal strength in dBm (-113..-51, each end meaning "or beyond"), or
+        None when the modem does not know it."""
+        if self.signal_quality == SIGNAL_UNKNOWN:
+            return None
+        return -113 + 2 * self.signal_quality
+
+    @classmethod
+    def from_value(cls, value: object) -> CellInfo:
+        """From a decoded cell_info, plain or typed; RemoteProtocolError if it is not a
+        structure of 4 or 7 unsigned integers of the widths and ranges above."""
+        if isinstance(value, Typed):
+            value = value.value if value.tag == Tag.STRUCTURE else None
+        if not isinstance(value, tuple | list) or len(value) not in (4, 7):
+            shown = repr(value)[:80]
+            raise RemoteProtocolError(f"cell_info must be a structure of 4 or 7, got {shown}")
+        layout = _CELL_INFO if len(value) == 7 else _CELL_INFO_V0
+        numbers: list[int] = []
+        for (name, tag), element in zip(layout, value, strict=True):
+            number = element
+            if isinstance(element, Typed):
+                if element.tag != tag:
+                    raise RemoteProtocolError(
+                        f"cell_info: {name} must be {_name(tag)}, got {_name(element.tag)}"
+                    )
+                number = element.value
+            if type(number) is not int or not 0 <= number <= _UNSIGNED_MAX[tag]:
+                raise RemoteProtocolError(
+                    f"cell_info: {name} must be {_name(tag)}, got {repr(number)[:40]}"
+                )
+            numbers.append(number)
+        try:
+            return cls(*numbers)
+        except LocalProtocolError as exc:
+            raise RemoteProtocolError(str(exc)) from None
+
+    def to_value(self) -> Typed:
+        """The structure of a version 1 object, or of version 0 without mcc."""
+        layout = _CELL_INFO_V0 if self.mcc is None else _CELL_INFO
+        return Typed(Tag.STRUCTURE, tuple(Typed(t, getattr(self, n)) for n, t in layout))
+
+
 class ClockStatus(enum.IntFlag):
     """The clock_status octet of a date-time (Blue Book 4.1.6.1); bits 4..6 are reserved."""
 
@@ -508,6 +626,7 @@ def likely_class(obis: ObisCode) -> int:
         (0, 0, 17, 0, 0): 71,  # limiter
         (0, 0, 44, 0, 0): 18,  # image transfer
         (0, 0, 25, 9, 0): 40,  # push setup
+        (0, 0, 25, 6, 0): 47,  # GSM diagnostic
     }
     if (a, b, c, d, e) in fixed:
         return fixed[(a, b, c, d, e)]
