@@ -601,6 +601,121 @@ def _print_records(result: dict[str, Any]) -> None:
         click.echo(f"error: {error}", err=True)
 
 
+# -- commands (hesd/router.py) ------------------------------------------------------------------
+
+FINAL_STATES: Final = ("succeeded", "failed", "expired", "cancelled")
+EXIT_COMMAND_FAILED: Final = 3
+
+
+def _command(
+    ctx: click.Context, meter_id: str, kind: str, params: dict[str, Any], options: dict[str, Any]
+) -> None:
+    """Queue a command; with --wait, follow it to its end (exit 3 unless it succeeded)."""
+    client = _client(ctx)
+    body = {"meter_id": meter_id, "kind": kind, "params": params, "expires_in": options["expires"]}
+    command = _post_json(client, "/api/v1/commands", body)
+    if options["wait"] is not None:
+        deadline = time.monotonic() + options["wait"]
+        url = f"/api/v1/commands/{command['command_id']}"
+        while command["state"] not in FINAL_STATES and time.monotonic() < deadline:
+            time.sleep(0.2)  # polling the daemon: it owns the command's progress
+            command = client.json("GET", url)
+    if options["as_json"]:
+        click.echo(json.dumps(command, indent=2))
+    else:
+        click.echo(_command_text(command))
+    if options["wait"] is not None and command["state"] != "succeeded":
+        sys.exit(EXIT_COMMAND_FAILED)
+
+
+def _command_text(command: dict[str, Any]) -> str:
+    result = command.get("result") or {}
+    detail = result.get("detail") if isinstance(result, dict) else None
+    line = f"{command['command_id']}  {command['kind']} {command['meter_id']}: {command['state']}"
+    return line + (f" ({detail})" if detail else "")
+
+
+def _command_options(fn: Any) -> Any:
+    fn = click.option("--json", "as_json", is_flag=True, help="Print the command as JSON.")(fn)
+    fn = click.option(
+        "--expires",
+        type=click.FloatRange(1, 30 * 86400),
+        default=3600,
+        show_default=True,
+        help="Seconds the command may wait for its meter.",
+    )(fn)
+    return click.option(
+        "--wait",
+        type=click.FloatRange(0, 86400),
+        default=None,
+        help="Wait up to this many seconds for the command to end; exit 3 unless it succeeded.",
+    )(fn)
+
+
+@main.command()
+@click.argument("meter_id")
+@_command_options
+@click.pass_context
+def disconnect(ctx: click.Context, /, meter_id: str, **options: Any) -> None:
+    """Open the meter's relay (disconnect control), confirmed by reading it back."""
+    _command(ctx, meter_id, "disconnect", {}, options)
+
+
+@main.command()
+@click.argument("meter_id")
+@_command_options
+@click.pass_context
+def reconnect(ctx: click.Context, /, meter_id: str, **options: Any) -> None:
+    """Close the meter's relay again, confirmed by reading it back."""
+    _command(ctx, meter_id, "reconnect", {}, options)
+
+
+@main.command("sync-time")
+@click.argument("meter_id")
+@_command_options
+@click.pass_context
+def sync_time(ctx: click.Context, /, meter_id: str, **options: Any) -> None:
+    """Set the meter's clock to hesd's time, in the meter's time zone; reports the offset."""
+    _command(ctx, meter_id, "sync_time", {}, options)
+
+
+@main.command()
+@click.option(
+    "--state", type=click.Choice(("queued", "sent", *FINAL_STATES)), help="Only in this state."
+)
+@click.option("--meter", "meter_id", help="Only this meter's.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def commands(ctx: click.Context, state: str | None, meter_id: str | None, as_json: bool) -> None:
+    """Commands, newest first: who asked what of which meter, and how it ended."""
+    query = {k: v for k, v in (("state", state), ("meter", meter_id)) if v}
+    found = _client(ctx).json("GET", "/api/v1/commands" + (f"?{urlencode(query)}" if query else ""))
+    if as_json:
+        click.echo(json.dumps(found["commands"], indent=2))
+        return
+    rows = [
+        (
+            c["command_id"],
+            c["meter_id"],
+            c["kind"],
+            c["state"],
+            c["updated_at"] or "-",
+            str(c["attempts"]),
+        )
+        for c in found["commands"]
+    ]
+    click.echo(_table(("COMMAND", "METER", "KIND", "STATE", "UPDATED", "ATTEMPTS"), rows))
+
+
+@main.command()
+@click.argument("command_id")
+@click.pass_context
+def cancel(ctx: click.Context, command_id: str) -> None:
+    """Cancel a queued command (one already sent to its meter cannot be)."""
+    command = _client(ctx).json("DELETE", f"/api/v1/commands/{quote(command_id, safe='')}")
+    click.echo(_command_text(command))
+
+
 @main.command()
 @click.argument("hex_text", nargs=-1, required=True)
 @click.option("--meter", help="Decrypt with this meter's keys (they stay in the daemon).")
