@@ -43,5 +43,6 @@ def test_hesctl_commands_expire_list_and_cancel(
     again = hesd.hesctl("cancel", command_id, check=False)
     assert again.returncode == 1
     assert "hesctl: " in again.stderr
-    assert hesd.hesctl("commands", "--state", "cancelled", "--json").stdout.count(command_id) == 1
+    found = json.loads(hesd.hesctl("commands", "--state", "cancelled", "--json").stdout)
+    assert [c["command_id"] for c in found] == [command_id]
     hesd.stop()
