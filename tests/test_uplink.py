@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import random
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -149,6 +150,21 @@ async def test_every_reading_arrives_in_order_per_meter(rig: Rig) -> None:
     assert forwarder.stats.delivered["reading"] == len(records)
     [batch, *_] = rig.mdm.batches
     assert batch.key.startswith("hes-test-")
+
+
+async def test_a_backlog_goes_in_full_batches(rig: Rig) -> None:
+    """Rows older than batch_delay (a backlog after an outage or a restart) still fill their
+    batches while more can be read: a partial batch only at the end of each lane's rows."""
+    records = interleaved(20, 50)
+    for start in range(0, len(records), 50):
+        await rig.outbox.offer(records[start : start + 50], now=time.time() - 60)
+    rig.start(batch_size=100, lanes=2)
+    await rig.mdm.wait_for_records("readings", len(records), timeout=20)
+    await rig.drained()
+    sizes = [batch.count for batch in rig.mdm.batches]
+    assert sum(sizes) == len(records)
+    assert sum(size < 100 for size in sizes) <= 2, sizes  # one per lane at most
+    assert_complete(rig.mdm, 20, 50)
 
 
 async def test_mdm_down_for_a_while_then_back(rig: Rig) -> None:

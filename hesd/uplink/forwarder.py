@@ -57,6 +57,9 @@ PATHS: Final = {
 LANE_DEPTH: Final = 2  # sealed batches waiting per lane
 ERROR_TEXT: Final = 2000  # characters of an MDM answer kept with a dead letter
 LOG_EVERY: Final = 10  # a failing batch logs its 1st, 11th, 21st ... attempt
+# A batch's rows by primary key, in one statement: their seqs as a JSON array (json_each)
+SEAL: Final = "UPDATE outbox SET batch_key = ? WHERE seq IN (SELECT value FROM json_each(?))"
+DELETE: Final = "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?)) AND batch_key = ?"
 
 
 @dataclass(slots=True)
@@ -120,6 +123,8 @@ class Forwarder:
         ]
         self._buffers: dict[tuple[int, str], list[_Row]] = {}
         self._cursor = 0
+        self._behind = False  # the last read filled the window: more rows wait in the outbox
+        self._sealing: tuple[asyncio.Future[None], list[_Batch]] | None = None
         self._rescan = False
         self.stats = UplinkStats()
 
@@ -147,26 +152,67 @@ class Forwarder:
         await self._resume()
         while True:
             if self._rescan:
+                await self._hand_over()  # rows being sealed must not be read again
                 self._rescan = False
                 self._buffers.clear()
                 self._cursor = 0
-            await self._fetch()
+                self._behind = False
+            await self._fetch()  # meanwhile the batches cut last time round are being sealed
+            await self._hand_over()
             now = time.time()
-            for (lane, kind), rows in list(self._buffers.items()):
-                while rows and (
-                    len(rows) >= self.config.batch_size
-                    or rows[0].created_at <= now - self.config.batch_delay
-                ):
-                    cut, rows[:] = rows[: self.config.batch_size], rows[self.config.batch_size :]
-                    batch = await self._seal(kind, lane, cut)
-                    await self._lanes[lane].put(batch)  # blocks while the lane is busy
-            oldest = min((r[0].created_at for r in self._buffers.values() if r), default=None)
-            wait = None if oldest is None else max(0.0, oldest + self.config.batch_delay - now)
-            if self._buffered() >= self._window():
-                wait = 0.0 if wait is None else wait
+            batches = self._cut(now)
+            if batches:
+                self._sealing = (self._seal(batches), batches)  # one commit for all of them
+                continue
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await self._outbox.wait_new()
+                async with asyncio.timeout(self._wait(now)):
+                    await self._outbox.wait_new()  # new rows, or a lane took a batch
+
+    async def _hand_over(self) -> None:
+        """Once their seal is committed, give the batches being sealed to their lanes."""
+        if self._sealing is None:
+            return
+        sealed, batches = self._sealing
+        await sealed
+        self._sealing = None
+        for batch in batches:
+            self._lanes[batch.lane].put_nowait(batch)  # _cut left room for it
+
+    def _cut(self, now: float) -> list[_Batch]:
+        """The batches to send now, for lanes with room (a full lane never holds up the others).
+
+        A buffer becomes a batch when it is full, or when its oldest row has waited
+        ``batch_delay`` and no more rows can be read for it now. While a backlog is read, rows
+        are old but their batches can still fill: partial batches would only mean more requests
+        (unless the read window is full of partial buffers, which would never fill then).
+        """
+        size = self.config.batch_size
+        stuck = self._buffered() >= self._window() and all(
+            len(rows) < size for rows in self._buffers.values()
+        )
+        partial_ok = not self._behind or stuck
+        batches: list[_Batch] = []
+        for (lane, kind), rows in self._buffers.items():
+            room = LANE_DEPTH - self._lanes[lane].qsize() - sum(b.lane == lane for b in batches)
+            while room > 0 and rows:
+                if len(rows) < size and not (
+                    partial_ok and rows[0].created_at <= now - self.config.batch_delay
+                ):
+                    break
+                cut, rows[:] = rows[:size], rows[size:]
+                key = f"{self.config.hes_id}-{cut[0].seq}-{cut[-1].seq}"
+                batches.append(_Batch(key, kind, lane, cut))
+                room -= 1
+        return batches
+
+    def _wait(self, now: float) -> float | None:
+        """Seconds until a buffer whose lane has room is due (None: until something happens)."""
+        due = None
+        for (lane, _), rows in self._buffers.items():
+            if rows and not self._lanes[lane].full():  # a full lane pokes when it takes one
+                at = rows[0].created_at + self.config.batch_delay
+                due = at if due is None else min(due, at)
+        return None if due is None else max(0.0, due - now)
 
     def _window(self) -> int:
         return self.config.lanes * self.config.batch_size * 2
@@ -189,18 +235,16 @@ class Forwarder:
                 _Row(seq, meter_id, created_at, payload)
             )
             self._cursor = seq
-        if len(rows) == room:
+        self._behind = len(rows) == room
+        if self._behind:
             self._outbox.poke()  # more to read once there is room
 
     def _lane_of(self, meter_id: str) -> int:
         return zlib.crc32(meter_id.encode()) % self.config.lanes
 
-    async def _seal(self, kind: str, lane: int, rows: list[_Row]) -> _Batch:
-        key = f"{self.config.hes_id}-{rows[0].seq}-{rows[-1].seq}"
-        await self._store.submit(
-            [("UPDATE outbox SET batch_key = ? WHERE seq = ?", (key, r.seq)) for r in rows]
-        )
-        return _Batch(key, kind, lane, rows)
+    def _seal(self, batches: list[_Batch]) -> asyncio.Future[None]:
+        """Give the batches' rows their keys, durably, before any of them is sent."""
+        return self._store.submit([(SEAL, (batch.key, _seqs(batch.rows))) for batch in batches])
 
     async def _resume(self) -> None:
         """Batches sealed by a previous run: sent first, as they were."""
@@ -226,6 +270,7 @@ class Forwarder:
     async def _lane(self, http: aiohttp.ClientSession, lane: asyncio.Queue[_Batch]) -> None:
         while True:
             batch = await lane.get()
+            self._outbox.poke()  # room in this lane: the dispatcher may seal the next
             self._outbox.in_flight += len(batch.rows)
             try:
                 await self._deliver(http, batch)
@@ -294,7 +339,9 @@ class Forwarder:
         return gzip.compress(data, compresslevel=1, mtime=0)
 
     async def _delivered(self, batch: _Batch) -> None:
-        await self._store.submit([("DELETE FROM outbox WHERE batch_key = ?", (batch.key,))])
+        # not WHERE batch_key = ?: that column has no index, and a scan of the outbox per
+        # delivered batch made delivering a backlog quadratic
+        await self._store.submit([(DELETE, (_seqs(batch.rows), batch.key))])
         self._outbox.released(batch.size)
         self.stats.delivered[batch.kind] += len(batch.rows)
         self.stats.batches += 1
@@ -321,6 +368,10 @@ class Forwarder:
             status=status,
             answer=text[:500],
         )
+
+
+def _seqs(rows: list[_Row]) -> str:
+    return json.dumps([row.seq for row in rows])
 
 
 def _retry_after(value: str | None) -> float | None:
