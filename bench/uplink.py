@@ -2,7 +2,7 @@
 
 **Throughput** (in process, no daemon): a Store in a temporary directory, an Outbox, a Forwarder
 and the reference MDM receiver (bench/mdm_receiver.py, schema check off, records not kept) on
-loopback. The outbox is filled with ``--records`` normalised readings (``--meters`` meters, 24
+loopback. The outbox is filled with ``--records`` normalised readings (``--meters`` meters, 26
 readings per meter and push, as an IS 15959 instantaneous push normalises), offered a push at a
 time: *fill* is readings per second from the first ``Outbox.offer`` to the last commit. Then the
 forwarder starts: *forward* is readings per second from its start until the receiver has stored
@@ -87,7 +87,7 @@ TARGET_READINGS_PER_S: Final = 50_000
 TARGET_P99_S: Final = 2.0
 TOKEN: Final = "bench-mdm-token"  # noqa: S105 - the benchmark's own receiver
 T0: Final = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-# what an IS 15959 instantaneous push normalises to (conf/vendors/is15959.toml), 24 readings
+# what an IS 15959 instantaneous push normalises to (conf/vendors/is15959.toml), 26 readings
 PUSH: Final = (
     *(("voltage_l1", "V", "239.81"), ("voltage_l2", "V", "241.2"), ("voltage_l3", "V", "238.07")),
     *(("current_l1", "A", "4.213"), ("current_l2", "A", "3.9"), ("current_l3", "A", "5.002")),
@@ -100,6 +100,7 @@ PUSH: Final = (
     *(("energy_active_import", "kWh", "13687.5175"), ("energy_active_export", "kWh", "0")),
     *(("energy_apparent_import", "kVAh", "14012.113"), ("energy_apparent_export", "kVAh", "0")),
     *(("energy_reactive_lag", "kvarh", "2231.9"), ("energy_reactive_lead", "kvarh", "104.25")),
+    *(("demand_active_max", "kW", "4.86"), ("demand_apparent_max", "kVA", "5.012")),
     ("power_on_duration", "s", "31536000"),
     *(("tamper_count", "count", "0"), ("billing_count", "count", "12")),
 )
@@ -108,8 +109,18 @@ PUSH: Final = (
 def push_readings(meter_id: str, n: int) -> list[Reading]:
     """The readings of push ``n`` of a meter (15 minutes apart)."""
     at = T0 + dt.timedelta(minutes=15 * n)
+    peak = at - dt.timedelta(days=3, minutes=7)  # the demand maxima's capture time
     return [
-        Reading(meter_id, quantity, Decimal(value), unit, at, Source.PUSH, "1.0.94.91.0.255")
+        Reading(
+            meter_id,
+            quantity,
+            Decimal(value),
+            unit,
+            at,
+            Source.PUSH,
+            "1.0.94.91.0.255",
+            capture_time=peak if quantity.startswith("demand_") else None,
+        )
         for quantity, unit, value in PUSH
     ]
 
