@@ -52,6 +52,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/codec.py
 	$(BIN)/python bench/sim.py
 	$(BIN)/python bench/sessions.py
+	$(BIN)/python bench/uplink.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis

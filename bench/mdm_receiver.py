@@ -204,7 +204,9 @@ class MdmReceiver:
 
     Serve ``app`` with ``start()``/``stop()`` (needed for ``go_away``/``come_back``) or with
     aiohttp's ``TestServer``. ``validate=False`` skips the schema check (benchmarks);
-    ``keep_records=False`` keeps counts and batches but not the records (long runs).
+    ``keep_records=False`` keeps counts and batches but not the records (long runs);
+    ``on_batch`` is called with each batch accepted and its records, as they are stored
+    (bench/uplink.py measures latency there).
     """
 
     def __init__(
@@ -216,6 +218,7 @@ class MdmReceiver:
         *,
         max_body_bytes: int = MAX_BODY_BYTES,
         keep_records: bool = True,
+        on_batch: Callable[[Batch, list[dict[str, Any]]], None] | None = None,
     ) -> None:
         self._token = token
         self._api_key = api_key
@@ -223,6 +226,7 @@ class MdmReceiver:
         self._rng = random.Random(seed)
         self._max_body = max_body_bytes
         self._keep = keep_records
+        self._on_batch = on_batch
         # what was accepted
         self.batches: list[Batch] = []
         self.counts: Counter[str] = Counter({kind: 0 for kind in KINDS})
@@ -572,6 +576,8 @@ class MdmReceiver:
         if self._keep:
             self._records[batch.kind].extend(records)
             self._hes_ids[batch.kind].extend([batch.hes_id] * batch.count)
+        if self._on_batch is not None:
+            self._on_batch(batch, records)
 
     # -- /control -----------------------------------------------------------------------------
 

@@ -10,26 +10,42 @@ Run from the repository root. It starts, in ``var/demo``:
   (``serial``, HDLC); and, when the ``mosquitto`` broker is installed, 50 ``kalpa`` meters
   talking through a private Mosquitto on a free loopback port (``mqtt``);
 
-imports the fleets' inventories and keys, waits for the dialling meters to come online, shows
-``hesctl status`` and part of ``hesctl meters``, reads one meter of each transport on demand,
-prints how many meters of each transport are online, then stops everything cleanly. Each step
-prints the command it runs and what it answered.
+and the reference MDM receiver (``bench/mdm_receiver.py``, in this process on a free loopback
+port, asking for a bearer token that hesd finds in the secrets file's ``[tokens]``), which hesd's
+``[uplink]`` forwards normalised readings and events to.
+
+It imports the fleets' inventories and keys, waits for the dialling meters to come online,
+shows ``hesctl status`` and part of ``hesctl meters``, reads one meter of each transport on
+demand, prints how many meters of each transport are online, logs a magnet tamper on one meter
+through the simulator's control API (the meter pushes at once), shows what reached the MDM (its
+counts per kind, one reading as the MDM received it) and ``hesctl outbox``, then stops
+everything cleanly. Each step prints the command it runs and what it answered.
 """
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
 import os
+import secrets
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, TYPE_CHECKING, Any, Final
+
+import structlog
+
+if TYPE_CHECKING:
+    from bench.mdm_receiver import MdmReceiver
 
 BIN: Final = Path(sys.executable).parent
 WORK: Final = Path("var") / "demo"
@@ -38,6 +54,49 @@ DIALLING: Final = 800
 DIALLED: Final = 200
 SERIAL: Final = 8
 MQTT: Final = 50
+TAMPERED: Final = "SIM-is15959-000042"
+
+
+class Mdm:
+    """The reference MDM receiver on its own thread and event loop (the demo blocks on hesctl)."""
+
+    def __init__(self, token: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="mdm", daemon=True)
+        self.thread.start()
+        # bench/ is not installed with hesd: the demo runs from the repository
+        from bench.mdm_receiver import MdmReceiver  # noqa: PLC0415
+
+        self.receiver: MdmReceiver = MdmReceiver(token=token)  # checks bodies: docs/mdm-api.yaml
+        self.url: str = self._call(self.receiver.start())
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+
+    def stats(self) -> dict[str, Any]:
+        """What its control API answers (``GET /control/stats``)."""
+        with urllib.request.urlopen(f"{self.url}/control/stats", timeout=10) as answer:  # noqa: S310 - loopback http
+            stats: dict[str, Any] = json.loads(answer.read())
+        return stats
+
+    def readings(self, meter_id: str, quantity: str) -> list[dict[str, Any]]:
+        """The readings of ``quantity`` of ``meter_id`` the MDM received, in arrival order."""
+
+        async def find() -> list[dict[str, Any]]:
+            return [
+                r
+                for r in self.receiver.records("readings")
+                if r["meter_id"] == meter_id and r["quantity"] == quantity
+            ]
+
+        found: list[dict[str, Any]] = self._call(find())
+        return found
+
+    def close(self) -> None:
+        self._call(self.receiver.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
 
 
 def free_port() -> int:
@@ -126,6 +185,52 @@ def show_online_by_transport(transports: list[str]) -> None:
         print(f"{transport:<9}  {online[transport]:>6}  {total[transport]:>6}")
 
 
+def tamper(control: str) -> dt.datetime:
+    """Log a magnet tamper on one meter through the simulator's control API: it pushes at once.
+    Returns the event's time (the meter's clock, as the alarm push carries it)."""
+    path = f"/api/v1/meters/{TAMPERED}/events"
+    body = json.dumps({"kind": "magnet_tamper"})
+    print(f"\n$ curl -s -X POST {control}{path} -d '{body}'", flush=True)
+    request = urllib.request.Request(f"http://{control}{path}", body.encode())
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback http
+        text = answer.read().decode().strip()
+    print(text, flush=True)
+    return _instant(json.loads(text)["time"])
+
+
+def _instant(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def show_mdm(mdm: Mdm, tampered_at: dt.datetime) -> None:
+    """What reached the MDM: counts per kind, one reading, and the alarm push's tamper count."""
+    deadline = time.monotonic() + 5  # the alarm push: normalised, committed, batched, sent
+    alarm: list[dict[str, Any]] = []
+    while not alarm and time.monotonic() < deadline:
+        time.sleep(0.2)
+        counts = mdm.readings(TAMPERED, "tamper_count")
+        alarm = [c for c in counts if _instant(c["timestamp"]) == tampered_at]
+    stats = mdm.stats()
+    print(f"\n$ curl -s {mdm.url}/control/stats    # the MDM: records per kind", flush=True)
+    print(json.dumps({k: stats[k] for k in ("records", "batches", "duplicates", "refused")}))
+    energy = mdm.readings(TAMPERED, "energy_active_import")
+    if energy:
+        print(f"\none reading as the MDM received it (POST {mdm.url}/api/v1/meters/readings):")
+        print(json.dumps(energy[-1], indent=2))
+    if alarm:
+        print(
+            f"\nthe alarm push reached the MDM: {TAMPERED}'s tamper_count "
+            f"{alarm[0]['value']} at {alarm[0]['timestamp']}, the tamper's time"
+        )
+    else:
+        print(f"\nthe alarm push of {TAMPERED} had not reached the MDM within 5 s")
+    if not stats["records"]["events"]:
+        print(
+            "No event reached the MDM: a push carries register values only, and hesd does not"
+            "\nyet read the meter's event log after an alarm push."
+        )
+
+
 def main() -> None:
     if not Path("conf/vendors").is_dir():
         raise SystemExit("demo: run it from the repository root (make demo)")
@@ -138,6 +243,14 @@ def main() -> None:
     broker = mosquitto_binary()
     dialling = ("--meters", str(DIALLING), "--mode", "dial", "--hes", f"127.0.0.1:{port}")
     mqtt: tuple[str, ...] = ()
+    token = secrets.token_urlsafe(16)
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))  # the receiver's
+    mdm = Mdm(token)
+    print(
+        f"reference MDM receiver (bench/mdm_receiver.py) listening on {mdm.url}, in this process;"
+        "\nit wants the bearer token hesd finds under [tokens] mdm in the secrets file",
+        flush=True,
+    )
     try:
         # the fleets first: they write the inventories and keys hesd needs
         running["dialled"] = sim(
@@ -172,14 +285,16 @@ def main() -> None:
         if mqtt:
             files.append(WORK / "mqtt.csv")
         wait_for_files(*files)
-        secrets = WORK / "secrets.toml"
-        secrets.write_text("\n".join((WORK / f"{f.stem}-secrets.toml").read_text() for f in files))
-        secrets.chmod(0o600)
+        secrets_file = WORK / "secrets.toml"
+        keys = "\n".join((WORK / f"{f.stem}-secrets.toml").read_text() for f in files)
+        secrets_file.write_text(f'{keys}\n[tokens]\nmdm = "{token}"\n')
+        secrets_file.chmod(0o600)
         config = (
             '[daemon]\nstate_dir = "state"\nsecrets_file = "secrets.toml"\ndrain_timeout = 5.0\n'
             f'[vendors]\ndir = "{Path("conf/vendors").resolve()}"\n'
             f'[tcp]\nlisten = ["127.0.0.1:{port}"]\n'
             f'[[serial.ports]]\npath = "{serial_port(WORK / "serial.csv")}"\n'
+            f'[uplink]\nurl = "{mdm.url}"\nhes_id = "demo"\ntoken = "mdm"\nbatch_delay = 0.5\n'
         )
         if mqtt:
             config += f'[mqtt]\nbroker = "127.0.0.1:{mqtt_port}"\n'
@@ -196,8 +311,12 @@ def main() -> None:
         for inventory in files:
             hesctl("meters", "import", str(inventory))
         pushing = ("--push-interval", "900")
+        control = f"127.0.0.1:{free_port()}"
         running["dialling"] = sim(
-            "dialling", *dialling, "--ramp", "5", *pushing, "--seed", "1", log=logs
+            "dialling",
+            *dialling,
+            *("--ramp", "5", *pushing, "--seed", "1", "--control", control),
+            log=logs,
         )
         if mqtt:
             running["mqtt"] = sim("mqtt", *mqtt, *pushing, log=logs)
@@ -228,6 +347,9 @@ def main() -> None:
                 else "."
             )
         )
+        tampered_at = tamper(control)
+        show_mdm(mdm, tampered_at)
+        hesctl("outbox")
         hesctl("status")
     finally:
         # the meters that reach hesd, and the dialled ones, before hesd; the serial bus after it
@@ -241,6 +363,7 @@ def main() -> None:
                 process.send_signal(signal.SIGTERM)
             codes.append(process.wait(timeout=60))
         logs.close()
+        mdm.close()
         print(f"exit statuses: {codes}; logs in {WORK}")
     if any(codes):
         raise SystemExit(1)

@@ -681,3 +681,12 @@ def test_a_block_load_read_over_a_known_supply_failure() -> None:
     block_end = (int(start) // 1800 + 1) * 1800
     assert down == [dt.datetime.fromtimestamp(block_end, UTC)]
     assert (local.replace(tzinfo=None), end - start) == (dt.datetime(2024, 1, 13, 9, 31, 2), 247)
+
+
+def test_quality_names_of_every_combination_are_the_flags_in_order() -> None:
+    for value in range(1 << len(Quality)):
+        quality = Quality(value)
+        names = quality.names  # computed once per value, then looked up
+        assert names == tuple(f.name.lower() for f in Quality if f in quality and f.name)
+        assert quality.names is names
+        assert Quality.parse(list(names)) == quality
