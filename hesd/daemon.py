@@ -215,7 +215,9 @@ class Daemon:
             await self.outbox.load()
             config = self.config
             if config.uplink.url:
-                self.forwarder = Forwarder(config.uplink, store, self.outbox, self.secrets)
+                self.forwarder = Forwarder(
+                    config.uplink, store, self.outbox, self.secrets, config.source
+                )
             self._sessions = SessionManager(
                 registry=self._registry,
                 counters=self.counters,

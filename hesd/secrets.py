@@ -79,6 +79,18 @@ class SecretStore:
     keysets: dict[str, KeySet] = field(default_factory=dict)
     tokens: dict[str, Secret] = field(default_factory=dict)
 
+    def token(self, name: str, named_by: str) -> Secret:
+        """The token ``name``; ``ConfigError`` naming the secrets file and ``named_by`` (the
+        config key that asked for it) when the file has none."""
+        found = self.tokens.get(name)
+        if found is None:
+            raise ConfigError(
+                self.source or "<no secrets file>",
+                "tokens",
+                f'no token "{name}" (named by {named_by})',
+            )
+        return found
+
 
 def _check_permissions(path: Path) -> None:
     try:

@@ -20,9 +20,9 @@ from typing import Final
 import aiomqtt
 from paho.mqtt import client as mqtt
 
-from adapters.schema import ConfigError
 from hesd.config import MqttConfig
 from hesd.secrets import SecretStore
+from hesd.tls import client_context
 
 __all__ = ["connected", "default_client_id", "password", "reason", "tls_context"]
 
@@ -91,36 +91,11 @@ def default_client_id() -> str:
 
 def password(config: MqttConfig, secrets: SecretStore) -> bytes | None:
     name = config.password_token
-    if not name:
-        return None
-    token = secrets.tokens.get(name)
-    if token is None:
-        raise ConfigError(
-            secrets.source or "<no secrets file>",
-            "tokens",
-            f'no token "{name}" (named by mqtt.password_token)',
-        )
-    return token.reveal()
+    return secrets.token(name, "mqtt.password_token").reveal() if name else None
 
 
 def tls_context(config: MqttConfig, source: str) -> ssl.SSLContext:
     """The client side of TLS to the broker; a file that does not load is a config error."""
-    try:
-        context = ssl.create_default_context(
-            cafile=None if config.ca_file is None else str(config.ca_file)
-        )
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(source, "mqtt.ca_file", f"cannot load CA certificates: {exc}") from None
-    if config.cert_file is not None:
-        try:
-            context.load_cert_chain(
-                str(config.cert_file), None if config.key_file is None else str(config.key_file)
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                source, "mqtt.cert_file", f"cannot load the client certificate and key: {exc}"
-            ) from None
-    if not config.tls_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+    return client_context(
+        source, "mqtt", config.ca_file, config.cert_file, config.key_file, verify=config.tls_verify
+    )

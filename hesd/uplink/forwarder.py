@@ -28,7 +28,6 @@ import email.utils
 import gzip
 import json
 import random
-import ssl
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -38,11 +37,11 @@ import aiohttp
 import msgpack
 import structlog
 
-from adapters.schema import ConfigError
 from hesd import __version__
 from hesd.config import UplinkConfig
 from hesd.secrets import SecretStore
 from hesd.store.db import Store
+from hesd.tls import client_context
 from hesd.uplink.outbox import Outbox
 
 __all__ = ["PATHS", "Forwarder"]
@@ -94,7 +93,12 @@ class UplinkStats:
 
 class Forwarder:
     def __init__(
-        self, config: UplinkConfig, store: Store, outbox: Outbox, secrets: SecretStore
+        self,
+        config: UplinkConfig,
+        store: Store,
+        outbox: Outbox,
+        secrets: SecretStore,
+        source: str = "hesd.toml",
     ) -> None:
         self.config = config
         self._store = store
@@ -105,19 +109,16 @@ class Forwarder:
             "User-Agent": f"hesd/{__version__}",
         }
         if config.token:
-            token = secrets.tokens.get(config.token)
-            if token is None:
-                raise ConfigError(
-                    secrets.source or "<no secrets file>",
-                    "tokens",
-                    f'no token "{config.token}" (named by uplink.token)',
-                )
-            value = token.reveal().decode()
+            value = secrets.token(config.token, "uplink.token").reveal().decode()
             if config.auth == "bearer":
                 self._headers["Authorization"] = f"Bearer {value}"
             elif config.auth == "api-key":
                 self._headers["X-API-Key"] = value
-        self._ssl = _ssl_context(config) if config.url.startswith("https://") else None
+        self._ssl = (
+            client_context(source, "uplink", config.ca_file, config.cert_file, config.key_file)
+            if config.url.startswith("https://")
+            else None
+        )
         self._lanes: list[asyncio.Queue[_Batch]] = [
             asyncio.Queue(LANE_DEPTH) for _ in range(config.lanes)
         ]
@@ -388,24 +389,3 @@ def _retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
-
-
-def _ssl_context(config: UplinkConfig) -> ssl.SSLContext:
-    try:
-        context = ssl.create_default_context(
-            cafile=None if config.ca_file is None else str(config.ca_file)
-        )
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            "hesd.toml", "uplink.ca_file", f"cannot load CA certificates: {exc}"
-        ) from None
-    if config.cert_file is not None:
-        try:
-            context.load_cert_chain(
-                str(config.cert_file), None if config.key_file is None else str(config.key_file)
-            )
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                "hesd.toml", "uplink.cert_file", f"cannot load the client certificate: {exc}"
-            ) from None
-    return context
