@@ -237,10 +237,7 @@ async def test_a_refused_batch_is_parked_then_replayed(rig: Rig) -> None:
     assert dead[0][1].startswith("HTTP 400: ")
     assert "BAD" in dead[0][1]
     rig.mdm.reset_faults()
-    await rig.store.execute(
-        "UPDATE outbox SET state = 'pending', batch_key = NULL, last_error = NULL"
-        " WHERE state = 'dead'"
-    )
+    assert await rig.outbox.replay() == 1
     forwarder.rescan()
     await rig.mdm.wait_for_records("readings", 3, timeout=10)
     await rig.drained()

@@ -27,6 +27,7 @@ from hesd.reads import read_events, read_profile, read_quantities
 from hesd.router import CommandRejected, CommandRouter, CommandState
 from hesd.session import MeterSession, SessionError
 from hesd.store.registry import METER_ID, STATUSES, RegistryConflict
+from hesd.uplink.outbox import Outbox
 from protocols.dlms import apdu as x
 from protocols.dlms.axdr import Value
 from protocols.dlms.cosem import likely_class
@@ -487,10 +488,7 @@ async def get_outbox(request: web.Request) -> web.Response:
     daemon = request.app[DAEMON]
     state = await daemon.outbox_state()
     forwarder = daemon.forwarder
-    dead = await daemon.store.fetchall(
-        "SELECT batch_key, kind, count(*), min(created_at), max(last_error) FROM outbox"
-        " WHERE state = 'dead' GROUP BY batch_key, kind ORDER BY min(seq) LIMIT 20"
-    )
+    dead = await _outbox(daemon).dead_batches()
     return _json(
         {
             "depth": state.depth,
@@ -514,13 +512,13 @@ async def get_outbox(request: web.Request) -> web.Response:
             },
             "dead_batches": [
                 {
-                    "batch_id": key,
-                    "kind": kind,
-                    "records": count,
-                    "oldest": _iso(oldest),
-                    "error": error,
+                    "batch_id": b.batch_id,
+                    "kind": b.kind,
+                    "records": b.records,
+                    "oldest": _iso(b.oldest),
+                    "error": b.error,
                 }
-                for key, kind, count, oldest, error in dead
+                for b in dead
             ],
         }
     )
@@ -529,32 +527,24 @@ async def get_outbox(request: web.Request) -> web.Response:
 async def replay_outbox(request: web.Request) -> web.Response:
     """Dead letters back to pending: sent again, in new batches."""
     daemon = request.app[DAEMON]
-    count = int(await daemon.store.scalar("SELECT count(*) FROM outbox WHERE state = 'dead'") or 0)
-    await daemon.store.execute(
-        "UPDATE outbox SET state = 'pending', batch_key = NULL, last_error = NULL"
-        " WHERE state = 'dead'"
-    )
+    count = await _outbox(daemon).replay()
     if daemon.forwarder is not None:
         daemon.forwarder.rescan()
-    log.info("outbox.replayed", records=count)
     return _json({"replayed": count})
 
 
 async def purge_dead_letters(request: web.Request) -> web.Response:
-    daemon = request.app[DAEMON]
     if request.query.get("confirm") != "yes":
         raise ApiError(
             400, "Bad Request", "purging dead letters loses them for good: add ?confirm=yes"
         )
-    row = await daemon.store.fetchone(
-        "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox WHERE state = 'dead'"
-    )
-    assert row is not None
-    await daemon.store.execute("DELETE FROM outbox WHERE state = 'dead'")
-    if daemon.outbox is not None:
-        daemon.outbox.released(int(row[1]))
-    log.warning("outbox.purged", records=int(row[0]), bytes=int(row[1]))
-    return _json({"purged": int(row[0])})
+    return _json({"purged": await _outbox(request.app[DAEMON]).purge_dead()})
+
+
+def _outbox(daemon: Daemon) -> Outbox:
+    if daemon.outbox is None:
+        raise ApiError(503, "Service Unavailable", "the outbox is not open")
+    return daemon.outbox
 
 
 # -- commands (hesd/router.py) ---------------------------------------------------------------

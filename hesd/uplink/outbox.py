@@ -31,7 +31,7 @@ from adapters.model import CommandResult, Event, Reading, Source
 from hesd.store.db import Store
 from protocols.errors import HesdError
 
-__all__ = ["KINDS", "Outbox", "OutboxFull", "OutboxState", "Record"]
+__all__ = ["KINDS", "DeadBatch", "Outbox", "OutboxFull", "OutboxState", "Record"]
 
 log = structlog.get_logger("hesd.outbox")
 
@@ -56,6 +56,15 @@ class OutboxState:
     in_flight: int  # records in batches being sent now
     refused: int  # records refused since start (budget)
     pressure: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeadBatch:
+    batch_id: str
+    kind: str
+    records: int
+    oldest: float  # when its oldest record was accepted
+    error: str | None  # the MDM's answer
 
 
 def _kind(record: Record) -> str:
@@ -165,6 +174,39 @@ class Outbox:
         elif not self.pressure and self._alarm:
             self._alarm = False
             log.info("outbox.pressure_cleared", bytes=self._bytes, limit=self.limit)
+
+    async def dead_batches(self, limit: int = 20) -> list[DeadBatch]:
+        """The oldest parked batches, with the MDM's answer."""
+        rows = await self._store.fetchall(
+            "SELECT batch_key, kind, count(*), min(created_at), max(last_error) FROM outbox"
+            " WHERE state = 'dead' GROUP BY batch_key, kind ORDER BY min(seq) LIMIT ?",
+            (limit,),
+        )
+        return [DeadBatch(*row) for row in rows]
+
+    async def replay(self) -> int:
+        """Dead letters back to pending, to be batched afresh; how many records. The forwarder
+        must be told (``Forwarder.rescan``): its cursor has passed them."""
+        count = int(
+            await self._store.scalar("SELECT count(*) FROM outbox WHERE state = 'dead'") or 0
+        )
+        await self._store.execute(
+            "UPDATE outbox SET state = 'pending', batch_key = NULL, last_error = NULL"
+            " WHERE state = 'dead'"
+        )
+        log.info("outbox.replayed", records=count)
+        return count
+
+    async def purge_dead(self) -> int:
+        """Delete the dead letters for good; how many records."""
+        row = await self._store.fetchone(
+            "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox WHERE state = 'dead'"
+        )
+        assert row is not None
+        await self._store.execute("DELETE FROM outbox WHERE state = 'dead'")
+        self.released(int(row[1]))
+        log.warning("outbox.purged", records=int(row[0]), bytes=int(row[1]))
+        return int(row[0])
 
     async def state(self, now: float | None = None) -> OutboxState:
         now = time.time() if now is None else now
