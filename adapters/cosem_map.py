@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Final
 
@@ -38,6 +38,7 @@ __all__ = [
     "read_objects",
     "read_profiles",
     "read_quantities",
+    "register_columns",
 ]
 
 CAPTURE_TIME: Final = ".capture_time"  # column suffix: capture_time (attribute 5) of class 4
@@ -176,6 +177,17 @@ class EventLog:
         """The lowest code of ``kind``, or None if this vendor's meters do not log it."""
         found = [entry for entry in self.codes if entry.kind == kind]
         return min(found, key=lambda e: e.code) if found else None
+
+
+def register_columns(quantities: Mapping[str, Quantity], columns: Sequence[str]) -> tuple[str, ...]:
+    """The columns that have a scaler_unit (registers and extended registers), in order: what
+    an IS 15959 scaler profile holds for ``columns``; not the clock, the status, capture times
+    or Data objects (Blue Book 4.3.1: Data has no scaler_unit)."""
+    return tuple(
+        c
+        for c in columns
+        if c not in ("clock", STATUS) and CAPTURE_TIME not in c and quantities[c].class_id != 1
+    )
 
 
 # -- readers ----------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from adapters.cosem_map import CAPTURE_TIME
+from adapters.cosem_map import register_columns
 from adapters.hooks import MeterContext
 from adapters.is15959 import EVENT_CATEGORIES
 from adapters.model import Source
@@ -115,15 +115,8 @@ async def read_profile(
     out = Batch()
     if load.scaler_obis is not None:
         said = await session.get(x.AttributeDescriptor(7, load.scaler_obis, 2))
-        columns = [
-            c
-            for c in load.columns
-            if c != "clock"
-            and CAPTURE_TIME not in c
-            and (q := normaliser.profile.quantity(c)) is not None
-            and q.class_id != 1
-        ]
-        scalers = _scaler_row(said, columns)
+        quantities = {q.name: q for q in normaliser.profile.quantities}
+        scalers = _scaler_row(said, register_columns(quantities, load.columns))
     rows = await _buffer(session, normaliser, load.obis, start, end)
     if isinstance(rows, x.DataAccessResult):
         out.errors.append(

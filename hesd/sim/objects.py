@@ -17,7 +17,7 @@ import enum
 from dataclasses import dataclass
 from typing import Final
 
-from adapters.cosem_map import CAPTURE_TIME, STATUS, LoadProfile, Quantity
+from adapters.cosem_map import CAPTURE_TIME, STATUS, LoadProfile, Quantity, register_columns
 from adapters.is15959 import EVENT_CATEGORIES
 from adapters.profile import VendorProfile
 from hesd.sim.events import TAMPER_KINDS
@@ -167,16 +167,6 @@ def _column_capture(profile: VendorProfile, quantities: dict[str, Quantity], col
     return capture_object(quantity.class_id, quantity.obis, 5 if column != name else 2)
 
 
-def _register_columns(quantities: dict[str, Quantity], columns: tuple[str, ...]) -> tuple[str, ...]:
-    """The columns that have a scaler_unit: registers and extended registers, not the clock
-    or the status."""
-    return tuple(
-        c
-        for c in columns
-        if c not in ("clock", STATUS) and CAPTURE_TIME not in c and quantities[c].class_id != 1
-    )
-
-
 _BUILT: dict[int, VendorTables] = {}  # by id() of the profile, which its tables keep alive
 
 
@@ -212,7 +202,7 @@ def _build(profile: VendorProfile) -> VendorTables:
         capture[load.name] = tuple(_column_capture(profile, quantities, c) for c in load.columns)
         if load.scaler_obis is not None:
             add(Kind.SCALER_PROFILE, load.scaler_obis, load.name)
-            scaler_columns[load.name] = _register_columns(quantities, load.columns)
+            scaler_columns[load.name] = register_columns(quantities, load.columns)
     events = profile.events
     snapshot = tuple(_column_capture(profile, quantities, c) for c in events.snapshot)
     for index, category in enumerate(EVENT_CATEGORIES):
@@ -225,7 +215,7 @@ def _build(profile: VendorProfile) -> VendorTables:
         )
     if events.scaler_obis is not None:
         add(Kind.EVENT_SCALER_PROFILE, events.scaler_obis, "events")
-        scaler_columns["events"] = _register_columns(quantities, events.snapshot)
+        scaler_columns["events"] = register_columns(quantities, events.snapshot)
     capture["nameplate"] = tuple(
         capture_object(1, obis, 2) for _, obis in nameplate_columns(profile)
     )
