@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
-import msgpack
 import pytest
 from structlog.testing import capture_logs
 
@@ -24,7 +23,7 @@ from hesd.config import StoreConfig, UplinkConfig, load_config
 from hesd.secrets import Secret, SecretStore
 from hesd.store import Store
 from hesd.uplink.forwarder import Forwarder
-from hesd.uplink.outbox import Outbox, OutboxFull
+from hesd.uplink.outbox import Outbox, OutboxFull, payload
 
 pytestmark = pytest.mark.integration
 TOKEN = "t0ken-for-tests"
@@ -279,8 +278,8 @@ def one(n: int, source: Source = Source.PUSH) -> Reading:
 
 
 async def _fill_to_the_budget(store: Store) -> None:
-    push = len(msgpack.packb(one(0).to_json()))
-    scheduled = len(msgpack.packb(one(0, Source.SCHEDULE).to_json()))
+    push = len(payload([one(0)]))
+    scheduled = len(payload([one(0, Source.SCHEDULE)]))
     outbox = Outbox(store, limit=90 * push + 10 * scheduled)  # full after the 100 below
     with capture_logs() as logs:
         for n in range(80):

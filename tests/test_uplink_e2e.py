@@ -17,11 +17,11 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgpack
 import pytest
 
 from bench.mdm_receiver import MdmReceiver
 from hesd.config import load_config
+from hesd.uplink.outbox import record_texts
 from tests.conftest import BIN, HesdProcess, free_port, wait_for, write_config
 from tests.sim_process import START, VENDORS, SimProcess
 
@@ -125,8 +125,10 @@ class Fleet:
         """What the (killed) hesd had committed to its outbox and not yet delivered."""
         path = load_config(self.config).store.path
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            rows = db.execute("SELECT payload FROM outbox WHERE kind = 'reading'").fetchall()
-        return [msgpack.unpackb(row[0]) for row in rows]
+            rows = db.execute(
+                "SELECT seq, records, payload FROM outbox WHERE kind = 'reading'"
+            ).fetchall()
+        return [json.loads(text) for row in rows for text in record_texts(*row)]
 
     def pushes_sent_before(self, moment: float) -> int:
         count = 0

@@ -2,13 +2,18 @@
 
 Rows are read in ``seq`` order and put in per-(lane, kind) buffers; a meter's rows always go to
 the same lane (a hash of its id), and each lane sends one batch at a time, so a meter's records
-reach the MDM in order while ``uplink.lanes`` batches travel at once. A buffer becomes a batch
-when it holds ``uplink.batch_size`` rows or its oldest row has waited ``uplink.batch_delay``.
+reach the MDM in order while ``uplink.lanes`` batches travel at once. A row (the records of one
+meter offered together, ``hesd/uplink/outbox.py``) is never split: a buffer becomes a batch of
+whole rows, at most ``uplink.batch_size`` records (a row written under a larger ``batch_size``
+goes alone), when it holds that many or its oldest row has waited ``uplink.batch_delay``.
 
 A batch is *sealed* before it is sent: its rows get the batch's key (``<hes_id>-<first seq>-<last
-seq>``), committed, so that a retry, even after a crash and restart, sends the same rows under
-the same ``Idempotency-Key`` with a byte-identical body (JSON in outbox order, gzip without a
-timestamp). What the MDM answers decides:
+seq>``, of its records), committed, so that a retry, even after a crash and restart, sends the
+same rows under the same ``Idempotency-Key`` with a byte-identical body (JSON in outbox order,
+gzip without a timestamp). The body is spliced from the rows' stored wire form: each record's
+JSON text with its ``seq`` added last, as ``json.dumps`` of the record would write it. A row
+whose payload does not hold what its columns say cannot be sent: its batch is parked as a dead
+letter naming the row (``uplink.dead_letter``). What the MDM answers decides:
 
 * 2xx: delivered; the rows are deleted;
 * 429, 503: wait as ``Retry-After`` says (or back off), then again;
@@ -31,18 +36,18 @@ import random
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 import aiohttp
-import msgpack
 import structlog
 
+from adapters.model import json_text
 from hesd import __version__
 from hesd.config import UplinkConfig
 from hesd.secrets import SecretStore
 from hesd.store.db import Store
 from hesd.tls import client_context
-from hesd.uplink.outbox import Outbox
+from hesd.uplink.outbox import Outbox, OutboxCorrupt, record_texts
 
 __all__ = ["PATHS", "Forwarder"]
 
@@ -63,10 +68,36 @@ DELETE: Final = "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(?)
 
 @dataclass(slots=True)
 class _Row:
-    seq: int
+    seq: int  # its last record's
     meter_id: str
     created_at: float
+    records: int
     payload: bytes
+
+
+@dataclass(slots=True)
+class _Buffer:
+    """A lane's rows of one kind, waiting to be cut into batches."""
+
+    rows: list[_Row] = field(default_factory=list)
+    records: int = 0
+
+    def append(self, row: _Row) -> None:
+        self.rows.append(row)
+        self.records += row.records
+
+    def take(self, size: int) -> list[_Row]:
+        """The oldest rows holding at most ``size`` records (at least one row)."""
+        count = taken = 0
+        for row in self.rows:
+            if taken and count + row.records > size:
+                break
+            taken += 1
+            count += row.records
+        cut = self.rows[:taken]
+        del self.rows[:taken]
+        self.records -= count
+        return cut
 
 
 @dataclass(slots=True)
@@ -75,10 +106,12 @@ class _Batch:
     kind: str
     lane: int
     rows: list[_Row]
-    size: int = field(init=False)
+    size: int = field(init=False)  # payload bytes
+    records: int = field(init=False)
 
     def __post_init__(self) -> None:
         self.size = sum(len(r.payload) for r in self.rows)
+        self.records = sum(r.records for r in self.rows)
 
 
 @dataclass(slots=True)
@@ -122,7 +155,8 @@ class Forwarder:
         self._lanes: list[asyncio.Queue[_Batch]] = [
             asyncio.Queue(LANE_DEPTH) for _ in range(config.lanes)
         ]
-        self._buffers: dict[tuple[int, str], list[_Row]] = {}
+        self._buffers: dict[tuple[int, str], _Buffer] = {}
+        self._per_row = 1  # records per row in the last rows read (how many rows fill the window)
         self._cursor = 0
         self._behind = False  # the last read filled the window: more rows wait in the outbox
         self._sealing: tuple[asyncio.Future[None], list[_Batch]] | None = None
@@ -189,19 +223,20 @@ class Forwarder:
         """
         size = self.config.batch_size
         stuck = self._buffered() >= self._window() and all(
-            len(rows) < size for rows in self._buffers.values()
+            buffer.records < size for buffer in self._buffers.values()
         )
         partial_ok = not self._behind or stuck
         batches: list[_Batch] = []
-        for (lane, kind), rows in self._buffers.items():
+        for (lane, kind), buffer in self._buffers.items():
             room = LANE_DEPTH - self._lanes[lane].qsize() - sum(b.lane == lane for b in batches)
-            while room > 0 and rows:
-                if len(rows) < size and not (
-                    partial_ok and rows[0].created_at <= now - self.config.batch_delay
+            while room > 0 and buffer.rows:
+                if buffer.records < size and not (
+                    partial_ok and buffer.rows[0].created_at <= now - self.config.batch_delay
                 ):
                     break
-                cut, rows[:] = rows[:size], rows[size:]
-                key = f"{self.config.hes_id}-{cut[0].seq}-{cut[-1].seq}"
+                cut = buffer.take(size)
+                first = cut[0].seq - cut[0].records + 1
+                key = f"{self.config.hes_id}-{first}-{cut[-1].seq}"
                 batches.append(_Batch(key, kind, lane, cut))
                 room -= 1
         return batches
@@ -209,34 +244,41 @@ class Forwarder:
     def _wait(self, now: float) -> float | None:
         """Seconds until a buffer whose lane has room is due (None: until something happens)."""
         due = None
-        for (lane, _), rows in self._buffers.items():
-            if rows and not self._lanes[lane].full():  # a full lane pokes when it takes one
-                at = rows[0].created_at + self.config.batch_delay
+        for (lane, _), buffer in self._buffers.items():
+            if buffer.rows and not self._lanes[lane].full():  # a full lane pokes when it takes one
+                at = buffer.rows[0].created_at + self.config.batch_delay
                 due = at if due is None else min(due, at)
         return None if due is None else max(0.0, due - now)
 
     def _window(self) -> int:
+        """Records read ahead: two batches per lane."""
         return self.config.lanes * self.config.batch_size * 2
 
     def _buffered(self) -> int:
-        return sum(len(rows) for rows in self._buffers.values())
+        return sum(buffer.records for buffer in self._buffers.values())
 
     async def _fetch(self) -> None:
         room = self._window() - self._buffered()
         if room <= 0:
             return
+        limit = max(1, room // self._per_row)  # rows
         rows = await self._store.fetchall(
-            "SELECT seq, kind, meter_id, created_at, payload FROM outbox"
+            "SELECT seq, kind, meter_id, created_at, records, payload FROM outbox"
             " WHERE seq > ? AND state = 'pending' AND batch_key IS NULL ORDER BY seq LIMIT ?",
-            (self._cursor, room),
+            (self._cursor, limit),
         )
-        for seq, kind, meter_id, created_at, payload in rows:
-            lane = self._lane_of(meter_id)
-            self._buffers.setdefault((lane, kind), []).append(
-                _Row(seq, meter_id, created_at, payload)
-            )
+        records = 0
+        for seq, kind, meter_id, created_at, count, payload in rows:
+            key = (self._lane_of(meter_id), kind)
+            buffer = self._buffers.get(key)
+            if buffer is None:
+                buffer = self._buffers[key] = _Buffer()
+            buffer.append(_Row(seq, meter_id, created_at, count, payload))
+            records += count
             self._cursor = seq
-        self._behind = len(rows) == room
+        if rows:
+            self._per_row = max(1, records // len(rows))
+        self._behind = len(rows) == limit
         if self._behind:
             self._outbox.poke()  # more to read once there is room
 
@@ -250,21 +292,23 @@ class Forwarder:
     async def _resume(self) -> None:
         """Batches sealed by a previous run: sent first, as they were."""
         found = await self._store.fetchall(
-            "SELECT seq, kind, meter_id, created_at, payload, batch_key FROM outbox"
+            "SELECT seq, kind, meter_id, created_at, records, payload, batch_key FROM outbox"
             " WHERE state = 'pending' AND batch_key IS NOT NULL ORDER BY seq"
         )
-        batches: dict[str, _Batch] = {}
-        for seq, kind, meter_id, created_at, payload, key in found:
-            row = _Row(seq, meter_id, created_at, payload)
-            if key in batches:
-                batches[key].rows.append(row)
-            else:
-                batches[key] = _Batch(key, kind, self._lane_of(meter_id), [row])
-        for batch in batches.values():
-            batch.size = sum(len(r.payload) for r in batch.rows)
+        rows: dict[str, tuple[str, str, list[_Row]]] = {}
+        for seq, kind, meter_id, created_at, records, payload, key in found:
+            row = _Row(seq, meter_id, created_at, records, payload)
+            rows.setdefault(key, (kind, meter_id, []))[2].append(row)
+        batches = [
+            _Batch(key, kind, self._lane_of(meter_id), sealed)
+            for key, (kind, meter_id, sealed) in rows.items()
+        ]
+        for batch in batches:
             await self._lanes[batch.lane].put(batch)
         if batches:
-            log.info("uplink.resumed", batches=len(batches), records=len(found))
+            log.info(
+                "uplink.resumed", batches=len(batches), records=sum(b.records for b in batches)
+            )
 
     # -- delivery ----------------------------------------------------------------------------
 
@@ -272,15 +316,19 @@ class Forwarder:
         while True:
             batch = await lane.get()
             self._outbox.poke()  # room in this lane: the dispatcher may seal the next
-            self._outbox.in_flight += len(batch.rows)
+            self._outbox.in_flight += batch.records
             try:
                 await self._deliver(http, batch)
             finally:
-                self._outbox.in_flight -= len(batch.rows)
+                self._outbox.in_flight -= batch.records
 
     async def _deliver(self, http: aiohttp.ClientSession, batch: _Batch) -> None:
         url = self.config.url + PATHS[batch.kind]
-        body = self._body(batch)
+        try:
+            body = self._body(batch)
+        except OutboxCorrupt as exc:
+            await self._park(batch, None, f"not sent: {exc}")
+            return
         headers = {**self._headers, "Idempotency-Key": batch.key}
         attempt = 0
         while True:
@@ -324,19 +372,18 @@ class Forwarder:
         return min(delay, self.config.backoff_max) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
 
     def _body(self, batch: _Batch) -> bytes:
+        """The batch's JSON, gzipped: what ``json.dumps`` of the document (the records in outbox
+        order, each with its ``seq`` last) would write, spliced from the stored wire form."""
         records = []
         for row in batch.rows:
-            record: dict[str, Any] = msgpack.unpackb(row.payload)
-            record["seq"] = row.seq
-            records.append(record)
+            seq = row.seq - row.records
+            for text in record_texts(row.seq, row.records, row.payload):
+                seq += 1
+                records.append(f'{text[:-1]},"seq":{seq}}}')
         newest = max(r.created_at for r in batch.rows)
-        document = {
-            "hes_id": self.config.hes_id,
-            "batch_id": batch.key,
-            "sent_at": dt.datetime.fromtimestamp(newest, dt.UTC).isoformat().replace("+00:00", "Z"),
-            "records": records,
-        }
-        data = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+        sent_at = dt.datetime.fromtimestamp(newest, dt.UTC).isoformat().replace("+00:00", "Z")
+        head = json_text({"hes_id": self.config.hes_id, "batch_id": batch.key, "sent_at": sent_at})
+        data = f'{head[:-1]},"records":[{",".join(records)}]}}'.encode()
         return gzip.compress(data, compresslevel=1, mtime=0)
 
     async def _delivered(self, batch: _Batch) -> None:
@@ -344,12 +391,13 @@ class Forwarder:
         # delivered batch made delivering a backlog quadratic
         await self._store.submit([(DELETE, (_seqs(batch.rows), batch.key))])
         self._outbox.released(batch.size)
-        self.stats.delivered[batch.kind] += len(batch.rows)
+        self.stats.delivered[batch.kind] += batch.records
         self.stats.batches += 1
         self.stats.last_delivery = time.time()
 
-    async def _park(self, batch: _Batch, status: int, text: str) -> None:
-        error = f"HTTP {status}: {text}"
+    async def _park(self, batch: _Batch, status: int | None, text: str) -> None:
+        """Rows the MDM refused (``status``), or that cannot be sent (None: ``text`` says why)."""
+        error = text if status is None else f"HTTP {status}: {text}"
         await self._store.submit(
             [
                 (
@@ -365,7 +413,7 @@ class Forwarder:
             "uplink.dead_letter",
             batch=batch.key,
             kind=batch.kind,
-            records=len(batch.rows),
+            records=batch.records,
             status=status,
             answer=text[:500],
         )
