@@ -75,6 +75,7 @@ assert set(_LIMITS) == set(INTEGER_TYPES.values())
 _STATUS_INVALID: Final = 0x01
 _STATUS_DOUBTFUL: Final = 0x02 | 0x04 | 0x08  # doubtful, different clock base, invalid status
 _PUSH_HEAD: Final = ("logical_device_name", "clock")
+_CAPTURES: Final = 4096  # capture times remembered (the most a normaliser holds)
 # AMR profile status bits (IDIS, DSMR P3; adapters.cosem_map.ProfileStatus) → quality. A critical
 # error is data not valid too: the companion specifications set DNV with ERR, and the MDM has no
 # flag of its own for it. Daylight saving says nothing about the value (the row's date-time
@@ -162,13 +163,15 @@ def to_si(raw: int, scaler: int, unit: Unit | int, *, count: bool = False) -> tu
 class Normaliser:
     """One vendor's mapping from COSEM values to normalised records."""
 
-    __slots__ = ("_by_name", "_layouts", "adapter", "profile")
+    __slots__ = ("_by_name", "_captures", "_layouts", "adapter", "profile")
 
     def __init__(self, profile: VendorProfile, adapter: VendorAdapter = NULL_ADAPTER) -> None:
         self.profile = profile
         self.adapter = adapter
         self._by_name: dict[str, Quantity] = {q.name: q for q in profile.quantities}
         self._layouts: dict[tuple[str, tuple[str, ...]], _Layout] = {}
+        # capture times by their octets: a maximum demand's stays the same push after push
+        self._captures: dict[bytes, dt.datetime | None] = {}
 
     # -- single values -----------------------------------------------------------------------
 
@@ -476,10 +479,17 @@ class Normaliser:
 
     def _optional_stamp(self, value: object) -> dt.datetime | None:
         """A capture time: None when the meter has none yet (all fields unspecified)."""
+        if type(value) is bytes and value in self._captures:
+            return self._captures[value]
         try:
-            return self.timestamp(value)[0]
+            stamp: dt.datetime | None = self.timestamp(value)[0]
         except NormaliseError:
-            return None
+            stamp = None
+        if type(value) is bytes:
+            if len(self._captures) >= _CAPTURES:
+                self._captures.clear()
+            self._captures[value] = stamp
+        return stamp
 
     def _date_time(self, value: object, what: str) -> DateTime:
         if isinstance(value, DateTime):
