@@ -15,7 +15,7 @@ JSON text with its ``seq`` added last, as ``json.dumps`` of the record would wri
 whose payload does not hold what its columns say cannot be sent: its batch is parked as a dead
 letter naming the row (``uplink.dead_letter``). What the MDM answers decides:
 
-* 2xx: delivered; the rows are deleted;
+* 2xx: delivered; the rows are deleted (the lane sends its next batch meanwhile);
 * 429, 503: wait as ``Retry-After`` says (or back off), then again;
 * 401, 403: hesd's credentials are wrong, not the data: alarm (``uplink.auth_refused``) and retry
   with back-off, so that fixing the token loses nothing;
@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import email.utils
+import functools
 import gzip
 import json
 import random
@@ -342,7 +343,7 @@ class Forwarder:
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 status, text, retry_after = 0, f"{type(exc).__name__}: {exc}", None
             if 200 <= status < 300:
-                await self._delivered(batch)
+                self._delivered(batch)
                 return
             if status in (429, 503):
                 wait = retry_after
@@ -386,14 +387,26 @@ class Forwarder:
         data = f'{head[:-1]},"records":[{",".join(records)}]}}'.encode()
         return gzip.compress(data, compresslevel=1, mtime=0)
 
-    async def _delivered(self, batch: _Batch) -> None:
-        # not WHERE batch_key = ?: that column has no index, and a scan of the outbox per
-        # delivered batch made delivering a backlog quadratic
-        await self._store.submit([(DELETE, (_seqs(batch.rows), batch.key))])
-        self._outbox.released(batch.size)
+    def _delivered(self, batch: _Batch) -> None:
+        """The MDM has the batch: its rows go. The lane does not wait for that commit (a lane
+        waiting for a commit per batch capped the uplink at a few batches per commit time): if
+        hesd stops before it, the batch is sent again under its key, and the MDM drops it."""
+        deleted = self._store.submit([(DELETE, (_seqs(batch.rows), batch.key))])
+        deleted.add_done_callback(functools.partial(self._deleted, batch))
         self.stats.delivered[batch.kind] += batch.records
         self.stats.batches += 1
         self.stats.last_delivery = time.time()
+
+    def _deleted(self, batch: _Batch, deleted: asyncio.Future[None]) -> None:
+        if deleted.cancelled():
+            return
+        error = deleted.exception()
+        if error is not None:  # the rows stay, and go again after a restart: the MDM drops them
+            log.error(
+                "uplink.delete_failed", batch=batch.key, records=batch.records, error=str(error)
+            )
+            return
+        self._outbox.released(batch.size)
 
     async def _park(self, batch: _Batch, status: int | None, text: str) -> None:
         """Rows the MDM refused (``status``), or that cannot be sent (None: ``text`` says why)."""
