@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gzip
 import json
 import sqlite3
 from collections import Counter
@@ -21,11 +22,12 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from adapters.model import Reading, Source, json_text
+from bench.mdm_receiver import MdmReceiver
 from hesd.config import StoreConfig
 from hesd.store import Store
 from hesd.store.migrations import MIGRATIONS
 from hesd.uplink.outbox import Outbox, OutboxCorrupt, OutboxFull, payload, record_texts
-from tests.test_uplink import T0, Rig, rig
+from tests.test_uplink import T0, TOKEN, Rig, rig
 
 pytestmark = pytest.mark.integration
 __all__ = ["rig"]  # the fixture, shared with test_uplink
@@ -33,11 +35,12 @@ __all__ = ["rig"]  # the fixture, shared with test_uplink
 QUANTITIES = ("voltage_l1", "current_l1", "frequency", "energy_active_import")
 
 
-def push(meter: str, n: int, size: int = 26) -> list[Reading]:
-    """Push ``n`` of a meter: ``size`` readings at one time (their values count 0, 1, ...)."""
+def push(meter: str, n: int, size: int = 26, source: Source = Source.PUSH) -> list[Reading]:
+    """Push ``n`` of a meter: ``size`` readings at one time (their values count 0, 1, ...);
+    with ``source=Source.SCHEDULE``, the same readings read on schedule."""
     at = T0 + dt.timedelta(minutes=15 * n)
     return [
-        Reading(meter, QUANTITIES[i % 4], Decimal(i), "V", at, Source.PUSH, "1.0.32.7.0.255")
+        Reading(meter, QUANTITIES[i % 4], Decimal(i), "V", at, source, "1.0.32.7.0.255")
         for i in range(size)
     ]
 
@@ -93,10 +96,8 @@ async def test_batches_hold_whole_pushes_and_at_most_batch_size_records(rig: Rig
     pushes = interleaved_pushes(meters=6, per_meter=8)
     for start in range(0, len(pushes), 5):
         await asyncio.gather(*(rig.outbox.offer(p) for p in pushes[start : start + 5]))
-    big = Outbox(rig.store, 64 << 20, row_records=500)
-    await big.offer(push("M99", 0, size=120))  # written under a larger batch_size
     rig.start(batch_size=100, lanes=2)
-    total = 6 * 8 * 26 + 120
+    total = 6 * 8 * 26
     await rig.mdm.wait_for_records("readings", total, timeout=20)
     await rig.drained()
     per_batch: list[Counter[tuple[str, str]]] = [Counter() for _ in rig.mdm.batches]
@@ -107,12 +108,8 @@ async def test_batches_hold_whole_pushes_and_at_most_batch_size_records(rig: Rig
             counter[record["meter_id"], record["timestamp"]] += 1
         start += batch.count
     for counter, batch in zip(per_batch, rig.mdm.batches, strict=True):
-        if batch.count == 120:
-            assert set(counter) == {("M99", "2026-01-01T00:00:00Z")}  # alone
-            continue
         assert batch.count <= 100
         assert set(counter.values()) == {26}  # whole pushes only
-    assert sorted(b.count for b in rig.mdm.batches).count(120) == 1
     rig.mdm.check_order()
     sequences = rig.mdm.per_meter_sequences("readings")
     for meter, seqs in sequences.items():
@@ -133,6 +130,9 @@ async def test_a_refused_push_is_parked_whole_and_replayed_whole(rig: Rig) -> No
     assert (state.dead_letters, state.depth) == (26, 0)
     [dead] = await rig.outbox.dead_batches()
     assert dead.records == 26
+    assert dead.error is not None
+    assert dead.error.startswith("HTTP 400: ")
+    assert "meter BAD is refused" in dead.error  # the MDM's answer, kept with the batch
     assert forwarder.stats.delivered["reading"] == 26
     rig.mdm.reset_faults()
     assert await rig.outbox.replay() == 26
@@ -187,25 +187,123 @@ async def test_the_budget_counts_stored_bytes_and_refusals_count_records(tmp_pat
         await writer
 
 
+async def test_the_budget_thresholds_with_rows_of_26(rig: Rig) -> None:
+    """90 %: the alarm; 100 %: scheduled rows refused; 110 %: pushes refused too; the alarm
+    clears once delivered rows are deleted. All in stored bytes, refusals counted in records."""
+    one = len(payload(push("M01", 0)))
+    scheduled = len(payload(push("M01", 0, source=Source.SCHEDULE)))
+    assert scheduled > one  # "schedule" is longer than "push", 26 times
+    outbox = rig.outbox = Outbox(rig.store, limit=20 * one)
+    with capture_logs() as logs:
+        for n in range(17):
+            await outbox.offer(push("M01", n))
+        assert not outbox.pressure  # 85 %
+        await outbox.offer(push("M01", 17))
+        assert outbox.pressure  # 90 %
+        await outbox.offer(push("M02", 0, source=Source.SCHEDULE))  # 19 pushes' worth and more
+        with pytest.raises(OutboxFull, match="26 records refused"):
+            outbox.offer(push("M02", 1, source=Source.SCHEDULE))  # past 100 %
+        await outbox.offer(push("M01", 18))
+        await outbox.offer(push("M01", 19))  # 21 pushes' worth and more: under 110 %
+        with pytest.raises(OutboxFull):
+            outbox.offer(push("M01", 20))  # past 110 %
+        assert outbox.bytes == await rig.store.scalar("SELECT sum(length(payload)) FROM outbox")
+        assert outbox.bytes == 20 * one + scheduled
+        assert outbox.refused == 52
+        state = await outbox.state()
+        assert (state.depth, state.refused, state.pressure) == (21 * 26, 52, True)
+        rig.start(batch_size=100)
+        await rig.drained()
+    events = [e["event"] for e in logs]
+    assert events.count("outbox.pressure") == 1
+    assert events.count("outbox.full") == 2
+    assert events.count("outbox.pressure_cleared") == 1
+    assert outbox.bytes == 0
+
+
+async def test_rows_larger_than_batch_size_are_cut_before_they_are_batched(rig: Rig) -> None:
+    """Rows written under a larger batch_size: no batch holds more than batch_size records;
+    every record keeps its seq and its place, and the budget follows the rows as stored."""
+    pushes = interleaved_pushes(meters=3, per_meter=2)
+    for p in pushes:
+        await rig.outbox.offer(p)  # rows of 26, written under batch_size 500
+    with capture_logs() as logs:
+        rig.start(batch_size=10, lanes=2)
+        await rig.mdm.wait_for_records("readings", 6 * 26, timeout=10)
+        await rig.drained()
+    assert max(b.count for b in rig.mdm.batches) == 10
+    assert [e["rows"] for e in logs if e["event"] == "uplink.row_split"] == [3] * 6
+    records = sorted(rig.mdm.records("readings"), key=lambda r: r["seq"])
+    assert [r["seq"] for r in records] == list(range(1, 6 * 26 + 1))  # each once, as numbered
+    expected = [{**r.to_json(), "seq": n} for n, r in enumerate((r for p in pushes for r in p), 1)]
+    assert records == expected
+    rig.mdm.check_order()
+    assert rig.outbox.bytes == 0
+
+
+async def test_a_413_is_parked_and_replayed_in_smaller_batches(tmp_path: Path) -> None:
+    """The MDM takes no body this large (413): the batch is parked with its answer; with a
+    smaller batch_size, a replay cuts the parked rows and every record arrives once."""
+    store = await Store.open(StoreConfig(tmp_path / "hesd.db", 0.0, 1000, 5.0))
+    writer = asyncio.create_task(store.run_writer(), name="store:writer")
+    mdm = MdmReceiver(token=TOKEN, max_body_bytes=8000)  # one push's JSON is about 5 kB
+    rig = Rig(tmp_path, store, writer, Outbox(store, 64 << 20), mdm, await mdm.start())
+    try:
+        pushes = [push("M1", 0), push("M2", 0), push("M1", 1), push("M2", 1)]
+        for p in pushes:
+            await rig.outbox.offer(p)
+        forwarder = rig.start(batch_size=100, lanes=1)  # 3 pushes, then 1
+        async with asyncio.timeout(10):
+            while not (await rig.outbox.state()).dead_letters:  # noqa: ASYNC110 - the forwarder
+                await asyncio.sleep(0.02)
+        await rig.mdm.wait_for_records("readings", 26, timeout=10)
+        [dead] = await rig.outbox.dead_batches()
+        assert (dead.records, dead.batch_id) == (78, "hes-test-1-78")
+        assert dead.error is not None
+        assert dead.error.startswith("HTTP 413: ")
+        assert forwarder.stats.dead_letters == 1
+        await rig.stop()
+        forwarder = rig.start(batch_size=20, lanes=1)  # what the operator does: smaller batches
+        assert await rig.outbox.replay() == 78
+        forwarder.rescan()
+        await rig.mdm.wait_for_records("readings", 104, timeout=10)
+        await rig.drained()
+        assert [b.count for b in rig.mdm.batches] == [26, 20, 6, 20, 6, 20, 6]
+        assert sorted(r["seq"] for r in rig.mdm.records("readings")) == list(range(1, 105))
+        state = await rig.outbox.state()
+        assert (state.depth, state.dead_letters, state.bytes) == (0, 0, 0)
+    finally:
+        await rig.stop()
+        await mdm.stop()
+        await store.close()
+        await writer
+
+
 # -- rows of schema version 1, and damaged rows -------------------------------------------------
 
 
 class RawReceiver:
-    """An MDM that keeps each request's JSON as it came (aiohttp inflates the gzip; the same
-    JSON gives the same gzip bytes: level 1, no timestamp)."""
+    """An MDM that keeps each request's body as it came, gzip and all (answering 500 while
+    ``failing``), and its JSON."""
 
     def __init__(self) -> None:
-        self.bodies: list[tuple[str, bytes]] = []
+        self.bodies: list[tuple[str, bytes]] = []  # (key, JSON) of each request
+        self.raw: list[tuple[str, bytes]] = []  # (key, gzip body) of each request
+        self.failing = False
         self.runner: web.AppRunner | None = None
 
     async def start(self) -> str:
         async def take(request: web.Request) -> web.Response:
-            self.bodies.append((request.headers["Idempotency-Key"], await request.read()))
+            key = request.headers["Idempotency-Key"]
+            self.raw.append((key, await request.read()))  # not inflated
+            self.bodies.append((key, gzip.decompress(self.raw[-1][1])))
+            if self.failing:
+                return web.json_response({"detail": "down"}, status=500)
             return web.json_response({"accepted": 1})
 
         app = web.Application()
         app.router.add_post("/api/v1/meters/{kind}", take)
-        self.runner = web.AppRunner(app)
+        self.runner = web.AppRunner(app, auto_decompress=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
@@ -266,6 +364,44 @@ async def test_rows_of_schema_version_1_are_sent_byte_for_byte_as_before(
         await rig.stop()
         await store.close()
         await writer
+
+
+async def test_a_batch_of_pushes_sealed_before_a_crash_is_resent_byte_for_byte(
+    rig: Rig, raw: RawReceiver
+) -> None:
+    """Sealed batches of push rows, retried, then hesd stops as if killed: the next start sends
+    each under its key with the very body (gzip bytes) it sent before, and every record once."""
+    pushes = interleaved_pushes(meters=4, per_meter=3)
+    for p in pushes:
+        await rig.outbox.offer(p)
+    raw.failing = True
+    rig.url = await raw.start()
+    forwarder = rig.start(batch_size=60, lanes=2)
+    async with asyncio.timeout(10):
+        while forwarder.stats.retries < 4:  # noqa: ASYNC110 - sealed and being retried
+            await asyncio.sleep(0.02)
+    await rig.stop()  # killed
+    sealed = {k for (k,) in await rig.store.fetchall("SELECT DISTINCT batch_key FROM outbox")}
+    sealed.discard(None)
+    assert sealed
+    assert raw.raw
+    assert {key for key, _ in raw.raw} <= sealed  # only sealed batches are sent
+    raw.failing = False
+    attempts = len(raw.raw)
+    rig.outbox = Outbox(rig.store, 64 << 20)
+    await rig.outbox.load()
+    rig.start(batch_size=60, lanes=2)
+    await rig.drained()
+    again = dict(raw.raw[attempts:])
+    assert len(again) == len(raw.raw) - attempts  # each batch once: nothing failed any more
+    assert sealed <= set(again)  # the sealed batches, under their keys
+    for key, body in raw.raw:
+        assert body == again[key], key  # byte for byte, every attempt before and after
+    accepted = [json.loads(body) for _, body in raw.bodies[attempts:]]
+    seqs = sorted(r["seq"] for doc in accepted for r in doc["records"])
+    assert seqs == list(range(1, 12 * 26 + 1))
+    for doc in accepted:
+        assert len(doc["records"]) <= 60
 
 
 async def test_a_damaged_row_is_parked_naming_it_and_the_rest_goes_on(rig: Rig) -> None:

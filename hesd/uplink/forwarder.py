@@ -3,9 +3,12 @@
 Rows are read in ``seq`` order and put in per-(lane, kind) buffers; a meter's rows always go to
 the same lane (a hash of its id), and each lane sends one batch at a time, so a meter's records
 reach the MDM in order while ``uplink.lanes`` batches travel at once. A row (the records of one
-meter offered together, ``hesd/uplink/outbox.py``) is never split: a buffer becomes a batch of
-whole rows, at most ``uplink.batch_size`` records (a row written under a larger ``batch_size``
-goes alone), when it holds that many or its oldest row has waited ``uplink.batch_delay``.
+meter offered together, ``hesd/uplink/outbox.py``) goes whole into one batch: a buffer becomes a
+batch of whole rows, at most ``uplink.batch_size`` records, when it holds that many or its
+oldest row has waited ``uplink.batch_delay``. A row of more than ``batch_size`` records (written
+under a larger one) is cut into rows of ``batch_size`` in the outbox before it is buffered
+(``uplink.row_split``), so no batch holds more: a receiver that answered 413 takes the records
+again, replayed, once ``batch_size`` is lowered.
 
 A batch is *sealed* before it is sent: its rows get the batch's key (``<hes_id>-<first seq>-<last
 seq>``, of its records), committed, so that a retry, even after a crash and restart, sends the
@@ -46,9 +49,9 @@ from adapters.model import json_text
 from hesd import __version__
 from hesd.config import UplinkConfig
 from hesd.secrets import SecretStore
-from hesd.store.db import Store
+from hesd.store.db import Store, StoreError
 from hesd.tls import client_context
-from hesd.uplink.outbox import Outbox, OutboxCorrupt, record_texts
+from hesd.uplink.outbox import Outbox, OutboxCorrupt, RowPart, record_texts
 
 __all__ = ["PATHS", "Forwarder"]
 
@@ -269,12 +272,17 @@ class Forwarder:
             (self._cursor, limit),
         )
         records = 0
+        size = self.config.batch_size
         for seq, kind, meter_id, created_at, count, payload in rows:
             key = (self._lane_of(meter_id), kind)
             buffer = self._buffers.get(key)
             if buffer is None:
                 buffer = self._buffers[key] = _Buffer()
-            buffer.append(_Row(seq, meter_id, created_at, count, payload))
+            parts = [(seq, count, payload)]
+            if count > size:
+                parts = await self._split(seq, count, payload)
+            for part, part_count, data in parts:
+                buffer.append(_Row(part, meter_id, created_at, part_count, data))
             records += count
             self._cursor = seq
         if rows:
@@ -282,6 +290,18 @@ class Forwarder:
         self._behind = len(rows) == limit
         if self._behind:
             self._outbox.poke()  # more to read once there is room
+
+    async def _split(self, seq: int, records: int, payload: bytes) -> list[RowPart]:
+        """A row of more records than ``batch_size`` (written under a larger one): cut into rows
+        of ``batch_size`` before it is batched, so that no batch holds more. A row that cannot be
+        cut is batched alone as it is (a damaged one is then parked, naming it)."""
+        try:
+            parts = await self._outbox.split(seq, records, payload, self.config.batch_size)
+        except (OutboxCorrupt, StoreError) as exc:
+            log.error("uplink.split_failed", row=seq, records=records, error=str(exc))
+            return [(seq, records, payload)]
+        log.info("uplink.row_split", row=seq, records=records, rows=len(parts))
+        return parts
 
     def _lane_of(self, meter_id: str) -> int:
         return zlib.crc32(meter_id.encode()) % self.config.lanes

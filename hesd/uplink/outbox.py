@@ -4,26 +4,34 @@
 the store's group-commit writer in one submission: they commit together, in the order given,
 within a few milliseconds, and the returned future resolves once they are durable.
 
-A row holds the records of one meter and one kind that were offered together, in order (a push's
-26 readings are one row; at most ``row_records``, the uplink's ``batch_size``, per row): its
-payload is a msgpack array of the records' wire form, each record's compact JSON text
-(``json_text()``) without its ``seq``, built once here so that the forwarder only splices the
-``seq`` in. Every record has its own sequence number, unique and increasing across restarts: a
-row of ``records`` records has the seqs ``seq - records + 1`` .. ``seq`` (its ``seq`` column is
-the last; rows are numbered from the outbox's AUTOINCREMENT counter, ``sqlite_sequence``, in the
-insert itself). Rows written before schema version 2 hold one record each, a msgpack map of its
-``to_json()``; the forwarder sends them as it always did (``record_texts``). One row per push
-rather than per reading costs SQLite a twenty-sixth of the inserts, seals and deletes; a row is
-never split, so it is batched, delivered, parked as a dead letter and replayed whole. The
-forwarder (``hesd/uplink/forwarder.py``) deletes rows once the MDM has taken them, or parks them.
+**Records and rows.** What hesd promises about is *records* (a reading, an event, a command
+result): each has its own sequence number, ``seq``, unique and increasing across restarts, which
+the MDM sees; every count hesd shows (depth, in flight, dead letters, refused, delivered,
+``hesctl outbox``, ``GET /api/v1/outbox``) is in records. What SQLite stores is *rows*: a row
+holds the records of one meter and one kind that were offered together, in order (a push's 26
+readings are one row; at most ``row_records``, the uplink's ``batch_size``, per row). A row of
+``records`` records owns the seqs ``seq - records + 1`` .. ``seq`` (its ``seq`` column is the
+last; rows are numbered from the outbox's AUTOINCREMENT counter, ``sqlite_sequence``, in the
+insert itself). Its payload is a msgpack array of the records' wire form, each record's compact
+JSON text (``json_text()``) without its ``seq``, built once here so that the forwarder only
+splices the ``seq`` in. Rows written before schema version 2 hold one record each, a msgpack map
+of its ``to_json()``; the forwarder sends them as it always did (``record_texts``). One row per
+push rather than per reading costs SQLite a twenty-sixth of the inserts, seals and deletes.
 
-The outbox is bounded by ``uplink.max_backlog_bytes`` of stored payload:
+A row is batched, sealed, delivered, parked as a dead letter, replayed and purged whole, so the
+forwarder's promises hold per record (``hesd/uplink/forwarder.py``): a meter's records in
+``seq`` order; a batch's key and body fixed once sealed, through retries and restarts; no batch
+of more than ``batch_size`` records (a row written under a larger ``batch_size`` is cut, by
+``split``, into rows of ``batch_size`` before it is batched: each record keeps its seq).
+
+The outbox is bounded by ``uplink.max_backlog_bytes`` of stored payload (rows as stored, dead
+letters included; released when delivered rows are deleted or dead letters purged):
 
 * from 90 % (``pressure``) hesd raises an alarm (``outbox.pressure`` in the log and the status)
   and the scheduler slows its reads;
 * from 100 % pulled and scheduled records are refused (``OutboxFull``): the caller still has them
   and says so; pushes, events and command results go in up to 110 %, then they too are refused;
-* every refusal is logged and counted (``refused``): nothing is dropped silently.
+* every refusal is logged and counted (``refused``, in records): nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ __all__ = [
     "OutboxFull",
     "OutboxState",
     "Record",
+    "RowPart",
     "payload",
     "record_texts",
 ]
@@ -63,6 +72,17 @@ ROW_RECORDS: Final = 500  # most records in a row (hesd.toml's uplink.batch_size
 INSERT: Final = (
     "INSERT INTO outbox (seq, kind, meter_id, created_at, records, payload) VALUES ("
     "coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0) + ?4, ?1, ?2, ?3, ?4, ?5)"
+)
+# Cutting a row in two: the first records go to a new row (their last seq is free: it is inside
+# the row's range), the row keeps the rest; both only while the row is pending and unsealed
+SPLIT_OFF: Final = (
+    "INSERT INTO outbox (seq, kind, meter_id, created_at, records, payload, attempts)"
+    " SELECT ?, kind, meter_id, created_at, ?, ?, attempts FROM outbox"
+    " WHERE seq = ? AND state = 'pending' AND batch_key IS NULL"
+)
+SPLIT_KEEP: Final = (
+    "UPDATE outbox SET records = ?, payload = ?"
+    " WHERE seq = ? AND state = 'pending' AND batch_key IS NULL"
 )
 Record = Reading | Event | CommandResult
 
@@ -102,6 +122,10 @@ def record_texts(seq: int, records: int, payload: bytes) -> list[str]:
     if len(texts) != records:
         raise OutboxCorrupt(f"outbox row {seq}: {len(texts)} records in a row of {records}")
     return texts
+
+
+Payload = bytes  # a row's payload (inside Outbox, ``bytes`` names its property)
+RowPart = tuple[int, int, Payload]  # (seq, records, payload) of a row
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +264,31 @@ class Outbox:
         """The forwarder deleted rows of ``size`` payload bytes."""
         self._bytes = max(0, self._bytes - size)
         self._check_pressure()
+
+    async def split(self, seq: int, records: int, payload: Payload, most: int) -> list[RowPart]:
+        """Cut the pending, unsealed row ``seq`` into rows of at most ``most`` records (the
+        uplink's ``batch_size`` went down since it was written), committed before this returns;
+        every record keeps its seq. The parts as ``(seq, records, payload)``, in order.
+
+        ``OutboxCorrupt`` if the payload does not hold ``records`` records (nothing changes);
+        ``StoreError`` if the commit fails (nothing changes either).
+        """
+        texts = record_texts(seq, records, payload)
+        first = seq - records + 1
+        parts: list[RowPart] = []
+        for start in range(0, records, most):
+            chunk = texts[start : start + most]
+            parts.append((first + start + len(chunk) - 1, len(chunk), msgpack.packb(chunk)))
+        *new, kept = parts
+        await self._store.submit(
+            [
+                *((SPLIT_OFF, (part, count, data, seq)) for part, count, data in new),
+                (SPLIT_KEEP, (kept[1], kept[2], seq)),
+            ]
+        )
+        self._bytes += sum(len(data) for _, _, data in parts) - len(payload)
+        self._check_pressure()
+        return parts
 
     async def wait_new(self) -> None:
         await self._new.wait()
