@@ -238,14 +238,20 @@ def test_dead_letters_are_shown_replayed_and_purged_with_hesctl(
 
     wait_for(lambda: dead()["dead_letters"] > 0, 30, "a dead letter")
     fleet.sim.kill()
+    wait_drained(fleet)  # everything else delivered or parked: the counts stay
     shown = fleet.hesd.hesctl("outbox").stdout
     assert "DEAD BATCH" in shown
     assert refused in shown  # the MDM's answer names the meter
     assert all(r["meter_id"] != refused for r in mdm.readings())
+    parked = dead()
+    # counted in records: whole pushes of 26 readings, batch by batch
+    assert parked["dead_letters"] % 26 == 0
+    assert parked["dead_letters"] == sum(b["records"] for b in parked["dead_batches"])
+    assert f"dead letters  {parked['dead_letters']} records" in shown
 
     mdm.sync(mdm.mdm.reset_faults)
     replayed = fleet.hesd.hesctl("outbox", "replay").stdout
-    assert "records queued again" in replayed
+    assert f"{parked['dead_letters']} records queued again" in replayed
     wait_for(
         lambda: any(r["meter_id"] == refused for r in mdm.readings()), 30, "the replayed meter"
     )
@@ -264,7 +270,9 @@ def test_dead_letters_are_shown_replayed_and_purged_with_hesctl(
     declined = fleet.hesd.hesctl("outbox", "purge", "--dead-letters", stdin="n\n", check=False)
     assert declined.returncode != 0  # asked, and the answer was no
     assert dead()["dead_letters"] > 0
+    wait_drained(fleet)
+    count = dead()["dead_letters"]
     purged = fleet.hesd.hesctl("outbox", "purge", "--dead-letters", "--yes").stdout
-    assert "records deleted" in purged
+    assert f"{count} records deleted" in purged
     assert dead()["dead_letters"] == 0
     fleet.hesd.stop()
