@@ -207,7 +207,7 @@ def test_activate_at_is_left_to_the_meters_scheduler(rig: Rig) -> None:
 def test_a_restart_of_hesd_resumes_the_transfer(rig: Rig) -> None:
     """hesd stops mid-transfer (SIGTERM); the command stays sent, and the next hesd queues it
     again and resumes from the block the meter reports."""
-    rig.sim.set_faults(meter(6), "latency=40ms")  # a transfer of about a second
+    rig.sim.set_faults(meter(6), "latency=50ms")  # a transfer of more than a second
     queued = rig.upgrade(meter(6), rig.directory / "image.bin", "--json")
     command_id = json.loads(queued.stdout)["command_id"]
 
