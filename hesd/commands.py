@@ -13,7 +13,9 @@ Each kind runs on the meter's session (``SessionManager.request`` supplies it) a
   a lost answer does not act twice. Succeeded only when the read-back confirms;
 * ``sync_time``: reads the clock (IC 8 attribute 2), computes its offset from hesd's clock, sets
   attribute 2 to now in the meter's deviation (or the profile's ``utc_offset`` when the meter
-  sends none), and reads it back; ``data`` holds the offsets before and after, in seconds.
+  sends none), and reads it back; ``data`` holds the offsets before and after, in seconds;
+* ``firmware_upgrade`` (with an ``ImageStore``): ``hesd.firmware``, the image transfer of Blue
+  Book 4.4.6 with resume, tried ``[firmware] max_attempts`` times.
 
 Actions need an association that may act: with the shipped profiles, sessions use the profile's
 ``[session] association`` (``reader``, LLS), which IS 15959 meters and hesd-sim let read but not
@@ -29,6 +31,9 @@ from typing import Any, Final
 
 from adapters.hooks import MeterContext
 from adapters.normalise import Batch, NormaliseError, Normaliser
+from hesd.config import FirmwareConfig
+from hesd.firmware import firmware_kind
+from hesd.firmware_images import ImageStore
 from hesd.reads import read_events, read_profile, read_quantities
 from hesd.router import Command, CommandKind, CommandRejected, Outcome
 from hesd.session import MeterSession, SessionError
@@ -40,14 +45,20 @@ __all__ = ["command_kinds"]
 
 DISCONNECT_CLASS: Final = 70  # Blue Book 4.5.8
 CLOCK_CLASS: Final = 8  # Blue Book 4.5.1
+FIRMWARE_DEFAULTS: Final = FirmwareConfig()
 # Blue Book 4.5.8 control_state: 0 disconnected, 1 connected, 2 ready for reconnection
 CONTROL_STATES: Final = {0: "disconnected", 1: "connected", 2: "ready_for_reconnection"}
 
 
 def command_kinds(
-    normalisers: Callable[[], Mapping[str, Normaliser]], clock: Callable[[], float] = time.time
+    normalisers: Callable[[], Mapping[str, Normaliser]],
+    clock: Callable[[], float] = time.time,
+    *,
+    images: ImageStore | None = None,
+    firmware: FirmwareConfig = FIRMWARE_DEFAULTS,
 ) -> dict[str, CommandKind]:
-    """The kinds hesd runs, reading with the vendors' current ``normalisers()`` (SIGHUP)."""
+    """The kinds hesd runs, reading with the vendors' current ``normalisers()`` (SIGHUP);
+    ``firmware_upgrade`` too when there is an image store."""
 
     def normaliser(session: MeterSession) -> Normaliser:
         name = session.settings.profile.name
@@ -82,12 +93,22 @@ def command_kinds(
     async def sync_time(session: MeterSession, cmd: Command) -> Outcome:
         return await _sync_time(session, normaliser(session), clock)
 
-    return {
+    kinds = {
         "read": CommandKind("read", read, _check_read, max_attempts=3, rerunnable=True),
         "disconnect": CommandKind("disconnect", disconnect, _check_none, max_attempts=2),
         "reconnect": CommandKind("reconnect", reconnect, _check_none, max_attempts=2),
         "sync_time": CommandKind("sync_time", sync_time, _check_none, max_attempts=2),
     }
+    if images is not None:
+        kinds["firmware_upgrade"] = firmware_kind(
+            images,
+            max_attempts=firmware.max_attempts,
+            backoff=firmware.retry_backoff,
+            attempt_timeout=firmware.attempt_timeout,
+            verify_timeout=firmware.verify_timeout,
+            clock=clock,
+        )
+    return kinds
 
 
 # -- parameters ----------------------------------------------------------------------------------

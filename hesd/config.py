@@ -26,6 +26,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DaemonConfig",
+    "FirmwareConfig",
     "LogConfig",
     "MqttConfig",
     "SerialConfig",
@@ -165,6 +166,17 @@ class SerialConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class FirmwareConfig:
+    """Firmware upgrades over the air (``hesd/firmware.py``)."""
+
+    max_image_bytes: int = 16 << 20  # the largest image accepted for upload
+    max_attempts: int = 10  # attempts of one upgrade; each resumes the transfer
+    retry_backoff: float = 10.0  # seconds before the second attempt, doubled for each next one
+    attempt_timeout: float = 3600.0  # the longest one attempt may take (transfer included)
+    verify_timeout: float = 300.0  # polling the meter's verification or activation at most
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str  # the file it came from, or EMBEDDED
     daemon: DaemonConfig
@@ -178,6 +190,7 @@ class Config:
     limits: LimitsConfig
     serial: SerialConfig
     mqtt: MqttConfig
+    firmware: FirmwareConfig = FirmwareConfig()
 
     def load_vendor_profiles(self) -> dict[str, VendorProfile]:
         return load_profiles(self.vendors.dir, self.vendors.enabled, self.source)
@@ -301,9 +314,33 @@ def parse_config(doc: Table, base: Path) -> Config:
 
     mqtt = _mqtt_config(doc.table("mqtt"), base)
 
+    firmware_t = doc.table("firmware")
+    firmware = FirmwareConfig(
+        max_image_bytes=firmware_t.integer(
+            "max_image_bytes", lo=1024, hi=1 << 30, default=16 << 20
+        ),
+        max_attempts=firmware_t.integer("max_attempts", lo=1, hi=100, default=10),
+        retry_backoff=firmware_t.number("retry_backoff", lo=0, hi=3600, default=10.0),
+        attempt_timeout=firmware_t.number("attempt_timeout", lo=10, hi=86400, default=3600.0),
+        verify_timeout=firmware_t.number("verify_timeout", lo=1, hi=3600, default=300.0),
+    )
+    firmware_t.finish()
+
     doc.finish()
     return Config(
-        doc.source, daemon, log, api, store, vendors, uplink, dlms, tcp, limits, serial, mqtt
+        doc.source,
+        daemon,
+        log,
+        api,
+        store,
+        vendors,
+        uplink,
+        dlms,
+        tcp,
+        limits,
+        serial,
+        mqtt,
+        firmware,
     )
 
 

@@ -532,4 +532,5 @@ def decode(ctx: click.Context, hex_text: tuple[str, ...], meter: str | None, as_
         click.echo(result["text"])
 
 
-from hesd import ctl_commands  # noqa: E402, F401 - registers the command verbs on main
+# registers the command verbs and hesctl firmware on main
+from hesd import ctl_commands, ctl_firmware  # noqa: E402, F401

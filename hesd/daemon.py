@@ -38,6 +38,7 @@ from hesd import __version__
 from hesd.api.app import build_app
 from hesd.commands import command_kinds
 from hesd.config import Config, load_config
+from hesd.firmware_images import ImageStore
 from hesd.notify import Notifier
 from hesd.router import CommandRouter
 from hesd.secrets import SecretStore, load_secrets
@@ -87,6 +88,9 @@ class Daemon:
         self.normalisers: dict[str, Normaliser] = {}
         self.outbox: Outbox | None = None
         self.router: CommandRouter | None = None
+        self.images = ImageStore(
+            config.daemon.state_dir / "images", config.firmware.max_image_bytes
+        )
         self.forwarder: Forwarder | None = None
         self.pushes_received = 0
         self.json_records = 0
@@ -207,6 +211,7 @@ class Daemon:
                 loop.add_signal_handler(sig, handler)
                 stack.callback(loop.remove_signal_handler, sig)
 
+            self.images.open()
             store = await Store.open(self.config.store)
             self._store = store
             self._registry = Registry(store)
@@ -277,7 +282,9 @@ class Daemon:
                 router = self.router = CommandRouter(
                     store,
                     self._sessions,
-                    command_kinds(lambda: self.normalisers),
+                    command_kinds(
+                        lambda: self.normalisers, images=self.images, firmware=config.firmware
+                    ),
                     self.outbox,
                     workers=config.limits.command_workers,
                 )
@@ -379,6 +386,7 @@ class Daemon:
                 "limits",
                 "serial",
                 "mqtt",
+                "firmware",
             )
             if getattr(fresh, name) != getattr(self.config, name)
         ]

@@ -559,8 +559,10 @@ class MeterSession:
         objects = self.settings.profile.objects
         event = await self._get_now(conn, x.AttributeDescriptor(1, objects.firmware_version, 2))
         value = event.result if isinstance(event, GetCompleted) else None
-        if isinstance(value, bytes) and value.isascii() and value.decode().isprintable():
-            self.firmware = value.decode().strip()
+        if isinstance(value, bytes) and value.isascii():  # octet-string, or visible-string
+            value = value.decode()
+        if isinstance(value, str) and value.isascii() and value.isprintable():
+            self.firmware = value.strip()
             self._registry.note_state(self.meter_id, firmware=self.firmware)
         else:
             said = _failure(event) if not isinstance(event, GetCompleted) else repr(value)[:60]
@@ -573,6 +575,12 @@ class MeterSession:
             else:
                 self.signal_quality = dbm
                 self._registry.note_state(self.meter_id, signal_quality=dbm)
+
+    def forget_identity(self) -> None:
+        """What the meter reports of itself may have changed (a firmware image was activated
+        without the meter restarting): the next request reads it again, as on a new connection,
+        and the registry keeps it."""
+        self._identity_link = None
 
     async def _get_now(self, conn: ClientConnection, attribute: x.AttributeDescriptor) -> Event:
         """GET within the request under way (associated, holding the wire)."""

@@ -148,6 +148,13 @@ async def get_meter(request: web.Request) -> web.Response:
                 "tamper_count": snap.tamper_count,
                 "push_pending": snap.push_pending,
                 "signal_quality": snap.signal_quality,
+                "image": {
+                    "status": snap.image_status.name.lower(),
+                    "blocks_received": snap.image_blocks,
+                    "activation_at": None
+                    if snap.activation_at is None
+                    else _iso(e.meter.clock.true_time(snap.activation_at)),
+                },
                 "last_events": [
                     {"time": _iso(t), "code": code, "kind": kind}
                     for t, code, kind in snap.last_events

@@ -95,6 +95,14 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        2,
+        "commands.progress: how far a long command has got (firmware upgrades)",
+        """
+        -- msgpack of a map, e.g. {"phase": "transfer", "blocks_done": 12, "blocks_total": 40}
+        ALTER TABLE commands ADD COLUMN progress BLOB;
+        """,
+    ),
 )
 
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
