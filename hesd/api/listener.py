@@ -54,7 +54,7 @@ class ApiSite(web.BaseSite):
         self.address: tuple[str, int] = (host, port)  # the bound one, once started
         self._sock: socket.socket | None = None
         self._acceptor: asyncio.Task[None] | None = None
-        self._handshakes: set[asyncio.Task[None]] = set()
+        self._connecting: set[asyncio.Task[None]] = set()  # TLS handshakes, hand-overs
 
     @property
     def name(self) -> str:
@@ -90,10 +90,10 @@ class ApiSite(web.BaseSite):
         if self._acceptor is not None:
             self._acceptor.cancel()
             await asyncio.gather(self._acceptor, return_exceptions=True)
-        for task in list(self._handshakes):
+        for task in list(self._connecting):
             task.cancel()
-        if self._handshakes:
-            await asyncio.gather(*self._handshakes, return_exceptions=True)
+        if self._connecting:
+            await asyncio.gather(*self._connecting, return_exceptions=True)
         if self._sock is not None:
             self._sock.close()
         await super().stop()
@@ -117,15 +117,15 @@ class ApiSite(web.BaseSite):
             self._refuse(conn, address, "no API client allows this address")
             return
         context = self.guard.ssl_context
-        if context is not None and len(self._handshakes) >= MAX_HANDSHAKES:
+        if context is not None and len(self._connecting) >= MAX_HANDSHAKES:
             self._refuse(conn, address, "too many TLS handshakes in progress")
             return
         port = peername[1] if isinstance(peername, tuple) and len(peername) > 1 else 0
         task = asyncio.get_running_loop().create_task(
             self._connect(conn, context, str(address)), name=f"api:connection:{address}:{port}"
         )
-        self._handshakes.add(task)
-        task.add_done_callback(self._handshakes.discard)
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
 
     def _refuse(self, conn: socket.socket, address: object, reason: str) -> None:
         self.guard.connections_refused += 1

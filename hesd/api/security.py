@@ -245,11 +245,12 @@ def guard_middleware(guard: ApiGuard, scopes: Mapping[Handler, str]) -> Middlewa
         if request.match_info.http_exception is None:  # a route matched
             needed = scopes.get(request.match_info.handler, ADMIN)
             if needed not in client.scopes:
+                has = [s for s in API_SCOPES if s in client.scopes]
                 return _problem(
                     403,
                     "Forbidden",
-                    f"client {client.name} has scope {', '.join(sorted(client.scopes))}; "
-                    f"{request.method} {request.path} needs scope {needed}",
+                    f"client {client.name} has scope{'s' if len(has) > 1 else ''} "
+                    f"{', '.join(has)}; {request.method} {request.path} needs scope {needed}",
                 )
         length = request.content_length
         if length is not None and length > guard.max_request_bytes:
