@@ -20,7 +20,8 @@ from typing import Final
 import structlog
 from aiohttp import web
 
-from hesd.api.app import DAEMON, ApiError
+from hesd.api.app import DAEMON, ApiError, Handler
+from hesd.api.security import ADMIN, COMMAND, READ
 from hesd.firmware_images import (
     FirmwareError,
     ImageInfo,
@@ -107,6 +108,15 @@ async def delete_image(request: web.Request) -> web.Response:
     except ImageNotFound as exc:
         raise ApiError(404, "Not Found", str(exc)) from None
     return web.Response(status=204)
+
+
+# What each route needs on TCP (hesd/api/security.py); merged into hesd.api.app.SCOPES.
+SCOPES: Final[dict[Handler, str]] = {
+    upload_image: COMMAND,  # an image is uploaded to be sent to meters
+    list_images: READ,
+    get_image: READ,
+    delete_image: ADMIN,
+}
 
 
 def add_routes(app: web.Application) -> None:

@@ -103,6 +103,28 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
         ALTER TABLE commands ADD COLUMN progress BLOB;
         """,
     ),
+    (
+        3,
+        "audit of API calls (hesd/api/audit.py)",
+        """
+        -- One row per API call, on the unix socket or on TCP. No keys, no bodies, no query
+        -- strings. Pruned by age (api.audit_retention_days) and count (api.audit_max_rows).
+        CREATE TABLE api_audit (
+            id           INTEGER PRIMARY KEY AUTOINCREMENT,
+            at           REAL NOT NULL,
+            listener     TEXT NOT NULL CHECK (listener IN ('socket', 'tcp')),
+            client       TEXT NOT NULL,      -- API client name, 'socket' or 'anonymous'
+            peer         TEXT NOT NULL,      -- IP address on TCP, 'uid:N' on the socket
+            method       TEXT NOT NULL,
+            path         TEXT NOT NULL,
+            status       INTEGER NOT NULL,
+            duration_ms  REAL NOT NULL,
+            command_id   TEXT                -- the command the call created, if any
+        );
+        CREATE INDEX api_audit_by_time ON api_audit (at);
+        CREATE INDEX api_audit_by_client ON api_audit (client, id);
+        """,
+    ),
 )
 
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
