@@ -396,7 +396,7 @@ class MeterSession:
 
     def _on_apdu(self, data: bytes, now: float) -> None:
         conn = self._conn
-        if conn is None:
+        if conn is None or conn.state == State.CLOSED:  # refused, timed out: not associated
             self._on_unassociated_apdu(data, now)
             return
         for event in conn.receive_apdu(data, now):  # RemoteProtocolError ends the link

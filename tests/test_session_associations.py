@@ -23,8 +23,21 @@ from protocols.dlms import apdu as x
 from protocols.dlms.axdr import Tag, Typed
 from protocols.dlms.framing import HdlcFraming, WrapperFraming
 from protocols.dlms.obis import ObisCode
+from protocols.dlms.server import ServerConnection
+from protocols.dlms.wrapper import encode_wrapper
 from tests.conftest import REPO
-from tests.dlms_meter import ENERGY, HES_TITLE, KEYSET, meter, run_meter
+from tests.dlms_meter import (
+    AK,
+    ASSOCIATIONS,
+    EK,
+    ENERGY,
+    HES_TITLE,
+    KEYSET,
+    METER_TITLE,
+    DictModel,
+    meter,
+    run_meter,
+)
 from tests.hdlc_bus import SimMeter
 from tests.test_session import until
 from tests.test_session_shared import SharedEnd
@@ -45,13 +58,14 @@ class Hes:
     skew: list[float]
     tasks: list[asyncio.Task[object]]
 
-    def session(self) -> MeterSession:
+    def session(self, notified: list[object] | None = None) -> MeterSession:
         loop = asyncio.get_running_loop()
         settings = SessionSettings("M1", PROFILE, PROFILE.association("reader"), KEYSET, HES_TITLE)
         return MeterSession(
             settings,
             counters=self.counters,
             registry=self.registry,
+            on_notification=None if notified is None else lambda _m, n, _t: notified.append(n),
             clock=lambda: loop.time() + self.skew[0],
         )
 
@@ -121,6 +135,31 @@ async def test_using_an_association_the_profile_lacks_is_an_error(hes: Hes) -> N
     with pytest.raises(SessionError) as info:
         session.using("admin").__enter__()
     assert str(info.value) == "meter M1: vendor profile is15959 has no association 'admin'"
+
+
+async def test_a_refused_command_association_leaves_the_session_up(hes: Hes) -> None:
+    """A meter that does not offer the command association refuses it; the request fails
+    saying so, a push that follows still arrives, and reads open the read association again."""
+    notified: list[object] = []
+    session = hes.session(notified)
+    readers_only = {k: v for k, v in ASSOCIATIONS.items() if k != 48}
+    energy = DictModel({(3, "1.0.1.8.0.255", 2): Typed(Tag.DOUBLE_LONG_UNSIGNED, 4242)})
+    server = ServerConnection(readers_only, energy, system_title=METER_TITLE, keys=(EK, AK))
+    hes_end, meter_end = null_modem(names=("hes", "meter"))
+    hes.start(session.serve(hes_end, WrapperFraming(32)), "meter:M1:link")
+    hes.start(run_meter(meter_end, server), "sim:M1")
+    await until(lambda: session.online)
+    with (
+        pytest.raises(SessionError, match="association rejected_permanent"),
+        session.using("utility"),
+    ):
+        await session.get(ENERGY)
+    push = x.DataNotification(1, None, (b"MTR-1", Typed(Tag.LONG_UNSIGNED, 230))).encode()
+    await meter_end.send(encode_wrapper(1, 102, push))
+    await until(lambda: bool(notified))
+    assert session.online
+    assert await session.get(ENERGY) == 4242
+    assert session.association == "reader"
 
 
 async def test_using_is_the_calling_tasks_only(hes: Hes) -> None:
