@@ -47,8 +47,12 @@ class SimProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=out,
             )
-        wait_for(lambda: self.logged("sim.ready") or self.proc.poll() is not None, 20, "sim")
+        # ready: the fleet is served and the control API listens (it may come up second)
+        wait_for(lambda: self._up() or self.proc.poll() is not None, 20, "sim")
         assert self.proc.poll() is None, self.log.read_text()
+
+    def _up(self) -> bool:
+        return self.logged("sim.ready") and self.logged("sim.control.listening")
 
     def events(self, event: str) -> list[dict[str, Any]]:
         """The sim's log lines with this event name, in order."""
