@@ -286,13 +286,17 @@ def test_a_command_waits_for_its_meter_to_dial_in_and_one_expires(rig: Rig) -> N
 
 def test_kill_9_loses_no_command_and_acts_at_most_once(rig: Rig) -> None:
     acting, reading = meter(4), meter(5)
-    rig.sim.set_faults(acting, "latency=1s")  # each answer a second late
+    # the session opens the command association (a limit the meter has already: no change)
+    warm = rig.finished(rig.submit(acting, "limit", threshold_normal=10_000))
+    assert warm["result"]["detail"] == "already threshold_normal 10000", warm
+    rig.sim.set_faults(acting, "latency=2s")  # each answer two seconds late
     rig.sim.set_faults(reading, "silent")  # the read stays sent
     disconnect = rig.submit(acting, "disconnect")
     behind = rig.submit(acting, "read", quantities=["energy_active_import"])
     read = rig.submit(reading, "read", quantities=["energy_active_import"])
 
-    # the meter has opened its relay; hesd waits a second for the answer: kill it now
+    # the meter has opened its relay (after the two reads of its state); hesd waits two
+    # seconds for the answer: kill it now
     wait_for(lambda: rig.truth(acting)["relay_operations"] == 1, 30, "the meter to act")
     os.kill(rig.hesd.proc.pid, signal.SIGKILL)
     rig.hesd.proc.wait(timeout=10)
