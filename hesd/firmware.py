@@ -50,6 +50,7 @@ from typing import Any, Final
 
 import structlog
 
+from hesd.command_settings import acting
 from hesd.firmware_images import ImageNotFound, ImageStore, Target, identifier_text, iso, target_of
 from hesd.link import LinkClosed
 from hesd.router import Command, CommandKind, CommandRejected, Outcome
@@ -570,7 +571,7 @@ def firmware_kind(
 
     return CommandKind(
         "firmware_upgrade",
-        run,
+        acting(run),  # under the profile's [session] command_association
         check,
         max_attempts=max_attempts,
         backoff=backoff,

@@ -6,10 +6,11 @@ progress; the image routes of the API."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -89,6 +90,7 @@ class SimSession:
     down: bool = False
     forgot: int = 0
     requests: list[str] = field(default_factory=list)
+    used: list[str] = field(default_factory=list)  # associations asked for with ``using``
 
     @property
     def settings(self) -> Settings:
@@ -105,6 +107,12 @@ class SimSession:
 
     def reconnect(self) -> None:
         self.down = False
+
+    @contextlib.contextmanager
+    def using(self, name: str) -> Iterator[None]:
+        """The association the upgrade asked for; the fake stays on ``association``."""
+        self.used.append(name)
+        yield
 
     def forget_identity(self) -> None:
         self.forgot += 1
@@ -215,6 +223,7 @@ async def test_a_full_upgrade_activates_the_image_and_reads_the_version_back(
     assert data["image_identifier"] == "2.0.0"  # derived from a hesd-sim image
     assert meter.image_blocks == BLOCKS
     assert session.requests.count("act 18:4") == 1  # activated once
+    assert set(session.used) == {"utility"}  # the profile's command_association, every attempt
     assert cmd.attempts == 1  # the meter restarted after activating: a second attempt read it
     events = [e["event"] for e in logs]
     assert events.index("firmware.transfer_started") < events.index("firmware.verified")

@@ -10,6 +10,7 @@ take is OTHER_REASON.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import enum
 from collections.abc import Callable
@@ -449,28 +450,66 @@ def _set_activation(
 # -- push setup (IC 40), security setup (IC 64), association LN (IC 15) --------------------------
 
 
+MAX_PUSH_WINDOWS: Final = 8  # communication_window entries a meter keeps
+
+
 def _push(
     meter: SimulatedMeter, _d: ObjectDef, index: int, _a: str, _n: float
 ) -> Value | DataAccessResult:
+    push = meter.push
     values: dict[int, Value] = {
         2: list(meter.tables.push_objects),
-        # transport_service 0 TCP, message 0 A-XDR encoded xDLMS APDU
-        3: (Typed(Tag.ENUM, 0), meter.push_destination, Typed(Tag.ENUM, 0)),
-        4: [],
-        5: Typed(Tag.LONG_UNSIGNED, 0),
-        6: Typed(Tag.UNSIGNED, 3),
-        7: Typed(Tag.LONG_UNSIGNED, 60),
+        3: (Typed(Tag.ENUM, push.transport), push.destination, Typed(Tag.ENUM, push.message)),
+        4: [(start, end) for start, end in push.window],
+        5: Typed(Tag.LONG_UNSIGNED, push.randomisation),
+        6: Typed(Tag.UNSIGNED, push.retries),
+        7: Typed(Tag.LONG_UNSIGNED, push.repetition_delay),
     }
     return values.get(index, _UNAVAILABLE)
 
 
 def _set_push(meter: SimulatedMeter, index: int, value: Value, now: float) -> DataAccessResult:
+    """Blue Book 4.4.8 attributes 3 (send_destination_and_method), 4 (communication_window),
+    5 (randomisation_start_interval), 6 (number_of_retries), 7 (repetition_delay)."""
     del now
-    fields = _elements(value, 3)
-    destination = _octets(fields[1]) if fields else None
-    if index != 3 or destination is None:
-        return DataAccessResult.TYPE_UNMATCHED
-    meter.push_destination = destination
+    push = meter.push
+    if index == 3:
+        fields = _elements(value, 3)
+        transport = _integer(fields[0], Tag.ENUM) if fields else None
+        destination = _octets(fields[1]) if fields else None
+        message = _integer(fields[2], Tag.ENUM) if fields else None
+        if transport is None or destination is None or message is None:
+            return DataAccessResult.TYPE_UNMATCHED
+        push = dataclasses.replace(
+            push, transport=transport, destination=destination, message=message
+        )
+    elif index == 4:
+        inner: object = value  # array: a list, or typed (its elements in a tuple)
+        if isinstance(value, Typed):
+            inner = value.value if value.tag == Tag.ARRAY else None
+        if not isinstance(inner, list | tuple) or (inner is value and isinstance(inner, tuple)):
+            return DataAccessResult.TYPE_UNMATCHED
+        window: list[tuple[bytes, bytes]] = []
+        for entry in inner:
+            edges = [_octets(v) for v in _elements(entry, 2) or ()]
+            if len(edges) != 2 or any(e is None or len(e) != 12 for e in edges):
+                return DataAccessResult.TYPE_UNMATCHED
+            window.append((edges[0], edges[1]))  # type: ignore[arg-type]
+        if len(window) > MAX_PUSH_WINDOWS:
+            return DataAccessResult.OTHER_REASON
+        push = dataclasses.replace(push, window=tuple(window))
+    else:
+        tag = Tag.UNSIGNED if index == 6 else Tag.LONG_UNSIGNED
+        number = _integer(value, tag)
+        if number is None:
+            return DataAccessResult.TYPE_UNMATCHED
+        if index == 5:
+            push = dataclasses.replace(push, randomisation=number)
+        elif index == 6:
+            push = dataclasses.replace(push, retries=number)
+        else:
+            push = dataclasses.replace(push, repetition_delay=number)
+    meter.push = push
     return DataAccessResult.SUCCESS
 
 

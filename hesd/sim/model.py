@@ -9,9 +9,9 @@ and offers the transport and the tests a small API: ``set_clock_drift_ppm``, ``i
 Everything a meter measures is computed from its seed and ``now`` (``hesd.sim.load``,
 ``hesd.sim.truth``); tables shared by every meter of a vendor are built once per vendor profile
 (``hesd.sim.objects``). A meter keeps only what the HES can change: the relay, the clock offset
-and drift, load-limit settings once written, an image while it is being transferred (and when
-its activation is scheduled), and a bounded log of events; and a signal quality once the control
-API set one. An idle meter takes well under 2 KB.
+and drift, load-limit and push settings once written, an image while it is being transferred
+(and when its activation is scheduled), a bounded log of events, how often the relay switched;
+and a signal quality once the control API set one. An idle meter takes well under 2 KB.
 
 Activating an image restarts the meter, as a real meter's new firmware boots: the transport
 closes the link once the answer to ``image_activate`` is out (``take_restart``). A scheduled
@@ -52,7 +52,14 @@ from protocols.dlms.apdu import (
 from protocols.dlms.axdr import Value
 from protocols.dlms.cosem import INTERFACE_CLASSES
 
-__all__ = ["DEFAULT_START", "ControlState", "MeterSnapshot", "MeterSpec", "SimulatedMeter"]
+__all__ = [
+    "DEFAULT_START",
+    "ControlState",
+    "MeterSnapshot",
+    "MeterSpec",
+    "PushSettings",
+    "SimulatedMeter",
+]
 
 DEFAULT_START: Final = 1_704_047_400.0  # 2024-01-01 00:00 IST
 _IDENTITY: Final = ClockMap()
@@ -92,6 +99,23 @@ class MeterSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class PushSettings:
+    """Push setup (IC 40, Blue Book 4.4.8) attributes 3..7 as the HES wrote them: where and how
+    to push, and when (window of (start, end) date-time octets, randomisation, retries)."""
+
+    transport: int = 0  # transport_service: 0 TCP
+    destination: bytes = b""
+    message: int = 0  # 0 A-XDR encoded xDLMS APDU
+    window: tuple[tuple[bytes, bytes], ...] = ()  # empty: push at any time
+    randomisation: int = 0  # randomisation_start_interval, seconds
+    retries: int = 3  # number_of_retries
+    repetition_delay: int = 60  # seconds
+
+
+_PUSH_DEFAULTS: Final = PushSettings()
+
+
+@dataclass(frozen=True, slots=True)
 class MeterSnapshot:
     """The ground truth of a meter's state at one instant, for tests to compare hesd against."""
 
@@ -99,6 +123,9 @@ class MeterSnapshot:
     serial_number: str
     firmware_version: str
     relay: ControlState
+    relay_operations: int  # how often the relay switched (remotely, or by the consumer)
+    limiter: tuple[int, int, int, int, int]  # SimulatedMeter.limiter: raw register values
+    push: PushSettings
     clock_offset: float  # meter clock minus simulated time, seconds
     clock_drift_ppm: float
     tamper_count: int
@@ -126,6 +153,7 @@ class SimulatedMeter:
         "_params",
         "_push_pending",
         "_relay",
+        "_relay_operations",
         "_restart",
         "_signal",
         "activation_at",
@@ -134,7 +162,7 @@ class SimulatedMeter:
         "image",
         "image_blocks",
         "image_last_block",
-        "push_destination",
+        "push",
         "spec",
         "tables",
         "transfer_enabled",
@@ -149,6 +177,7 @@ class SimulatedMeter:
         )
         self._clock_sets: tuple[float, ...] = ()  # when the clock was set, the newest LOG_SIZE
         self._relay = ControlState.CONNECTED
+        self._relay_operations = 0
         self._limiter: tuple[int, int, int, int, int] | None = None  # None: never written
         self._firmware: str | None = None  # None: the spec's, until an image is activated
         self._log: EventLog | None = None  # created by the first event logged or injected
@@ -161,7 +190,7 @@ class SimulatedMeter:
         self.image_last_block: int | None = None  # the number of the last one
         self.activation_at: float | None = None  # meter time of a scheduled activation
         self._restart = False  # an image was activated: the transport closes the link
-        self.push_destination = b""
+        self.push: PushSettings = _PUSH_DEFAULTS  # replaced by a SET of attributes 3..7
         self.client_system_title = b""  # the transport may tell (note_client_system_title)
 
     # -- what the load model, the profiles and the handlers read -------------------------------
@@ -288,6 +317,7 @@ class SimulatedMeter:
         if state is self._relay:
             return
         self._relay = state
+        self._relay_operations += 1
         if state is ControlState.DISCONNECTED:
             self.log("load_switch_disconnected", now)
         elif state is ControlState.CONNECTED:
@@ -366,6 +396,9 @@ class SimulatedMeter:
             serial_number=self.spec.serial_number,
             firmware_version=self.firmware_version,
             relay=self._relay,
+            relay_operations=self._relay_operations,
+            limiter=self.limiter,
+            push=self.push,
             clock_offset=self.meter_time(now) - now,
             clock_drift_ppm=self.clock.ppm,
             tamper_count=self.tamper_count_at(now),

@@ -260,7 +260,7 @@ _WRITABLE: Final = {
     Kind.DISCONNECT_CONTROL: frozenset({4}),
     Kind.LIMITER: frozenset({3, 4, 5, 6, 7}),
     Kind.IMAGE_TRANSFER: frozenset({5}),
-    Kind.PUSH_SETUP: frozenset({3}),
+    Kind.PUSH_SETUP: frozenset({3, 4, 5, 6, 7}),
     Kind.IMAGE_ACTIVATION: frozenset({4}),  # execution_time
 }
 
