@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import signal
 import sqlite3
@@ -44,6 +43,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import write_report
 from bench.sessions import cpu_seconds
 from tests.pki import make_pki
 
@@ -189,20 +189,13 @@ def main() -> None:
             f"{case:<22} {m['calls_per_s']:>9,.0f} {m['p50_ms']:>8.2f} {m['p99_ms']:>8.2f} "
             f"{m['hesd_cpu_us_per_call']:>17,.0f}"
         )
-    report = {
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "loadavg": os.getloadavg(),
-        },
-        "medians": medians,
-        "rounds": rounds,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
-    print(f"\nwritten to {args.out}")
+    write_report(
+        args.out,
+        "api",
+        args={k: str(v) for k, v in vars(args).items()},
+        medians=medians,
+        rounds=rounds,
+    )
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import write_report
 from bench.sessions import BIN, ENV, REPO, free_port, stop, wait_ready
 from hesd.ctl import Client
 from hesd.sim.image import BLOCK_SIZE, build_image
@@ -248,28 +248,20 @@ def main() -> None:
         print(f"{name:6}" + "".join(f"{m[k]:>20}" for k in keys))
     ratio = medians["cut"]["wall_s"] / medians["clean"]["wall_s"]
     print(f"cut / clean wall time: {ratio:.2f}")
-    report = {
-        "bench": "firmware",
-        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "loadavg_after": os.getloadavg(),
-        },
-        "args": {
+    write_report(
+        args.out,
+        "firmware",
+        when=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        args={
             "meters": args.meters,
             "kib": args.kib,
             "repeat": args.repeat,
             "latency": args.latency,
         },
-        "rounds": cases,
-        "median": medians,
-        "cut_over_clean_wall": round(ratio, 3),
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+        rounds=cases,
+        median=medians,
+        cut_over_clean_wall=round(ratio, 3),
+    )
 
 
 if __name__ == "__main__":
