@@ -52,7 +52,6 @@ import structlog
 
 from hesd.command_settings import acting
 from hesd.firmware_images import ImageNotFound, ImageStore, Target, identifier_text, iso, target_of
-from hesd.link import LinkClosed
 from hesd.router import Command, CommandKind, CommandRejected, Outcome
 from hesd.session import MeterSession, SessionError
 from protocols.dlms import apdu as x
@@ -563,8 +562,6 @@ def firmware_kind(
             return await upgrade.run()
         except _Refused as exc:
             return upgrade._fail(str(exc))
-        except LinkClosed as exc:  # a request sent on a link that just closed: the next attempt
-            raise SessionError(f"meter {session.meter_id}: {exc}") from None
 
     def check(params: Mapping[str, Any]) -> None:
         target_of(params, images)

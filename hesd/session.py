@@ -510,14 +510,19 @@ class MeterSession:
         raise SessionError(f"meter {self.meter_id}: ACTION {_describe(method)}: {_failure(event)}")
 
     async def _request(self, send: Callable[[ClientConnection, float], int]) -> Event:
+        """One request under the session lock; a link that closes under it is a SessionError
+        (a request's caller handles one error type, whichever link the meter is on)."""
         async with self._lock:
             await self._disc_retried()
-            async with self._wire():
-                conn = await self._ensure_associated()
-                if self._identity_link is not self._link:  # once per connection, associated
-                    self._identity_link = self._link
-                    await self._read_identity(conn)
-                return await self._exchange(conn, send)
+            try:
+                async with self._wire():
+                    conn = await self._ensure_associated()
+                    if self._identity_link is not self._link:  # once per connection, associated
+                        self._identity_link = self._link
+                        await self._read_identity(conn)
+                    return await self._exchange(conn, send)
+            except LinkClosed as exc:
+                raise SessionError(f"meter {self.meter_id}: {exc}") from None
 
     async def _exchange(
         self, conn: ClientConnection, send: Callable[[ClientConnection, float], int]
