@@ -42,8 +42,8 @@ from hesd.secrets import load_secrets
 from hesd.store import MeterEntry, Registry, Store
 from hesd.uplink.outbox import Outbox
 from tests.conftest import REPO, HesdProcess, wait_for, write_config
+from tests.hes_api_contract import contract_middleware, strip_patterns
 from tests.pki import Pki, make_pki
-from tests.test_api_spec import _strip_patterns
 
 MDM_KEY = "mdm-" + "3f9a" * 10  # 44 characters
 READER_KEY = "reader-" + "b7c1" * 10
@@ -259,7 +259,7 @@ def test_the_spec_states_each_operations_scope() -> None:
         if method in {"get", "post", "delete", "put", "patch"}
     }
     served = {
-        (route.method, _strip_patterns(route.resource.canonical)): SCOPES[route.handler]
+        (route.method, strip_patterns(route.resource.canonical)): SCOPES[route.handler]
         for route in _app_routes()
         if route.method != "HEAD"
     }
@@ -332,7 +332,10 @@ async def serve(
     daemon.outbox = Outbox(store, config.uplink.max_backlog_bytes)
     daemon.audit = ApiAudit(store, config.api.audit_retention_days, config.api.audit_max_rows)
     daemon.api_guard = guard
-    runner = aiohttp.web.AppRunner(build_app(daemon, guard), access_log=None)
+    app = build_app(daemon, guard)
+    violations: list[str] = []
+    app.middlewares.insert(0, contract_middleware(violations))
+    runner = aiohttp.web.AppRunner(app, access_log=None)
     await runner.setup()
     site = ApiSite(runner, "127.0.0.1", 0, guard)
     await site.start()
@@ -343,6 +346,7 @@ async def serve(
         await runner.cleanup()
         await store.close()
         await writer
+    assert violations == [], "answers that docs/hes-api.yaml does not describe"
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ from hesd.store import MeterEntry, Registry, Store
 from protocols.dlms import apdu as x
 from protocols.dlms import axdr
 from protocols.dlms.axdr import Value
+from tests.hes_api_contract import contract_middleware
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -656,10 +657,14 @@ async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     await daemon.registry.upsert([MeterEntry("M1", "is15959", "tcp-in")])
     kinds = command_kinds(lambda: daemon.normalisers, images=daemon.images)
     daemon.router = CommandRouter(store, Access(), kinds, None, workers=1)  # not running
-    async with TestClient(TestServer(build_app(daemon))) as test_client:
+    app = build_app(daemon)
+    violations: list[str] = []
+    app.middlewares.insert(0, contract_middleware(violations))
+    async with TestClient(TestServer(app)) as test_client:
         yield test_client
     await store.close()
     await writer
+    assert violations == [], "answers that docs/hes-api.yaml does not describe"
 
 
 async def test_images_are_uploaded_listed_and_kept_while_in_use(client: TestClient) -> None:

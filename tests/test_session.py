@@ -434,5 +434,5 @@ async def test_a_link_closing_under_a_request_is_a_session_error(rig: Rig) -> No
     await until(lambda: session.online)
     assert await session.get(ENERGY) == 4242
     link.refuse = True
-    with pytest.raises(SessionError, match="^meter M1: connection reset by peer$"):
+    with pytest.raises(SessionError, match=r"^meter M1: connection reset by peer$"):
         await session.get(ENERGY)
