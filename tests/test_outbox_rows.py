@@ -1,6 +1,6 @@
 """Outbox rows of several records (a push's readings in one row, hesd/uplink/outbox.py): every
 record keeps its own seq, a row is batched, parked, replayed and counted whole, the disk budget
-counts what is stored, and rows written before schema version 2 (one record, a msgpack map) are
+counts what is stored, and rows written before schema version 5 (one record, a msgpack map) are
 still sent exactly as they were."""
 
 from __future__ import annotations
@@ -279,7 +279,7 @@ async def test_a_413_is_parked_and_replayed_in_smaller_batches(tmp_path: Path) -
         await writer
 
 
-# -- rows of schema version 1, and damaged rows -------------------------------------------------
+# -- rows written before schema version 5, and damaged rows ---------------------------------
 
 
 class RawReceiver:
@@ -323,7 +323,7 @@ async def raw() -> AsyncIterator[RawReceiver]:
 
 
 def version_1_store(path: Path, readings: list[Reading], created_at: float) -> None:
-    """A database as hesd left it before schema version 2: one msgpack map per reading."""
+    """A database as hesd left it before schema version 5 (here 1): one msgpack map per reading."""
     with sqlite3.connect(path) as db:
         db.executescript(MIGRATIONS[0][2])
         db.execute("PRAGMA user_version = 1")
@@ -334,12 +334,12 @@ def version_1_store(path: Path, readings: list[Reading], created_at: float) -> N
 
 
 def old_body(hes_id: str, key: str, sent_at: str, records: list[dict[str, Any]]) -> bytes:
-    """The JSON the forwarder of schema version 1 built: json.dumps of the document."""
+    """The JSON the forwarder before schema version 5 built: json.dumps of the document."""
     document = {"hes_id": hes_id, "batch_id": key, "sent_at": sent_at, "records": records}
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-async def test_rows_of_schema_version_1_are_sent_byte_for_byte_as_before(
+async def test_rows_of_schema_versions_before_5_are_sent_byte_for_byte_as_before(
     tmp_path: Path, raw: RawReceiver
 ) -> None:
     readings = [*push("M1", 0, size=3), *push("Mé", 0, size=2)]

@@ -14,7 +14,7 @@ readings are one row; at most ``row_records``, the uplink's ``batch_size``, per 
 last; rows are numbered from the outbox's AUTOINCREMENT counter, ``sqlite_sequence``, in the
 insert itself). Its payload is a msgpack array of the records' wire form, each record's compact
 JSON text (``json_text()``) without its ``seq``, built once here so that the forwarder only
-splices the ``seq`` in. Rows written before schema version 2 hold one record each, a msgpack map
+splices the ``seq`` in. Rows written before schema version 5 hold one record each, a msgpack map
 of its ``to_json()``; the forwarder sends them as it always did (``record_texts``). One row per
 push rather than per reading costs SQLite a twenty-sixth of the inserts, seals and deletes.
 
@@ -111,7 +111,7 @@ def record_texts(seq: int, records: int, payload: bytes) -> list[str]:
         data = msgpack.unpackb(payload)
     except (ValueError, msgpack.UnpackException) as exc:
         raise OutboxCorrupt(f"outbox row {seq}: payload is not msgpack: {exc}") from None
-    if isinstance(data, dict):  # a row of schema version 1: one record, its to_json() map
+    if isinstance(data, dict):  # a row from before schema version 5: one record, its to_json() map
         texts = [json_text(data)]
     elif isinstance(data, list) and all(type(t) is str and t[:1] == "{" for t in data):
         texts = data
