@@ -62,7 +62,11 @@ PATHS: Final = {
     "event": "/api/v1/meters/events",
     "command_result": "/api/v1/meters/command-results",
 }
-LANE_DEPTH: Final = 2  # sealed batches waiting per lane
+# Sealed batches waiting per lane. The dispatcher hands batches over once their seal has
+# committed, so a lane delivers at most this many batches per group commit: under load a commit
+# takes tens of milliseconds or more (it carries every push accepted meanwhile), and 2 capped the
+# uplink below what hesd took in (docs/benchmarks.md, uplink).
+LANE_DEPTH: Final = 8
 ERROR_TEXT: Final = 2000  # characters of an MDM answer kept with a dead letter
 LOG_EVERY: Final = 10  # a failing batch logs its 1st, 11th, 21st ... attempt
 # A batch's rows by primary key, in one statement: their seqs as a JSON array (json_each)
@@ -255,8 +259,8 @@ class Forwarder:
         return None if due is None else max(0.0, due - now)
 
     def _window(self) -> int:
-        """Records read ahead: two batches per lane."""
-        return self.config.lanes * self.config.batch_size * 2
+        """Records read ahead: enough to fill every lane."""
+        return self.config.lanes * self.config.batch_size * LANE_DEPTH
 
     def _buffered(self) -> int:
         return sum(buffer.records for buffer in self._buffers.values())
