@@ -9,8 +9,8 @@ association). Per push only what must change is patched in place: the long-invok
 counter) and the meter's clock in the body (the send time, COSEM date-time in IST, hundredths
 of a second). The instantaneous values stay those of the first push. Ciphered pushes are not
 generated: suite 0 would need the push encrypted after its clock is set, or every push
-encrypted ahead of the run; the hesd-sim mode of bench/uplink.py does not cipher them either
-(IS 15959 pushes outside an association are plaintext).
+encrypted ahead of the run. hesd-sim's IS 15959 meters push in plaintext too (a push outside an
+association is ciphered as the profile's default association, the reader's LLS one, is not).
 
 One asyncio process (uvloop): every ``TICK`` seconds it writes the pushes due since the start
 (``rate * elapsed``, meters taking turns), all with the same clock (the tick's time), and notes
