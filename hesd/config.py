@@ -19,6 +19,14 @@ from typing import Final
 
 from adapters.profile import VENDOR_NAME, VendorProfile, load_profiles
 from adapters.schema import ConfigError, Table, load_toml
+from hesd.config_schedules import (
+    ScheduleConfig,
+    ScheduledRead,
+    SchedulerConfig,
+    check_schedules,
+    parse_scheduler,
+    parse_schedules,
+)
 
 __all__ = [
     "EMBEDDED",
@@ -28,6 +36,9 @@ __all__ = [
     "DaemonConfig",
     "LogConfig",
     "MqttConfig",
+    "ScheduleConfig",
+    "ScheduledRead",
+    "SchedulerConfig",
     "SerialConfig",
     "SerialPortConfig",
     "StoreConfig",
@@ -178,9 +189,14 @@ class Config:
     limits: LimitsConfig
     serial: SerialConfig
     mqtt: MqttConfig
+    scheduler: SchedulerConfig
+    schedules: tuple[ScheduleConfig, ...]
 
     def load_vendor_profiles(self) -> dict[str, VendorProfile]:
-        return load_profiles(self.vendors.dir, self.vendors.enabled, self.source)
+        """The enabled vendor profiles; the schedules are checked against them."""
+        profiles = load_profiles(self.vendors.dir, self.vendors.enabled, self.source)
+        check_schedules(self.source, self.schedules, profiles)
+        return profiles
 
 
 def parse_config(doc: Table, base: Path) -> Config:
@@ -300,11 +316,14 @@ def parse_config(doc: Table, base: Path) -> Config:
     serial_t.finish()
 
     mqtt = _mqtt_config(doc.table("mqtt"), base)
+    scheduler = parse_scheduler(doc.table("scheduler"))
+    schedules = parse_schedules(doc)
 
     doc.finish()
     return Config(
-        doc.source, daemon, log, api, store, vendors, uplink, dlms, tcp, limits, serial, mqtt
-    )
+        doc.source, daemon, log, api, store, vendors, uplink, dlms, tcp, limits, serial, mqtt,
+        scheduler, schedules,
+    )  # fmt: skip
 
 
 def _serial_port(table: Table) -> SerialPortConfig:
