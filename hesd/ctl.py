@@ -532,4 +532,7 @@ def decode(ctx: click.Context, hex_text: tuple[str, ...], meter: str | None, as_
         click.echo(result["text"])
 
 
-from hesd import ctl_commands  # noqa: E402, F401 - registers the command verbs on main
+from hesd import (  # noqa: E402 - they register their verbs on main, defined above
+    ctl_commands,  # noqa: F401
+    ctl_schedule,  # noqa: F401
+)

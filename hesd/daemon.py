@@ -4,7 +4,7 @@ Life cycle:
 
 * start: take the state-directory lock, load vendor profiles and secrets, open (and migrate) the
   store, serve the API on the unix socket, send ``READY=1``;
-* SIGHUP: reload vendor profiles and secrets (and schedules, once there are any) from the same
+* SIGHUP: reload vendor profiles, secrets, ``[scheduler]`` and the schedules from the same
   config file; a file with errors is refused and the running configuration kept; sessions stay up;
 * SIGTERM/SIGINT: ``STOPPING=1``, stop accepting, let in-flight work finish for up to
   ``daemon.drain_timeout`` seconds, commit and checkpoint the store, exit 0.
@@ -40,6 +40,8 @@ from hesd.commands import command_kinds
 from hesd.config import Config, load_config
 from hesd.notify import Notifier
 from hesd.router import CommandRouter
+from hesd.schedule_reads import SessionReader
+from hesd.scheduler import Scheduler
 from hesd.secrets import SecretStore, load_secrets
 from hesd.sessions import SessionManager
 from hesd.store import InvocationCounters, Registry, Store
@@ -87,6 +89,7 @@ class Daemon:
         self.normalisers: dict[str, Normaliser] = {}
         self.outbox: Outbox | None = None
         self.router: CommandRouter | None = None
+        self.scheduler: Scheduler | None = None
         self.forwarder: Forwarder | None = None
         self.pushes_received = 0
         self.json_records = 0
@@ -283,6 +286,19 @@ class Daemon:
                 )
                 self._sessions.on_online.append(router.meter_online)
                 router_task = _named(tg, router.run(), "router:commands")
+                scheduler = self.scheduler = Scheduler(
+                    config.scheduler,
+                    config.schedules,
+                    store=store,
+                    registry=self._registry,
+                    reader=SessionReader(self._sessions, lambda: self.normalisers),
+                    sink=self.outbox,
+                    normalisers=lambda: self.normalisers,
+                    commands=router,
+                    max_requests=config.limits.max_requests,
+                    per_destination=config.tcp.per_destination,
+                )
+                scheduler_task = _named(tg, scheduler.run(), "scheduler:runs")
                 self.state = "running"
                 self.notifier.notify("READY=1", f"STATUS={await self._status_line()}")
                 log.info(
@@ -300,6 +316,8 @@ class Daemon:
                 started = time.monotonic()
                 await self.listener.close()  # stop accepting meters
                 await runner.cleanup()  # stop accepting, wait for in-flight requests (bounded)
+                scheduler.close()  # runs in progress end 'cancelled'
+                await scheduler_task
                 router.close()  # commands in flight stay 'sent': judged at the next start
                 await router_task
                 await self._sessions.close(grace=self.config.daemon.drain_timeout)
@@ -353,10 +371,13 @@ class Daemon:
                 self.notifier.notify("READY=1", f"STATUS={await self._status_line()}")
 
     def reload(self) -> bool:
-        """Re-read vendor profiles and the secrets file; on any error keep what runs and log why.
+        """Re-read vendor profiles, the secrets file and the schedules; on any error keep what
+        runs and log why.
 
-        The ``[vendors]`` section applies at once; changes to other sections (the secrets file's
-        path included) are logged as ``config.restart_required`` and wait for a restart.
+        ``[vendors]``, ``[scheduler]`` and ``[schedules.*]`` apply at once (a run in progress
+        finishes under its old definition, or is cancelled if its schedule was removed or
+        disabled: ``hesd/scheduler.py``); changes to other sections (the secrets file's path
+        included) are logged as ``config.restart_required`` and wait for a restart.
         """
         try:
             fresh = load_config(self.config_path)
@@ -388,7 +409,9 @@ class Daemon:
                 sections=changed,
                 detail="these sections apply at the next restart",
             )
-        self.config = dataclasses.replace(self.config, vendors=fresh.vendors)
+        self.config = dataclasses.replace(
+            self.config, vendors=fresh.vendors, scheduler=fresh.scheduler, schedules=fresh.schedules
+        )
         self.vendors = vendors
         self.normalisers = normalisers
         self.secrets = secrets
@@ -396,6 +419,8 @@ class Daemon:
             self._sessions.reload(vendors, secrets)
         if self.mqtt is not None:
             self.mqtt.reload()  # the vendors' uplink topics
+        if self.scheduler is not None:
+            self.scheduler.reload(fresh.scheduler, fresh.schedules)
         self.reloads += 1
         log.info("config.reloaded", vendors=sorted(vendors), keysets=len(secrets.keysets))
         return True

@@ -221,6 +221,7 @@ class Scheduler:
         self._changed = asyncio.Event()
         self._stop = asyncio.Event()
         self._paused_at: float | None = None
+        self.ready = asyncio.Event()  # set once the last runs are loaded and times planned
 
     @property
     def capacity(self) -> int:
@@ -238,6 +239,7 @@ class Scheduler:
         self._last = await self._db.last_runs()
         self._plan_next(now, ())
         log.info("scheduler.started", schedules=self._enabled(), time_zone=self.config.time_zone)
+        self.ready.set()
         try:
             while not self._stop.is_set():
                 self._changed.clear()

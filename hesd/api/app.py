@@ -629,4 +629,8 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/api/v1/commands", list_commands)
     app.router.add_get("/api/v1/commands/{command_id:[0-9a-f]{32}}", get_command)
     app.router.add_delete("/api/v1/commands/{command_id:[0-9a-f]{32}}", cancel_command)
+    schedules.add_routes(app)
     return app
+
+
+from hesd.api import schedules  # noqa: E402 - its routes use ApiError and DAEMON from above
