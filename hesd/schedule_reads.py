@@ -5,10 +5,10 @@
 
 * quantities: one step, the values now;
 * a profile: first the holes found by earlier runs (each its own range), then the span from just
-  after the newest row hesd has (its *mark*, ``read_marks``) to now, never further back than the
-  schedule's ``max_backfill``, cut into chunks of ``CHUNK_ROWS`` intervals (at least a day) so a
-  meter back from a long absence is read in several requests and a command can come between
-  them;
+  after the newest row hesd has (its *mark*, ``read_marks``) to now (plus ``READ_AHEAD``), never
+  further back than the schedule's ``max_backfill``, cut into chunks of ``CHUNK_ROWS``
+  intervals (at least a day) so a meter back from a long absence is read in several requests
+  and a command can come between them;
 * event logs: one step per category, from just after the newest event hesd has of it.
 
 ``missing`` finds the intervals absent from a profile read: interval ends (aligned to the
@@ -47,6 +47,7 @@ from protocols.errors import HesdError
 
 __all__ = [
     "CHUNK_ROWS",
+    "READ_AHEAD",
     "Plan",
     "Reader",
     "ScheduleError",
@@ -63,6 +64,8 @@ __all__ = [
 log = structlog.get_logger("hesd.scheduler")
 
 CHUNK_ROWS: Final = 96  # profile intervals per request when back-filling (at least a day)
+READ_AHEAD: Final = 300.0  # ranges end this far after now: meters whose clock runs ahead (or
+# that capture a row as they are read, the instantaneous profile) still give their newest row
 
 
 class ScheduleError(HesdError):
@@ -168,13 +171,14 @@ def plan(
     if read.quantities:
         return [Step("quantities", quantities=read.quantities)]
     floor = now - schedule.max_backfill
+    horizon = now + READ_AHEAD
     meter_id = entry.meter_id
     if read.events:
         steps = []
         for category in EVENT_CATEGORIES if read.events == "all" else (read.events,):
             mark = known.marks.get(f"events:{category}", {}).get(meter_id)
             start = floor if mark is None else max(floor, mark + 1)
-            steps.append(Step("events", category, start=min(start, now), end=now))
+            steps.append(Step("events", category, start=min(start, horizon), end=horizon))
         return steps
     normaliser = normalisers.get(entry.vendor)
     if normaliser is None:
@@ -191,11 +195,11 @@ def plan(
     ]
     mark = known.marks.get(f"profile:{read.profile}", {}).get(meter_id)
     start = floor if mark is None else max(floor, mark + 1)
-    chunk = max(86400.0, load.interval * CHUNK_ROWS) if load.interval else now - start
+    chunk = max(86400.0, load.interval * CHUNK_ROWS) if load.interval else horizon - start
     while True:
-        end = min(start + chunk, now)
-        steps.append(Step("profile", read.profile, start=min(start, now), end=end))
-        if end >= now:
+        end = min(start + chunk, horizon)
+        steps.append(Step("profile", read.profile, start=min(start, horizon), end=end))
+        if end >= horizon:
             return steps
         start = end + 1
 

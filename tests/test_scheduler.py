@@ -20,6 +20,7 @@ from hesd.config_schedules import parse_schedules
 from hesd.daemon import build_normalisers
 from hesd.router import CommandKind, CommandRouter, Outcome
 from hesd.schedule_budget import Budget, link_of
+from hesd.schedule_reads import READ_AHEAD
 from hesd.scheduler import RUN_TRANSITIONS, Run, Scheduler, SchedulerError
 from hesd.session import MeterSession
 from hesd.store import MeterEntry, Registry, Store
@@ -484,7 +485,7 @@ async def test_back_fill_reads_only_what_hesd_does_not_have(hes: Hes) -> None:
     await tick(hes, scheduler, "bl", HALF_HOUR)
     now = hes.clock.now()
     [(_, _, start, end, _)] = reader.log
-    assert (start, end) == (now - 4 * HALF_HOUR, now)
+    assert (start, end) == (now - 4 * HALF_HOUR, now + READ_AHEAD)
     got = [r.timestamp.timestamp() for r in hes.sink.records]
     assert got == [now - HALF_HOUR * n for n in (4, 3, 2, 1, 0)]
 
@@ -493,7 +494,7 @@ async def test_back_fill_reads_only_what_hesd_does_not_have(hes: Hes) -> None:
     hes.sink.records.clear()
     await tick(hes, scheduler, "bl", HALF_HOUR)
     [(_, _, start, end, _)] = reader.log
-    assert (start, end) == (now + 1, now + HALF_HOUR)
+    assert (start, end) == (now + 1, now + HALF_HOUR + READ_AHEAD)
     assert [r.timestamp.timestamp() for r in hes.sink.records] == [now + HALF_HOUR]
 
 
