@@ -61,6 +61,7 @@ max_backfill = 86400.0
 class SchedulerConfig:
     time_zone: str  # IANA name of the zone the schedules' cron times are in
     reserved_requests: int  # of limits.max_requests, left to commands and API reads
+    max_in_flight: int  # meters schedules read at once, at most (within the budget left)
     hole_retries: int  # runs that try a profile's missing intervals again before giving up
     keep_runs: int  # run records kept per schedule
 
@@ -118,6 +119,7 @@ def parse_scheduler(table: Table) -> SchedulerConfig:
     config = SchedulerConfig(
         time_zone=zone,
         reserved_requests=table.integer("reserved_requests", lo=0, hi=1_000_000, default=64),
+        max_in_flight=table.integer("max_in_flight", lo=1, hi=1_000_000, default=256),
         hole_retries=table.integer("hole_retries", lo=0, hi=100, default=3),
         keep_runs=table.integer("keep_runs", lo=1, hi=100_000, default=100),
     )

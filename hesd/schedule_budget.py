@@ -1,13 +1,13 @@
 """Budgets of scheduled reads: the scheduler's share of the fleet budget, and each link's.
 
 A scheduled read of a meter starts only when ``Budget.room`` says both have room: fewer than
-``capacity`` meters are being read (the share of ``limits.max_requests`` left after
-``scheduler.reserved_requests``), and the meter's link carries fewer than it allows. ``link_of``
-says which link a meter's requests travel on and what it allows: one exchange at a time on a
-``serial`` bus, ``tcp.per_destination`` connections to one ``tcp-out`` host, and one request at a
-time for a ``tcp-in`` or ``mqtt`` meter, which is a link of its own (its session serialises
-requests). A meter waiting for its link holds nothing, so a busy bus does not keep other
-meters from the share.
+``capacity`` meters are being read (``scheduler.max_in_flight``, within the share of
+``limits.max_requests`` left after ``scheduler.reserved_requests``), and the meter's link
+carries fewer than it allows. ``link_of`` says which link a meter's requests travel on and what
+it allows: one exchange at a time on a ``serial`` bus, ``tcp.per_destination`` connections to
+one ``tcp-out`` host, and one request at a time for a ``tcp-in`` or ``mqtt`` meter, which is a
+link of its own (its session serialises requests). A meter waiting for its link holds nothing,
+so a busy bus does not keep other meters from the share.
 """
 
 from __future__ import annotations

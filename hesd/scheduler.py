@@ -12,8 +12,9 @@ window ends is *missed*; the others are read (``hesd/schedule_reads.py``: their 
 
 Budgets (``hesd/schedule_budget.py``). Every request goes through ``SessionManager.request``
 (the fleet budget ``limits.max_requests``, the request time cap). A meter at its slot is
-*ready*; it starts only when fewer than ``max_requests - scheduler.reserved_requests`` meters (at
-least 1) are being read by schedules, and its link carries fewer than it allows (one per serial
+*ready*; it starts only when fewer than ``scheduler.max_in_flight`` and fewer than
+``max_requests - scheduler.reserved_requests`` meters (at least 1) are being read by schedules,
+and its link carries fewer than it allows (one per serial
 bus, ``tcp.per_destination`` per dial-out host, one per meter otherwise). So commands and API
 reads take the fleet budget first and the reserve stays theirs; a meter waiting for a busy bus
 holds nothing; and among runs that compete, the higher ``priority`` starts its meters first.
@@ -225,8 +226,10 @@ class Scheduler:
 
     @property
     def capacity(self) -> int:
-        """Meters read at once: what the fleet budget leaves after the reserve."""
-        return max(1, self._max_requests - self.config.reserved_requests)
+        """Meters read at once: ``max_in_flight``, within what the budget leaves after the
+        reserve."""
+        left = max(1, self._max_requests - self.config.reserved_requests)
+        return min(self.config.max_in_flight, left)
 
     # -- the task ----------------------------------------------------------------------------
 
@@ -463,8 +466,9 @@ class Scheduler:
         priority first, and within a run the links in turn."""
         if self._sink.pressure:
             return
+        now = self._clock.now()
         for run in sorted(self.runs.values(), key=lambda r: -r.schedule.priority):
-            if run.stopping:
+            if run.stopping or now >= run.deadline:  # what is left is missed (_dispatch)
                 continue
             ready = run.ready
             for link in list(ready):
@@ -644,6 +648,7 @@ class Scheduler:
             "budget": {
                 "max_requests": self._max_requests,
                 "reserved_requests": self.config.reserved_requests,
+                "max_in_flight": self.config.max_in_flight,
                 "scheduled_max": self.capacity,
                 "scheduled_in_flight": self.in_flight,
             },

@@ -42,7 +42,7 @@ async def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
 async def client(daemon: Daemon) -> AsyncIterator[TestClient]:
     clock = FakeClock(1_800_000_000.0)
     scheduler = daemon.scheduler = Scheduler(
-        SchedulerConfig("Asia/Kolkata", 64, 3, 100),
+        SchedulerConfig("Asia/Kolkata", 64, 256, 3, 100),
         daemon.config.schedules,
         store=daemon.store,
         registry=daemon.registry,
@@ -71,7 +71,8 @@ async def test_the_schedules_their_state_and_the_budget(client: TestClient) -> N
     assert body["budget"] == {
         "max_requests": 2000,
         "reserved_requests": 64,
-        "scheduled_max": 1936,
+        "max_in_flight": 256,
+        "scheduled_max": 256,
         "scheduled_in_flight": 0,
     }
     names = [(s["name"], s["state"], s["next_run"]) for s in body["schedules"]]

@@ -69,11 +69,12 @@ class Hes:
         per_destination: int = 4,
         commands: Any = None,
         retries: int = 3,
+        in_flight: int = 1000,
     ) -> Scheduler:
         if self.reader is None:
             self.reader = FakeReader(self.clock, self.entries, per_destination)
         return Scheduler(
-            SchedulerConfig("Asia/Kolkata", reserved, retries, 100),
+            SchedulerConfig("Asia/Kolkata", reserved, in_flight, retries, 100),
             defined,
             store=self.store,
             registry=self.registry,
@@ -312,6 +313,13 @@ async def test_no_link_and_not_the_share_carry_more_than_they_allow(hes: Hes) ->
     last = status_of(scheduler, "q")["last_run"]
     assert (last["succeeded"], last["max_in_flight"], last["link_overruns"]) == (40, 6, 0)
     assert last["max_link_in_flight"] == 3
+
+
+async def test_the_share_is_max_in_flight_within_what_the_reserve_leaves(hes: Hes) -> None:
+    defined = schedules(q={"cron": "@daily", "read": {"quantities": ["energy_active_import"]}})
+    assert hes.scheduler(defined, max_requests=100, reserved=4, in_flight=30).capacity == 30
+    assert hes.scheduler(defined, max_requests=20, reserved=4, in_flight=30).capacity == 16
+    assert hes.scheduler(defined, max_requests=4, reserved=64, in_flight=30).capacity == 1
 
 
 def test_a_meter_waiting_for_its_link_holds_nothing() -> None:

@@ -88,6 +88,9 @@ class RunRecord:
             "state": self.state,
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
+            "duration_seconds": None
+            if self.finished_at is None
+            else round(self.finished_at - self.started_at, 3),
             **dict(zip(RUN_FIELDS, self.counts, strict=True)),
             "success_ratio": None if ratio is None else round(ratio, 4),
             "detail": self.detail,
