@@ -16,7 +16,9 @@ port, asking for a bearer token that hesd finds in the secrets file's ``[tokens]
 
 It imports the fleets' inventories and keys, waits for the dialling meters to come online,
 shows ``hesctl status`` and part of ``hesctl meters``, reads one meter of each transport on
-demand, prints how many meters of each transport are online, logs a magnet tamper on one meter
+demand, prints how many meters of each transport are online, runs the block-load schedule of a
+DISCOM (every 30 minutes IST; here started at once with ``hesctl schedule run``, its reads spread
+over 20 s) over the whole fleet and shows ``hesctl schedule``, logs a magnet tamper on one meter
 through the simulator's control API (the meter pushes at once), shows what reached the MDM (its
 counts per kind, one reading as the MDM received it) and ``hesctl outbox``, then stops
 everything cleanly. Each step prints the command it runs and what it answered.
@@ -185,6 +187,19 @@ def show_online_by_transport(transports: list[str]) -> None:
         print(f"{transport:<9}  {online[transport]:>6}  {total[transport]:>6}")
 
 
+def scheduled_read() -> None:
+    """The block-load schedule, run now over every meter; its progress, then its record."""
+    hesctl("schedule", "run", "block_load")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        info = json.loads(hesctl("schedule", "--json", show=False))
+        [block_load] = [s for s in info["schedules"] if s["name"] == "block_load"]
+        if block_load["current_run"] is None and block_load["last_run"] is not None:
+            break
+        time.sleep(1)
+    hesctl("schedule")
+
+
 def tamper(control: str) -> dt.datetime:
     """Log a magnet tamper on one meter through the simulator's control API: it pushes at once.
     Returns the event's time (the meter's clock, as the alarm push carries it)."""
@@ -295,6 +310,9 @@ def main() -> None:
             f'[tcp]\nlisten = ["127.0.0.1:{port}"]\n'
             f'[[serial.ports]]\npath = "{serial_port(WORK / "serial.csv")}"\n'
             f'[uplink]\nurl = "{mdm.url}"\nhes_id = "demo"\ntoken = "mdm"\nbatch_delay = 0.5\n'
+            '[scheduler]\ntime_zone = "Asia/Kolkata"\n'
+            '[schedules.block_load]\ncron = "*/30 * * * *"\nread = { profile = "block_load" }\n'
+            "window = 20.0\nmax_backfill = 3600.0\n"
         )
         if mqtt:
             config += f'[mqtt]\nbroker = "127.0.0.1:{mqtt_port}"\n'
@@ -347,6 +365,7 @@ def main() -> None:
                 else "."
             )
         )
+        scheduled_read()
         tampered_at = tamper(control)
         show_mdm(mdm, tampered_at)
         hesctl("outbox")
