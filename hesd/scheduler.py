@@ -664,7 +664,11 @@ class Scheduler:
             state = "idle" if schedule.enabled else "disabled"
         current = None
         if run is not None:
-            current = run.record().to_json() | {"done": run.done, "stopping": run.stopping or None}
+            current = run.record().to_json() | {
+                "done": run.done,
+                "elapsed_seconds": round(max(0.0, self._clock.now() - run.started_at), 3),
+                "stopping": run.stopping or None,
+            }
         return {
             "name": schedule.name,
             "enabled": schedule.enabled,
