@@ -9,12 +9,12 @@ Runs a real ``hesd run`` and a real ``hesd-sim --meters N --mode dial`` on the s
   ``--reserved`` (64) and ``scheduler.max_in_flight`` ``--max-in-flight`` (256: hesd.toml's),
   and two schedules, ``enabled = false`` (no cron run: the benchmark starts
   them with ``POST /api/v1/schedules/NAME/run``, what ``hesctl schedule run`` sends), both
-  reading the instantaneous profile (IS 15959: its scaler profile and its one row, 28 readings a
+  reading the instantaneous profile (IS 15959: its scaler profile and its one row, 26 readings a
   meter) into the outbox:
 
   - ``fast``: ``jitter = "none"``: every meter as soon as the budgets let it start; *meters/s*
     (succeeded / (finished - started)) is what hesd can do;
-  - ``spread``: ``jitter = "hash"`` over a window of ``--window`` seconds (60): slots over its
+  - ``spread``: ``jitter = "hash"`` over a window of ``--window`` seconds (120): slots over its
     first 90 %; it must finish within the window;
 
 * the inventory is imported, the simulator started (every meter dials at once) and the benchmark
@@ -28,7 +28,7 @@ Runs a real ``hesd run`` and a real ``hesd-sim --meters N --mode dial`` on the s
   ``link_overruns`` (times a link carried more than it allows: must be 0), and the run's
   duration against its window; and hesd's CPU time during the run.
 
-    .venv/bin/python bench/bulk.py [--meters 10000] [--window 60] [--repeat 3]
+    .venv/bin/python bench/bulk.py [--meters 10000] [--window 120] [--repeat 3]
 
 Prints a table of the medians and writes bench/results/bulk.json (every round as well).
 """
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -77,9 +78,12 @@ def schedules(window: float) -> str:
     )
 
 
-def run_schedule(client: Client, name: str, pid: int, timeout: float) -> dict[str, Any]:
-    """Start a run of ``name`` and follow it to its end: its record, and hesd's CPU seconds."""
-    cpu = cpu_seconds(pid)
+def run_schedule(
+    client: Client, name: str, pids: tuple[int, int], timeout: float
+) -> dict[str, Any]:
+    """Start a run of ``name`` and follow it to its end: its record, and the CPU seconds hesd
+    and the simulator (``pids``) spent meanwhile."""
+    cpu = [cpu_seconds(pid) for pid in pids]
     code, _, body = client.request("POST", f"/api/v1/schedules/{name}/run")
     if code != 202:
         raise SystemExit(f"bench: POST .../{name}/run answered {code}: {body[:300]!r}")
@@ -91,7 +95,8 @@ def run_schedule(client: Client, name: str, pid: int, timeout: float) -> dict[st
         info = json.loads(body)
         last = info["last_run"]
         if info["current_run"] is None and last is not None and last["started_at"] == started:
-            return {"run": last, "hesd_cpu_s": cpu_seconds(pid) - cpu}
+            hesd, sim = (cpu_seconds(pid) - before for pid, before in zip(pids, cpu, strict=True))
+            return {"run": last, "hesd_cpu_s": hesd, "sim_cpu_s": sim}
     raise SystemExit(f"bench: the run of {name} did not end within {timeout:.0f} s")
 
 
@@ -120,6 +125,11 @@ def measures(result: dict[str, Any], window: float, scheduled_max: int) -> dict[
         and run["link_overruns"] == 0,
         "hesd_cpu_s": result["hesd_cpu_s"],
         "hesd_cpu_us_per_meter": result["hesd_cpu_s"] / max(1, run["succeeded"]) * 1e6,
+        "sim_cpu_s": result["sim_cpu_s"],
+        # of the machine's cores: hesd and the simulator share them (and whatever else runs)
+        "cpu_busy_share": (result["hesd_cpu_s"] + result["sim_cpu_s"])
+        / (seconds or 1)
+        / (os.cpu_count() or 1),
     }
 
 
@@ -173,11 +183,13 @@ def run_round(args: argparse.Namespace, work: Path, index: int) -> dict[str, Any
             if time.monotonic() - started > args.online_timeout:
                 raise SystemExit(f"bench: not all {args.meters} meters online; logs in {here}")
             time.sleep(0.1)
+        online_s = time.monotonic() - started
         scheduled_max = client.json("GET", "/api/v1/schedules")["budget"]["scheduled_max"]
-        fast = run_schedule(client, "fast", daemon.pid, FAST_WINDOW + 120)
-        spread = run_schedule(client, "spread", daemon.pid, args.window + 120)
+        pids = (daemon.pid, sim.pid)
+        fast = run_schedule(client, "fast", pids, FAST_WINDOW + 120)
+        spread = run_schedule(client, "spread", pids, args.window + 120)
         return {
-            "online_s": time.monotonic() - started,
+            "online_s": online_s,
             "fast": measures(fast, FAST_WINDOW, scheduled_max),
             "spread": measures(spread, args.window, scheduled_max),
             "outbox_depth": status(client)["outbox"]["depth"],
@@ -191,7 +203,7 @@ def run_round(args: argparse.Namespace, work: Path, index: int) -> dict[str, Any
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--meters", type=int, default=10_000)
-    parser.add_argument("--window", type=float, default=60.0, help="the spread run's, seconds")
+    parser.add_argument("--window", type=float, default=120.0, help="the spread run's, seconds")
     parser.add_argument("--max-requests", type=int, default=2000, help="limits.max_requests")
     parser.add_argument("--reserved", type=int, default=64, help="scheduler.reserved_requests")
     parser.add_argument("--max-in-flight", type=int, default=256, help="scheduler.max_in_flight")
@@ -244,6 +256,8 @@ def main() -> None:
             f"{run}_max_link_in_flight_max": max(r[run]["max_link_in_flight"] for r in rounds),
             f"{run}_link_overruns_total": sum(r[run]["link_overruns"] for r in rounds),
             f"{run}_hesd_cpu_us_per_meter_median": round(median(run, "hesd_cpu_us_per_meter")),
+            f"{run}_sim_cpu_s_median": round(median(run, "sim_cpu_s"), 1),
+            f"{run}_cpu_busy_share_median": round(median(run, "cpu_busy_share"), 2),
         }
     results |= {
         "scheduled_max": rounds[0]["fast"]["scheduled_max"],
