@@ -129,7 +129,16 @@ async def test_unknown_schedule_and_bad_runs_are_problems(client: TestClient) ->
 
 
 async def test_no_scheduler_is_a_503(daemon: Daemon) -> None:
-    async with TestClient(TestServer(build_app(daemon))) as test_client:
-        response = await test_client.get("/api/v1/schedules")
-        assert response.status == 503
-        assert (await response.json())["detail"] == "the scheduler is not running"
+    app = build_app(daemon)
+    violations: list[str] = []
+    app.middlewares.insert(0, contract_middleware(violations))
+    async with TestClient(TestServer(app)) as test_client:
+        for method, path in (
+            ("GET", "/api/v1/schedules"),
+            ("GET", "/api/v1/schedules/block_load"),
+            ("POST", "/api/v1/schedules/block_load/run"),
+        ):
+            response = await test_client.request(method, path)
+            assert response.status == 503
+            assert (await response.json())["detail"] == "the scheduler is not running"
+    assert violations == [], "answers that docs/hes-api.yaml does not describe"
