@@ -549,4 +549,4 @@ def decode(ctx: click.Context, hex_text: tuple[str, ...], meter: str | None, as_
 
 
 # register their verbs on main
-from hesd import ctl_audit, ctl_commands, ctl_firmware  # noqa: E402, F401
+from hesd import ctl_audit, ctl_commands, ctl_firmware, ctl_schedule  # noqa: E402, F401

@@ -683,9 +683,12 @@ def build_app(daemon: Daemon, guard: ApiGuard | None = None) -> web.Application:
     add("DELETE", "/api/v1/commands/{command_id:[0-9a-f]{32}}", cancel_command)
     add("GET", "/api/v1/audit", list_calls)
     firmware.add_routes(add)
+    schedules.add_routes(add)
     return app
 
 
-from hesd.api import firmware  # noqa: E402 - its routes use DAEMON and ApiError from above
+# routes kept in their own modules: they use DAEMON and ApiError from above
+from hesd.api import firmware, schedules  # noqa: E402
 
 SCOPES.update(firmware.SCOPES)
+SCOPES.update(schedules.SCOPES)
