@@ -19,6 +19,7 @@ from typing import Final
 
 from adapters.profile import VENDOR_NAME, VendorProfile, load_profiles
 from adapters.schema import ConfigError, Table, load_toml
+from hesd.config_alerts import AlertsConfig, parse_alerts
 from hesd.config_schedules import (
     ScheduleConfig,
     ScheduledRead,
@@ -30,6 +31,7 @@ from hesd.config_schedules import (
 
 __all__ = [
     "EMBEDDED",
+    "AlertsConfig",
     "ApiConfig",
     "Config",
     "ConfigError",
@@ -191,6 +193,7 @@ class Config:
     mqtt: MqttConfig
     scheduler: SchedulerConfig
     schedules: tuple[ScheduleConfig, ...]
+    alerts: AlertsConfig
 
     def load_vendor_profiles(self) -> dict[str, VendorProfile]:
         """The enabled vendor profiles; the schedules are checked against them."""
@@ -318,11 +321,12 @@ def parse_config(doc: Table, base: Path) -> Config:
     mqtt = _mqtt_config(doc.table("mqtt"), base)
     scheduler = parse_scheduler(doc.table("scheduler"))
     schedules = parse_schedules(doc)
+    alerts = parse_alerts(doc)
 
     doc.finish()
     return Config(
         doc.source, daemon, log, api, store, vendors, uplink, dlms, tcp, limits, serial, mqtt,
-        scheduler, schedules,
+        scheduler, schedules, alerts,
     )  # fmt: skip
 
 

@@ -35,6 +35,7 @@ from adapters.normalise import Batch, Normaliser
 from adapters.profile import VendorProfile
 from adapters.schema import ConfigError
 from hesd import __version__
+from hesd.alerts import Alerts, Yielding
 from hesd.api.app import build_app
 from hesd.commands import command_kinds
 from hesd.config import Config, load_config
@@ -91,6 +92,7 @@ class Daemon:
         self.router: CommandRouter | None = None
         self.scheduler: Scheduler | None = None
         self.forwarder: Forwarder | None = None
+        self.alerts: Alerts | None = None
         self.pushes_received = 0
         self.json_records = 0
         self.readings_normalised = 0
@@ -134,6 +136,8 @@ class Daemon:
         if normaliser is None:
             return
         context = MeterContext(meter_id, profile.name, session.firmware, profile.model)
+        if self.alerts is not None and self.alerts.on_push(context, normaliser, notification.body):
+            return  # an alert push: hesd/alerts.py
         try:
             batch = normaliser.push(context, notification.body)
         except Exception:  # a vendor adapter's bug must not end the meter's session
@@ -233,6 +237,13 @@ class Daemon:
                 on_notification=self._on_notification,
             )
             self._sessions.dialer = TcpDialer(config.tcp)
+            self.alerts = Alerts(
+                config.alerts,
+                store=store,
+                access=self._sessions,
+                normalisers=lambda: self.normalisers,
+                sink=self.outbox,
+            )
             stack.push_async_callback(store.close)
 
             runner = web.AppRunner(
@@ -286,6 +297,7 @@ class Daemon:
                 )
                 self._sessions.on_online.append(router.meter_online)
                 router_task = _named(tg, router.run(), "router:commands")
+                alerts_task = _named(tg, self.alerts.run(), "alerts:reads")
                 scheduler = self.scheduler = Scheduler(
                     config.scheduler,
                     config.schedules,
@@ -294,7 +306,7 @@ class Daemon:
                     reader=SessionReader(self._sessions, lambda: self.normalisers),
                     sink=self.outbox,
                     normalisers=lambda: self.normalisers,
-                    commands=router,
+                    commands=Yielding(router, self.alerts),  # a meter's commands, alerts first
                     max_requests=config.limits.max_requests,
                     per_destination=config.tcp.per_destination,
                 )
@@ -320,6 +332,8 @@ class Daemon:
                 await scheduler_task
                 router.close()  # commands in flight stay 'sent': judged at the next start
                 await router_task
+                self.alerts.close()  # event-log reads in flight end; their marks stay
+                await alerts_task
                 await self._sessions.close(grace=self.config.daemon.drain_timeout)
                 await self.serial.close()  # after the sessions: their goodbyes go out first
                 if self.mqtt is not None:
@@ -400,6 +414,7 @@ class Daemon:
                 "limits",
                 "serial",
                 "mqtt",
+                "alerts",
             )
             if getattr(fresh, name) != getattr(self.config, name)
         ]
