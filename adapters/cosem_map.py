@@ -60,7 +60,7 @@ UNITS: Final = {u.symbol: u for u in reversed(Unit)}  # first code of a symbol w
 CLASS_NAMES: Final = {1: "Data", 3: "Register", 4: "Extended register"}
 # Standard objects that meters may lack, IS 15959 having no such object: none unless the profile
 # names one ("" says none as well). The others always exist, at the IS 15959 code by default.
-OPTIONAL_OBJECTS: Final = ("gsm_diagnostic",)
+OPTIONAL_OBJECTS: Final = ("gsm_diagnostic", "image_activation")
 PROFILE_NAMES: Final = tuple(is15959.PROFILES)
 
 
@@ -102,6 +102,7 @@ class StandardObjects:
     profile_status: ObisCode  # the AMR profile status (``ProfileStatus``) of "status" columns
     # Optional objects (``OPTIONAL_OBJECTS``): None when the meters have none.
     gsm_diagnostic: ObisCode | None  # GSM diagnostic (IC 47) of a cellular modem
+    image_activation: ObisCode | None = None  # image activation scheduler (IC 22)
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,8 +239,11 @@ def read_objects(doc: Table, registry: ObisRegistry) -> StandardObjects:
         if f.name not in OPTIONAL_OBJECTS
     }
     gsm_diagnostic = _optional_obis(table, "gsm_diagnostic", "", registry)
+    image_activation = _optional_obis(table, "image_activation", "", registry)
     table.finish()
-    return StandardObjects(**codes, gsm_diagnostic=gsm_diagnostic)
+    return StandardObjects(
+        **codes, gsm_diagnostic=gsm_diagnostic, image_activation=image_activation
+    )
 
 
 def _unit(table: Table, name: str, default: str) -> Unit:

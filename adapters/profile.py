@@ -141,7 +141,8 @@ class VendorProfile:
     system_title_prefix: bytes  # leading bytes of the meters' system titles
     framing: Framing
     associations: tuple[Association, ...]
-    default_association: str
+    default_association: str  # [session] association: for reads
+    command_association: str  # [session] command_association: for commands that act (SET, ACTION)
     response_timeout: float  # seconds to wait for one response
     inactivity_timeout: float  # seconds of silence after which the association is considered lost
     manufacturer: str  # manufacturer name, as the nameplate reports it
@@ -326,6 +327,9 @@ def load_profile(path: Path) -> VendorProfile:
     default_assoc = session.choice(
         "association", tuple(assoc_tables), default=next(iter(assoc_tables))
     )
+    command_assoc = session.choice(
+        "command_association", tuple(assoc_tables), default=default_assoc
+    )
     session.finish()
 
     registry = ObisRegistry(doc.source)
@@ -366,6 +370,7 @@ def load_profile(path: Path) -> VendorProfile:
         framing=framing,
         associations=associations,
         default_association=default_assoc,
+        command_association=command_assoc,
         response_timeout=response_timeout,
         inactivity_timeout=inactivity_timeout,
         manufacturer=manufacturer,

@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -50,6 +48,7 @@ from typing import Any, Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import loadavg, machine, print_results, write_report
 from bench.sessions import (
     BIN,
     ENV,
@@ -209,7 +208,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/bulk.json")
     args = parser.parse_args()
     nofile = raise_nofile(args.meters + 1000)
-    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    load_before = loadavg()
     work = Path(tempfile.mkdtemp(prefix="hesd-bench-bulk-"))
     rounds = []
     try:
@@ -252,30 +251,17 @@ def main() -> None:
         "budget_kept": all(r[run]["budget_kept"] for r in rounds for run in ("fast", "spread")),
         "spread_within_window": all(r["spread"]["within_window"] for r in rounds),
     }
-    width = max(len(k) for k in results)
-    for key, value in results.items():
-        print(f"{key:{width}}  {value}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "bulk",
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "nofile_soft_limit": nofile,
-                    "loadavg_before": load_before,
-                    "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
-                },
-                "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                "results": results,
-                "rounds": rounds,
-            },
-            indent=2,
-        )
+    print_results(results)
+    write_report(
+        args.out,
+        "bulk",
+        machine=machine(
+            nofile_soft_limit=nofile, loadavg_before=load_before, loadavg_after=loadavg()
+        ),
+        params={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        results=results,
+        rounds=rounds,
     )
-    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

@@ -21,9 +21,6 @@ import contextlib
 import datetime as dt
 import gc
 import io
-import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -49,6 +46,7 @@ from gurux_dlms.secure import GXDLMSSecureClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import machine, write_report
 from protocols.dlms import apdu as x
 from protocols.dlms import axdr
 from protocols.dlms import connection as connection_module
@@ -693,23 +691,6 @@ def run_operation(op: Operation, seconds: float, repeat: int) -> dict[str, Any]:
     }
 
 
-def machine() -> dict[str, Any]:
-    cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpus": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "gurux_dlms": metadata.version("gurux-dlms"),
-        "cryptography": metadata.version("cryptography"),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=7, help="runs per side; the median is kept")
@@ -736,27 +717,24 @@ def main() -> None:
             f"{r['operation']:44} {r['ours_us']:9.1f} {r['gurux_us']:9.1f} "
             f"{r['ratio']:5.1f}x {target:>7} {meets:>5}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "codec",
-                "machine": machine(),
-                "params": {
-                    "repeat": args.repeat,
-                    "seconds_per_run": args.seconds,
-                    "quick": args.quick,
-                    "timer": "time.process_time_ns, gc disabled while timed",
-                    "statistic": "median over repeats of (CPU time of a run / operations in it)",
-                    "ratio": "gurux_us / ours_us",
-                },
-                "operations": results,
-            },
-            indent=2,
-        )
+    write_report(
+        args.out,
+        "codec",
+        machine=machine(
+            gurux_dlms=metadata.version("gurux-dlms"),
+            cryptography=metadata.version("cryptography"),
+        ),
+        params={
+            "repeat": args.repeat,
+            "seconds_per_run": args.seconds,
+            "quick": args.quick,
+            "timer": "time.process_time_ns, gc disabled while timed",
+            "statistic": "median over repeats of (CPU time of a run / operations in it)",
+            "ratio": "gurux_us / ours_us",
+        },
+        operations=results,
     )
-    print(f"\nratio = gurux / ours; median of {args.repeat} runs\nwrote {out}")
+    print(f"ratio = gurux / ours; median of {args.repeat} runs")
 
 
 if __name__ == "__main__":

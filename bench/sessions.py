@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
 import resource
 import shutil
@@ -50,6 +49,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import loadavg, machine, print_results, write_report
 from hesd.ctl import Client, Unreachable
 
 REPO: Final = Path(__file__).resolve().parent.parent
@@ -347,7 +347,7 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/sessions.json")
     args = parser.parse_args()
     nofile = raise_nofile(args.meters + 1000)
-    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    load_before = loadavg()
     work = Path(tempfile.mkdtemp(prefix="hesd-bench-"))
     rounds = []
     try:
@@ -406,34 +406,18 @@ def main() -> None:
         "online_meets_target": median("online_s") <= TARGET_ONLINE_S,
         "rss_meets_target": median("bytes_per_session") <= TARGET_BYTES_PER_SESSION,
     }
-    width = max(len(k) for k in results)
-    for key, value in results.items():
-        print(f"{key:{width}}  {value}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "sessions",
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "python": platform.python_version(),
-                    "nofile_soft_limit": nofile,
-                    "loadavg_before": load_before,
-                    "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
-                },
-                "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                "targets": {
-                    "online_s": TARGET_ONLINE_S,
-                    "rss_bytes_per_session": TARGET_BYTES_PER_SESSION,
-                },
-                "results": results,
-                "rounds": rounds,
-            },
-            indent=2,
-        )
+    print_results(results)
+    write_report(
+        args.out,
+        "sessions",
+        machine=machine(
+            nofile_soft_limit=nofile, loadavg_before=load_before, loadavg_after=loadavg()
+        ),
+        params={k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        targets={"online_s": TARGET_ONLINE_S, "rss_bytes_per_session": TARGET_BYTES_PER_SESSION},
+        results=results,
+        rounds=rounds,
     )
-    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import platform
 import resource
 import statistics
 import sys
@@ -28,6 +26,7 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from adapters.profile import load_profiles
+from bench.report import print_results, write_report
 from hesd.sim import DEFAULT_START, SimulatedMeter
 from hesd.sim.fleet import Fleet
 from protocols.dlms import apdu as x
@@ -116,26 +115,8 @@ def main() -> None:
         "sessions_per_s_median": round(statistics.median(rates)),
         "requests_per_s_median": round(3 * statistics.median(rates)),  # AARQ, GET, RLRQ
     }
-    width = max(len(k) for k in results)
-    for key, value in results.items():
-        print(f"{key:{width}}  {value}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "sim",
-                "machine": {
-                    "cpus": __import__("os").cpu_count(),
-                    "python": platform.python_version(),
-                },
-                "params": vars(args),
-                "results": results,
-            },
-            indent=2,
-        )
-    )
-    print(f"\nwrote {out}")
+    print_results(results)
+    write_report(args.out, "sim", params=vars(args), results=results)
 
 
 if __name__ == "__main__":

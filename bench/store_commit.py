@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +25,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import median_of, write_report
 from hesd.config import StoreConfig
 from hesd.store import Store
 
@@ -103,10 +101,6 @@ async def run_baseline(directory: Path, records: int) -> dict[str, float]:
     }
 
 
-def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
-    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
-
-
 async def main_async(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="hesd-bench-", dir=args.dir) as tmp:
@@ -146,24 +140,12 @@ def main() -> None:
             f"{name:34} {r['writes_per_s']:10.0f} {r['writes_per_commit']:11.1f} "
             f"{r['ack_p50_ms']:11.2f} {r['ack_p99_ms']:11.2f}"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "store_commit",
-                "machine": {
-                    "cpus": __import__("os").cpu_count(),
-                    "python": platform.python_version(),
-                    "platform": platform.platform(),
-                },
-                "params": {"writers": args.writers, "records": args.records, "repeat": args.repeat},
-                "median": results,
-            },
-            indent=2,
-        )
+    write_report(
+        args.out,
+        "store_commit",
+        params={"writers": args.writers, "records": args.records, "repeat": args.repeat},
+        median=results,
     )
-    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

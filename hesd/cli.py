@@ -18,6 +18,7 @@ import uvloop
 from adapters.hooks import load_adapter
 from adapters.schema import ConfigError
 from hesd import __version__
+from hesd.api.security import ApiGuard
 from hesd.config import Config, load_config, resolve_config_path
 from hesd.daemon import Daemon, DaemonError
 from hesd.logs import configure_logging
@@ -98,12 +99,23 @@ def check_config(path: Path | None) -> None:
         for profile in vendors.values():
             load_adapter(profile.adapter, profile.source)
         secrets = load_secrets(config.daemon.secrets_file)
+        if config.api.clients:  # their keys in the secrets file, the TLS files
+            ApiGuard.from_config(config.api, secrets, config.source)
     except HesdError as exc:
         click.echo(f"hesd: {exc}", err=True)
         sys.exit(EX_CONFIG)
     click.echo(f"{config.source}: ok")
     click.echo(f"  state directory: {config.daemon.state_dir}")
     click.echo(f"  API socket:      {config.api.socket}")
+    api = config.api
+    if api.listen is not None:
+        host = f"[{api.listen[0]}]" if ":" in api.listen[0] else api.listen[0]
+        scheme = "http" if api.insecure_plaintext else "https"
+        mutual = ", mutual TLS" if api.tls_client_ca_file is not None else ""
+        click.echo(
+            f"  API on TCP:      {scheme}://{host}:{api.listen[1]} "
+            f"(clients: {', '.join(c.name for c in api.clients)}{mutual})"
+        )
     click.echo(f"  vendor profiles: {', '.join(sorted(vendors))} (from {config.vendors.dir})")
     adapters = [f"{p.adapter} ({p.name})" for _, p in sorted(vendors.items()) if p.adapter]
     click.echo(f"  vendor adapters: {', '.join(adapters) or 'none'}")
@@ -111,6 +123,6 @@ def check_config(path: Path | None) -> None:
         click.echo("  secrets:         none configured")
     else:
         click.echo(
-            f"  secrets:         {len(secrets.keysets)} keysets, {len(secrets.tokens)} tokens "
-            f"(from {secrets.source})"
+            f"  secrets:         {len(secrets.keysets)} keysets, {len(secrets.tokens)} tokens, "
+            f"{len(secrets.api_keys)} API keys (from {secrets.source})"
         )

@@ -1,11 +1,13 @@
-"""The kinds of command the router runs: ``read``, ``disconnect``, ``reconnect``, ``sync_time``.
+"""The kinds of command the router runs: ``read``, ``disconnect``, ``reconnect``, ``sync_time``,
+``limit``, ``push_setup``.
 
 Each kind runs on the meter's session (``SessionManager.request`` supplies it) and returns an
 ``Outcome`` that says whether the meter confirmed it:
 
 * ``read``: ``{"quantities": [...]}`` (current values), ``{"profile": NAME, "from": ISO, "to":
-  ISO}`` or ``{"events": CATEGORY, "from": ISO, "to": ISO}`` through ``hesd.reads``; safe to run
-  again, so it is tried up to three times on a ``SessionError`` and re-run after a restart;
+  ISO}`` or ``{"events": CATEGORY or [CATEGORY, ...], "from": ISO, "to": ISO}`` through
+  ``hesd.reads``; safe to run again, so it is tried up to three times on a ``SessionError`` and
+  re-run after a restart;
 * ``disconnect`` / ``reconnect``: disconnect control (IC 70, Blue Book 4.5.8) method 1
   ``remote_disconnect`` / 2 ``remote_reconnect`` with ``integer(0)``, then a read-back of
   ``output_state`` (attribute 2) and ``control_state`` (attribute 3). The state is read *first*
@@ -13,11 +15,22 @@ Each kind runs on the meter's session (``SessionManager.request`` supplies it) a
   a lost answer does not act twice. Succeeded only when the read-back confirms;
 * ``sync_time``: reads the clock (IC 8 attribute 2), computes its offset from hesd's clock, sets
   attribute 2 to now in the meter's deviation (or the profile's ``utc_offset`` when the meter
-  sends none), and reads it back; ``data`` holds the offsets before and after, in seconds.
+  sends none), and reads it back; ``data`` holds the offsets before and after, in seconds;
+* ``limit``: the load limiter (IC 71): ``threshold_normal`` and ``threshold_emergency`` in W,
+  ``min_over_threshold_duration`` and ``min_under_threshold_duration`` in s, at least one;
+* ``push_setup``: the push setup (IC 40): ``destination`` ``"HOST:PORT"``, ``transport``,
+  ``communication_window``, ``randomisation_start_interval``, ``number_of_retries``,
+  ``repetition_delay``, at least one. Both are in ``hesd.command_settings``;
+* ``firmware_upgrade`` (with an ``ImageStore``): ``hesd.firmware``, the image transfer of Blue
+  Book 4.4.6 with resume, tried ``[firmware] max_attempts`` times.
 
-Actions need an association that may act: with the shipped profiles, sessions use the profile's
-``[session] association`` (``reader``, LLS), which IS 15959 meters and hesd-sim let read but not
-act; a meter whose profile names ``utility`` (HLS-GMAC) for its sessions can be commanded.
+Kinds that act (all but ``read``) run under the profile's ``[session] command_association``
+(``MeterSession.using``): IS 15959 meters, and hesd-sim, let the reader association (client 32,
+LLS) read but not act; the shipped profiles name the utility client (48, HLS-GMAC, ciphered),
+which may SET and ACTION. Reads keep the read association (``[session] association``). A kind
+that acts reads the meter's state first and acts only where it differs from what was asked, so
+an attempt repeated after a lost answer does not act twice, and succeeds only when the read-back
+confirms.
 """
 
 from __future__ import annotations
@@ -28,26 +41,37 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from adapters.hooks import MeterContext
+from adapters.is15959 import EVENT_CATEGORIES
 from adapters.normalise import Batch, NormaliseError, Normaliser
+from hesd.command_settings import acting, integer_of, limit_kinds, push_setup_kinds
+from hesd.config import FirmwareConfig
+from hesd.firmware import firmware_kind
+from hesd.firmware_images import ImageStore
 from hesd.reads import read_events, read_profile, read_quantities
 from hesd.router import Command, CommandKind, CommandRejected, Outcome
 from hesd.session import MeterSession, SessionError
 from protocols.dlms import apdu as x
-from protocols.dlms.axdr import Tag, Typed, Value
+from protocols.dlms.axdr import Tag, Typed
 from protocols.dlms.calendar import DateTime
 
 __all__ = ["command_kinds"]
 
 DISCONNECT_CLASS: Final = 70  # Blue Book 4.5.8
 CLOCK_CLASS: Final = 8  # Blue Book 4.5.1
+FIRMWARE_DEFAULTS: Final = FirmwareConfig()
 # Blue Book 4.5.8 control_state: 0 disconnected, 1 connected, 2 ready for reconnection
 CONTROL_STATES: Final = {0: "disconnected", 1: "connected", 2: "ready_for_reconnection"}
 
 
 def command_kinds(
-    normalisers: Callable[[], Mapping[str, Normaliser]], clock: Callable[[], float] = time.time
+    normalisers: Callable[[], Mapping[str, Normaliser]],
+    clock: Callable[[], float] = time.time,
+    *,
+    images: ImageStore | None = None,
+    firmware: FirmwareConfig = FIRMWARE_DEFAULTS,
 ) -> dict[str, CommandKind]:
-    """The kinds hesd runs, reading with the vendors' current ``normalisers()`` (SIGHUP)."""
+    """The kinds hesd runs, reading with the vendors' current ``normalisers()`` (SIGHUP);
+    ``firmware_upgrade`` too when there is an image store."""
 
     def normaliser(session: MeterSession) -> Normaliser:
         name = session.settings.profile.name
@@ -70,7 +94,12 @@ def command_kinds(
             if "profile" in p:
                 batch = await read_profile(session, norm, meter, p["profile"], start=start, end=end)
             else:
-                batch = await read_events(session, norm, meter, p["events"], start=start, end=end)
+                batch = Batch()
+                for category in _categories(p["events"]):
+                    found = await read_events(session, norm, meter, category, start=start, end=end)
+                    batch.readings += found.readings
+                    batch.events += found.events
+                    batch.errors += found.errors
         return _read_outcome(batch)
 
     async def disconnect(session: MeterSession, cmd: Command) -> Outcome:
@@ -82,12 +111,24 @@ def command_kinds(
     async def sync_time(session: MeterSession, cmd: Command) -> Outcome:
         return await _sync_time(session, normaliser(session), clock)
 
-    return {
+    kinds = {
         "read": CommandKind("read", read, _check_read, max_attempts=3, rerunnable=True),
-        "disconnect": CommandKind("disconnect", disconnect, _check_none, max_attempts=2),
-        "reconnect": CommandKind("reconnect", reconnect, _check_none, max_attempts=2),
-        "sync_time": CommandKind("sync_time", sync_time, _check_none, max_attempts=2),
+        "disconnect": CommandKind("disconnect", acting(disconnect), _check_none, max_attempts=2),
+        "reconnect": CommandKind("reconnect", acting(reconnect), _check_none, max_attempts=2),
+        "sync_time": CommandKind("sync_time", acting(sync_time), _check_none, max_attempts=2),
+        **limit_kinds(),
+        **push_setup_kinds(),
     }
+    if images is not None:
+        kinds["firmware_upgrade"] = firmware_kind(
+            images,
+            max_attempts=firmware.max_attempts,
+            backoff=firmware.retry_backoff,
+            attempt_timeout=firmware.attempt_timeout,
+            verify_timeout=firmware.verify_timeout,
+            clock=clock,
+        )
+    return kinds
 
 
 # -- parameters ----------------------------------------------------------------------------------
@@ -114,10 +155,26 @@ def _check_read(p: Mapping[str, Any]) -> None:
         if not isinstance(q, list) or not q or not all(isinstance(n, str) for n in q):
             raise CommandRejected("read: 'quantities' must be a non-empty list of names")
         return
-    if not isinstance(p[chosen[0]], str):
+    if chosen == ["events"]:
+        _categories(p["events"])
+    elif not isinstance(p[chosen[0]], str):
         raise CommandRejected(f"read: {chosen[0]!r} must be a name")
     if _instant(p.get("from"), "from") >= _instant(p.get("to"), "to"):
         raise CommandRejected("read: 'from' must be before 'to'")
+
+
+def _categories(events: object) -> list[str]:
+    """The event categories of a read: a name, or a non-empty list of names, each once."""
+    names = [events] if isinstance(events, str) else events
+    known = ", ".join(EVENT_CATEGORIES)
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise CommandRejected(f"read: 'events' must be a category or a list of them ({known})")
+    for name in names:
+        if name not in EVENT_CATEGORIES:
+            raise CommandRejected(f"read: 'events': {name!r} is not an event category ({known})")
+    if len(set(names)) != len(names):
+        raise CommandRejected("read: 'events' names a category twice")
+    return list(names)
 
 
 def _check_none(p: Mapping[str, Any]) -> None:
@@ -148,20 +205,12 @@ async def _control(session: MeterSession) -> tuple[bool, int]:
             f"meter {session.meter_id}: disconnect control {obis}: the meter refused to read "
             f"its state ({output!r}, {control!r})"
         )
-    if not isinstance(output, bool) or _integer(control) is None:
+    if not isinstance(output, bool) or integer_of(control) is None:
         raise SessionError(
             f"meter {session.meter_id}: disconnect control {obis}: unexpected state "
             f"{output!r}, {control!r}"
         )
-    return output, _integer(control) or 0
-
-
-def _integer(value: Value | x.DataAccessResult) -> int | None:
-    if isinstance(value, Typed) and isinstance(value.value, int):
-        return value.value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return None
+    return output, integer_of(control) or 0
 
 
 def _state_data(output: bool, control: int) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import tomllib
 import zoneinfo
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from adapters.is15959 import EVENT_CATEGORIES
@@ -105,6 +105,9 @@ class ScheduleConfig:
     enabled: bool
     priority: int  # 0..9: higher first when runs compete for the budget
     max_backfill: float  # profile and events: the furthest back a read goes, in seconds
+    # one of DEFAULT_SCHEDULES, which the file did not replace: not checked against the vendors
+    # (a fleet without a billing profile still starts); a run fails its meters and says why
+    embedded: bool = field(default=False, compare=False)
 
 
 def parse_scheduler(table: Table) -> SchedulerConfig:
@@ -129,17 +132,18 @@ def parse_scheduler(table: Table) -> SchedulerConfig:
 
 def parse_schedules(doc: Table) -> tuple[ScheduleConfig, ...]:
     """``[schedules.NAME]`` tables of ``doc``; without any, ``DEFAULT_SCHEDULES``."""
-    if "schedules" not in doc:
+    embedded = "schedules" not in doc
+    if embedded:
         doc = Table(doc.source, {"schedules": tomllib.loads(DEFAULT_SCHEDULES)})
     found = doc.tables(
         "schedules",
         name_pattern=SCHEDULE_NAME,
         describe="a schedule name (a-z first, then up to 63 of a-z 0-9 _ -)",
     )
-    return tuple(_schedule(name, table) for name, table in found.items())
+    return tuple(_schedule(name, table, embedded=embedded) for name, table in found.items())
 
 
-def _schedule(name: str, table: Table) -> ScheduleConfig:
+def _schedule(name: str, table: Table, *, embedded: bool) -> ScheduleConfig:
     try:
         cron = CronSpec.parse(table.string("cron", describe='a cron expression ("*/30 * * * *")'))
     except CronError as exc:
@@ -196,6 +200,7 @@ def _schedule(name: str, table: Table) -> ScheduleConfig:
         enabled=table.boolean("enabled", default=True),
         priority=table.integer("priority", lo=0, hi=9, default=5),
         max_backfill=table.number("max_backfill", lo=60, hi=400 * 86400, default=172800.0),
+        embedded=embedded,
     )
     table.finish()
     return schedule
@@ -204,8 +209,11 @@ def _schedule(name: str, table: Table) -> ScheduleConfig:
 def check_schedules(
     source: str, schedules: tuple[ScheduleConfig, ...], profiles: dict[str, VendorProfile]
 ) -> None:
-    """Each schedule's vendors are loaded and some selected vendor has what it reads."""
+    """Each schedule's vendors are loaded and some selected vendor has what it reads (the
+    schedules of the file: the embedded set is not checked)."""
     for schedule in schedules:
+        if schedule.embedded:
+            continue
         where = f"schedules.{schedule.name}"
         for index, vendor in enumerate(schedule.vendors):
             if vendor not in profiles:

@@ -248,6 +248,7 @@ def status(ctx: click.Context, as_json: bool, wait: float) -> None:
             )
             + f", {outbox['dead_letters']} dead letters",
         ),
+        ("api", _api_text(info.get("api"))),
     ]
     alerts = info.get("alerts")
     if alerts is not None:
@@ -261,6 +262,21 @@ def status(ctx: click.Context, as_json: bool, wait: float) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key.ljust(width)}  {value}")
+
+
+def _api_text(api: dict[str, Any] | None) -> str:
+    if api is None:
+        return "-"
+    if api["listen"] is None:
+        return "unix socket only"
+    tls = "mutual TLS" if api["mutual_tls"] else ("TLS" if api["tls"] else "PLAINTEXT")
+    refused = api["connections_refused"]
+    return (
+        f"{api['listen']} ({tls}, {api['clients']} clients"
+        + (f", {refused} connections refused" if refused else "")
+        + (f", {api['tls_failures']} failed handshakes" if api["tls_failures"] else "")
+        + ")"
+    )
 
 
 def _fetch_meters(client: Client, status: str | None, vendor: str | None) -> list[dict[str, Any]]:
@@ -541,7 +557,5 @@ def decode(ctx: click.Context, hex_text: tuple[str, ...], meter: str | None, as_
         click.echo(result["text"])
 
 
-from hesd import (  # noqa: E402 - they register their verbs on main, defined above
-    ctl_commands,  # noqa: F401
-    ctl_schedule,  # noqa: F401
-)
+# register their verbs on main
+from hesd import ctl_audit, ctl_commands, ctl_firmware, ctl_schedule  # noqa: E402, F401

@@ -1,11 +1,12 @@
 """``hesctl`` verbs that queue and follow commands (``hesd/router.py``): ``read``, ``disconnect``,
-``reconnect``, ``sync-time``, ``commands``, ``cancel``.
+``reconnect``, ``sync-time``, ``limit``, ``push-setup``, ``events``, ``commands``, ``cancel``.
 
 They register on ``hesd.ctl.main``; ``hesd.ctl`` imports this module once ``main`` exists.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -15,6 +16,7 @@ from urllib.parse import quote, urlencode
 
 import click
 
+from adapters.is15959 import EVENT_CATEGORIES
 from hesd.ctl import _client, _post_json, _table, main
 
 
@@ -113,19 +115,27 @@ FINAL_STATES: Final = ("succeeded", "failed", "expired", "cancelled")
 EXIT_COMMAND_FAILED: Final = 3
 
 
-def _command(
+def _submit(
     ctx: click.Context, meter_id: str, kind: str, params: dict[str, Any], options: dict[str, Any]
-) -> None:
-    """Queue a command; with --wait, follow it to its end (exit 3 unless it succeeded)."""
+) -> dict[str, Any]:
+    """Queue a command; with --wait, follow it until it ends or the wait is over."""
     client = _client(ctx)
     body = {"meter_id": meter_id, "kind": kind, "params": params, "expires_in": options["expires"]}
-    command = _post_json(client, "/api/v1/commands", body)
+    command: dict[str, Any] = _post_json(client, "/api/v1/commands", body)
     if options["wait"] is not None:
         deadline = time.monotonic() + options["wait"]
         url = f"/api/v1/commands/{command['command_id']}"
         while command["state"] not in FINAL_STATES and time.monotonic() < deadline:
             time.sleep(0.2)  # polling the daemon: it owns the command's progress
             command = client.json("GET", url)
+    return command
+
+
+def _command(
+    ctx: click.Context, meter_id: str, kind: str, params: dict[str, Any], options: dict[str, Any]
+) -> None:
+    """Queue a command; with --wait, follow it to its end (exit 3 unless it succeeded)."""
+    command = _submit(ctx, meter_id, kind, params, options)
     if options["as_json"]:
         click.echo(json.dumps(command, indent=2))
     else:
@@ -141,7 +151,7 @@ def _command_text(command: dict[str, Any]) -> str:
     return line + (f" ({detail})" if detail else "")
 
 
-def _command_options(fn: Any) -> Any:
+def _command_options(fn: Any, wait: float | None = None) -> Any:
     fn = click.option("--json", "as_json", is_flag=True, help="Print the command as JSON.")(fn)
     fn = click.option(
         "--expires",
@@ -153,7 +163,8 @@ def _command_options(fn: Any) -> Any:
     return click.option(
         "--wait",
         type=click.FloatRange(0, 86400),
-        default=None,
+        default=wait,
+        show_default=wait is not None,
         help="Wait up to this many seconds for the command to end; exit 3 unless it succeeded.",
     )(fn)
 
@@ -183,6 +194,157 @@ def reconnect(ctx: click.Context, /, meter_id: str, **options: Any) -> None:
 def sync_time(ctx: click.Context, /, meter_id: str, **options: Any) -> None:
     """Set the meter's clock to hesd's time, in the meter's time zone; reports the offset."""
     _command(ctx, meter_id, "sync_time", {}, options)
+
+
+@main.command()
+@click.argument("meter_id")
+@click.option("--normal", type=float, help="threshold_normal: active power in W.")
+@click.option("--emergency", type=float, help="threshold_emergency: active power in W.")
+@click.option("--over", type=click.IntRange(0), help="min_over_threshold_duration, seconds.")
+@click.option("--under", type=click.IntRange(0), help="min_under_threshold_duration, seconds.")
+@_command_options
+@click.pass_context
+def limit(
+    ctx: click.Context,
+    /,
+    meter_id: str,
+    *,
+    normal: float | None,
+    emergency: float | None,
+    over: int | None,
+    under: int | None,
+    **options: Any,
+) -> None:
+    """Set the meter's load limit (limiter), confirmed by reading it back.
+
+    hesctl limit METER --normal 7500 [--emergency 5000] [--over 60] [--under 60]: thresholds in
+    W of active power, durations in seconds the load must stay over (under) the threshold before
+    the meter disconnects (reconnects). Only what differs from the meter's settings is written.
+    """
+    given = {
+        "threshold_normal": normal,
+        "threshold_emergency": emergency,
+        "min_over_threshold_duration": over,
+        "min_under_threshold_duration": under,
+    }
+    params = {name: _number(value) for name, value in given.items() if value is not None}
+    if not params:
+        raise click.UsageError("give at least one of --normal, --emergency, --over, --under")
+    _command(ctx, meter_id, "limit", params, options)
+
+
+def _number(value: float) -> int | float:
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+@main.command("push-setup")
+@click.argument("meter_id")
+@click.option("--destination", help="Where the meter pushes: HOST:PORT (IPv6 in brackets).")
+@click.option("--transport", type=click.Choice(("tcp", "udp")), help="How it pushes there.")
+@click.option(
+    "--window",
+    "windows",
+    multiple=True,
+    help="A daily push window HH:MM-HH:MM in the meter's local time (repeatable).",
+)
+@click.option("--any-time", is_flag=True, help="Clear the windows: push at any time.")
+@click.option("--randomisation", type=click.IntRange(0, 0xFFFF), help="Random delay, seconds.")
+@click.option("--retries", type=click.IntRange(0, 0xFF), help="Number of retries.")
+@click.option("--repetition-delay", type=click.IntRange(0, 0xFFFF), help="Between retries, s.")
+@_command_options
+@click.pass_context
+def push_setup(
+    ctx: click.Context,
+    /,
+    meter_id: str,
+    *,
+    destination: str | None,
+    transport: str | None,
+    windows: tuple[str, ...],
+    any_time: bool,
+    randomisation: int | None,
+    retries: int | None,
+    repetition_delay: int | None,
+    **options: Any,
+) -> None:
+    """Set where and when the meter pushes (push setup), confirmed by reading it back.
+
+    The classic case re-points meters at a new HES address: hesctl push-setup METER
+    --destination 10.0.0.5:4059. Only what differs from the meter's settings is written.
+    """
+    if windows and any_time:
+        raise click.UsageError("give --window or --any-time, not both")
+    given: dict[str, Any] = {
+        "destination": destination,
+        "transport": transport,
+        "communication_window": list(windows) if windows or any_time else None,
+        "randomisation_start_interval": randomisation,
+        "number_of_retries": retries,
+        "repetition_delay": repetition_delay,
+    }
+    params = {name: value for name, value in given.items() if value is not None}
+    if not params:
+        raise click.UsageError(
+            "give at least one of --destination, --transport, --window, --any-time, "
+            "--randomisation, --retries, --repetition-delay"
+        )
+    _command(ctx, meter_id, "push_setup", params, options)
+
+
+@main.command()
+@click.argument("meter_id")
+@click.option(
+    "--category",
+    "categories",
+    multiple=True,
+    type=click.Choice(EVENT_CATEGORIES),
+    help="An event category (repeatable) [all].",
+)
+@click.option("--from", "start", help="From this ISO 8601 time [24 h ago].")
+@click.option("--to", "end", help="To this ISO 8601 time [now].")
+@functools.partial(_command_options, wait=120.0)
+@click.pass_context
+def events(
+    ctx: click.Context,
+    /,
+    meter_id: str,
+    *,
+    categories: tuple[str, ...],
+    start: str | None,
+    end: str | None,
+    **options: Any,
+) -> None:
+    """The meter's event logs over --from/--to, read by a queued command, as a table.
+
+    Queues a read command (kind read, params events) that waits for the meter as any command
+    does, follows it (--wait), and prints its events: time, category, kind, severity, the
+    vendor's code and name, as the MDM gets them. Exit 3 unless the read succeeded in time.
+    """
+    now = datetime.now(UTC)
+    params = {
+        "events": list(categories or EVENT_CATEGORIES),
+        "from": start or (now - timedelta(days=1)).isoformat(),
+        "to": end or now.isoformat(),
+    }
+    command = _submit(ctx, meter_id, "read", params, options)
+    if options["as_json"]:
+        click.echo(json.dumps(command, indent=2))
+    elif command["state"] != "succeeded":
+        click.echo(_command_text(command))
+    else:
+        found = (command.get("result") or {}).get("data", {})
+        rows = [
+            (e["timestamp"], e["category"], e["kind"], e["severity"], str(e["code"]), e["name"])
+            for e in found.get("events", [])
+        ]
+        if rows:
+            click.echo(_table(("TIME", "CATEGORY", "EVENT", "SEVERITY", "CODE", "NAME"), rows))
+        else:
+            click.echo("(no events in that range)")
+        for error in found.get("errors", []):
+            click.echo(f"error: {error}", err=True)
+    if command["state"] != "succeeded":
+        sys.exit(EXIT_COMMAND_FAILED)
 
 
 @main.command()

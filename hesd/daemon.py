@@ -3,9 +3,11 @@
 Life cycle:
 
 * start: take the state-directory lock, load vendor profiles and secrets, open (and migrate) the
-  store, serve the API on the unix socket, send ``READY=1``;
-* SIGHUP: reload vendor profiles, secrets, ``[scheduler]`` and the schedules from the same
-  config file; a file with errors is refused and the running configuration kept; sessions stay up;
+  store, serve the API on the unix socket (and on TCP with TLS for the MDM, ``api.listen``), send
+  ``READY=1``;
+* SIGHUP: reload vendor profiles and secrets (API keys included), ``[api.clients]``, the API's
+  TLS certificate, ``[scheduler]`` and the schedules from the same config file; a file with
+  errors is refused and the running configuration kept; sessions stay up;
 * SIGTERM/SIGINT: ``STOPPING=1``, stop accepting, let in-flight work finish for up to
   ``daemon.drain_timeout`` seconds, commit and checkpoint the store, exit 0.
 
@@ -37,8 +39,12 @@ from adapters.schema import ConfigError
 from hesd import __version__
 from hesd.alerts import Alerts, Yielding
 from hesd.api.app import build_app
+from hesd.api.audit import ApiAudit
+from hesd.api.listener import ApiListenError, ApiSite
+from hesd.api.security import ApiGuard
 from hesd.commands import command_kinds
 from hesd.config import Config, load_config
+from hesd.firmware_images import ImageStore
 from hesd.notify import Notifier
 from hesd.router import CommandRouter
 from hesd.schedule_reads import SessionReader
@@ -91,8 +97,14 @@ class Daemon:
         self.outbox: Outbox | None = None
         self.router: CommandRouter | None = None
         self.scheduler: Scheduler | None = None
+        self.images = ImageStore(
+            config.daemon.state_dir / "images", config.firmware.max_image_bytes
+        )
         self.forwarder: Forwarder | None = None
         self.alerts: Alerts | None = None
+        self.audit: ApiAudit | None = None
+        self.api_guard: ApiGuard | None = None  # with [api.clients]: what the TCP listener checks
+        self.api_site: ApiSite | None = None  # the TCP listener, with api.listen
         self.pushes_received = 0
         self.json_records = 0
         self.readings_normalised = 0
@@ -205,6 +217,10 @@ class Daemon:
             self.vendors = self.config.load_vendor_profiles()
             self.normalisers = build_normalisers(self.vendors)
             self.secrets = load_secrets(self.config.daemon.secrets_file)
+            if self.config.api.clients:  # their keys and the TLS files, before anything starts
+                self.api_guard = ApiGuard.from_config(
+                    self.config.api, self.secrets, self.config.source
+                )
 
             for sig, handler in (
                 (signal.SIGTERM, lambda: self.request_stop("SIGTERM")),
@@ -214,6 +230,7 @@ class Daemon:
                 loop.add_signal_handler(sig, handler)
                 stack.callback(loop.remove_signal_handler, sig)
 
+            self.images.open()
             store = await Store.open(self.config.store)
             self._store = store
             self._registry = Registry(store)
@@ -245,6 +262,7 @@ class Daemon:
                 sink=self.outbox,
             )
             stack.push_async_callback(store.close)
+            self.audit = ApiAudit(store, config.api.audit_retention_days, config.api.audit_max_rows)
 
             runner = web.AppRunner(
                 build_app(self),
@@ -257,6 +275,9 @@ class Daemon:
             sock = _bind_unix_socket(self.config.api.socket, self.config.api.socket_mode)
             stack.callback(_unlink_quietly, self.config.api.socket)
             await web.SockSite(runner, sock).start()
+            runners = [runner]
+            if config.api.listen is not None and self.api_guard is not None:
+                runners.append(await self._serve_tcp(stack))
             self.listener = TcpListener(config.tcp, self._sessions, self._registry)
             stack.push_async_callback(self.listener.close)
             await self.listener.start()
@@ -288,10 +309,13 @@ class Daemon:
                     helpers.append(_named(tg, self.mqtt.run(), "mqtt:client"))
                 if self.forwarder is not None:
                     helpers.append(_named(tg, self.forwarder.run(), "uplink:forwarder"))
+                helpers.append(_named(tg, self.audit.run_retention(), "api:audit:retention"))
                 router = self.router = CommandRouter(
                     store,
                     self._sessions,
-                    command_kinds(lambda: self.normalisers),
+                    command_kinds(
+                        lambda: self.normalisers, images=self.images, firmware=config.firmware
+                    ),
                     self.outbox,
                     workers=config.limits.command_workers,
                 )
@@ -318,6 +342,7 @@ class Daemon:
                     version=__version__,
                     config=self.config.source,
                     socket=str(self.config.api.socket),
+                    listen=None if self.api_site is None else self.api_site.name,
                     vendors=sorted(self.vendors),
                     pid=os.getpid(),
                 )
@@ -327,7 +352,8 @@ class Daemon:
                 self.notifier.notify("STOPPING=1", "STATUS=draining")
                 started = time.monotonic()
                 await self.listener.close()  # stop accepting meters
-                await runner.cleanup()  # stop accepting, wait for in-flight requests (bounded)
+                # stop accepting API calls, wait for those in flight (bounded)
+                await asyncio.gather(*(r.cleanup() for r in runners))
                 scheduler.close()  # runs in progress end 'cancelled'
                 await scheduler_task
                 router.close()  # commands in flight stay 'sent': judged at the next start
@@ -345,6 +371,34 @@ class Daemon:
                 log.info("daemon.drained", seconds=round(time.monotonic() - started, 3))
         self.state = "stopped"
         self.notifier.close()
+
+    async def _serve_tcp(self, stack: contextlib.AsyncExitStack) -> web.AppRunner:
+        """The API for the MDM on ``api.listen``: its own application (the guard's middleware,
+        its own body limit) and runner, stopped with the socket's at the drain."""
+        listen, guard = self.config.api.listen, self.api_guard
+        assert listen is not None
+        assert guard is not None
+        runner = web.AppRunner(
+            build_app(self, guard),
+            shutdown_timeout=self.config.daemon.drain_timeout,
+            access_log=None,
+            handle_signals=False,
+        )
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = ApiSite(runner, listen[0], listen[1], guard)
+        try:
+            await site.start()
+        except ApiListenError as exc:
+            raise DaemonError(str(exc)) from None
+        self.api_site = site
+        log.info(
+            "api.listening",
+            url=site.name,
+            clients=[c.name for c in guard.gatekeeper.clients],
+            mutual_tls=self.config.api.tls_client_ca_file is not None,
+        )
+        return runner
 
     async def _status_line(self) -> str:
         counts = await self.registry.counts()
@@ -388,19 +442,26 @@ class Daemon:
         """Re-read vendor profiles, the secrets file and the schedules; on any error keep what
         runs and log why.
 
-        ``[vendors]``, ``[scheduler]`` and ``[schedules.*]`` apply at once (a run in progress
-        finishes under its old definition, or is cancelled if its schedule was removed or
-        disabled: ``hesd/scheduler.py``); changes to other sections (the secrets file's path
-        included) are logged as ``config.restart_required`` and wait for a restart.
+        ``[vendors]``, ``[api.clients]``, ``[scheduler]`` and ``[schedules.*]`` apply at once (a
+        run in progress finishes under its old definition, or is cancelled if its schedule was
+        removed or disabled: ``hesd/scheduler.py``), and the API's TLS files are read again;
+        changes to other sections and keys (the secrets file's path included) are logged as
+        ``config.restart_required`` and wait for a restart.
         """
         try:
             fresh = load_config(self.config_path)
             vendors = fresh.load_vendor_profiles()
             normalisers = build_normalisers(vendors)
             secrets = load_secrets(self.config.daemon.secrets_file)  # the path is a restart setting
+            api = dataclasses.replace(self.config.api, clients=fresh.api.clients)
+            guard = ApiGuard.from_config(api, secrets, fresh.source) if api.clients else None
         except ConfigError as exc:
             log.error("config.reload_failed", error=str(exc))
             return False
+        # what the file changes beyond what applies now (api.clients) waits for a restart
+        pending = dataclasses.replace(
+            fresh, api=dataclasses.replace(fresh.api, clients=self.config.api.clients)
+        )
         changed = [
             name
             for name in (
@@ -414,9 +475,10 @@ class Daemon:
                 "limits",
                 "serial",
                 "mqtt",
+                "firmware",
                 "alerts",
             )
-            if getattr(fresh, name) != getattr(self.config, name)
+            if getattr(pending, name) != getattr(self.config, name)
         ]
         if changed:
             log.warning(
@@ -425,8 +487,14 @@ class Daemon:
                 detail="these sections apply at the next restart",
             )
         self.config = dataclasses.replace(
-            self.config, vendors=fresh.vendors, scheduler=fresh.scheduler, schedules=fresh.schedules
+            self.config,
+            vendors=fresh.vendors,
+            api=api,
+            scheduler=fresh.scheduler,
+            schedules=fresh.schedules,
         )
+        if self.api_guard is not None and guard is not None:
+            self.api_guard.replace(guard)
         self.vendors = vendors
         self.normalisers = normalisers
         self.secrets = secrets
@@ -437,7 +505,12 @@ class Daemon:
         if self.scheduler is not None:
             self.scheduler.reload(fresh.scheduler, fresh.schedules)
         self.reloads += 1
-        log.info("config.reloaded", vendors=sorted(vendors), keysets=len(secrets.keysets))
+        log.info(
+            "config.reloaded",
+            vendors=sorted(vendors),
+            keysets=len(secrets.keysets),
+            api_clients=[c.name for c in api.clients],
+        )
         return True
 
 

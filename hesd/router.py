@@ -27,6 +27,17 @@ A kind marked ``rerunnable`` (a read) is queued again, with an audit row saying 
 ``failed`` with the detail ``interrupted by a restart; the meter's state was not confirmed``,
 and reported: hesd never runs an action twice without the result saying so.
 
+A kind may also set its own ``max_attempts``, ``backoff`` and ``timeout`` (the cap of one attempt,
+instead of the session manager's ``request_timeout``: a firmware transfer takes long), and is
+``rerunnable`` when a restart may queue it again because each attempt starts from what the meter
+reports (reads; firmware upgrades, which resume their transfer and never activate twice).
+
+Progress: a long command reports it (``Command.note_progress``, e.g. blocks done of a firmware
+transfer); it is in the command's JSON while it runs and after, and kept in the ``progress``
+column, written at most every ``PROGRESS_INTERVAL`` seconds (a store flusher: the latest value
+only, in whatever commit comes next), or at once with ``Command.save_progress`` before a step that
+must be known to have begun if hesd stops (an activation), so a restart resumes from it.
+
 A final state makes a ``CommandResult``: kept in the ``result`` column (what the API shows) and
 offered to the outbox for the MDM.
 """
@@ -62,6 +73,7 @@ __all__ = [
     "CommandState",
     "MeterAccess",
     "Outcome",
+    "ProgressSink",
     "ResultSink",
 ]
 
@@ -71,6 +83,7 @@ _T = TypeVar("_T")
 
 INTERRUPTED: Final = "interrupted by a restart; the meter's state was not confirmed"
 MAX_EXPIRES_IN: Final = 366 * 86400.0
+PROGRESS_INTERVAL: Final = 1.0  # seconds: progress is stored at most this often (coalesced)
 
 
 class CommandState(enum.StrEnum):
@@ -99,11 +112,25 @@ class CommandRejected(HesdError):
 
 
 class MeterAccess(Protocol):
-    """What the router needs of the session manager."""
+    """What the router needs of the session manager. ``time_cap`` is passed only for a kind
+    that has its own (``CommandKind.timeout``), instead of the manager's request cap."""
 
     async def reachable(self, meter_id: str) -> bool: ...
 
-    async def request(self, meter_id: str, op: Callable[[MeterSession], Awaitable[_T]]) -> _T: ...
+    async def request(
+        self,
+        meter_id: str,
+        op: Callable[[MeterSession], Awaitable[_T]],
+        time_cap: float | None = None,
+    ) -> _T: ...
+
+
+class ProgressSink(Protocol):
+    """Where a running command's progress goes (the router)."""
+
+    def note(self, cmd: Command) -> None: ...
+
+    async def save(self, cmd: Command) -> None: ...
 
 
 class ResultSink(Protocol):
@@ -132,10 +159,13 @@ class CommandKind:
     max_attempts: int = 1  # runs on SessionError, counting the first
     backoff: float = 5.0  # seconds before the second attempt, doubled for each next one
     rerunnable: bool = False  # safe to run again after a restart interrupted it (reads)
+    timeout: float | None = None  # cap of one attempt; None: the session manager's
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1 or self.backoff < 0:
             raise ValueError(f"command kind {self.name}: max_attempts < 1 or backoff < 0")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"command kind {self.name}: timeout {self.timeout} is not > 0")
 
 
 @dataclass(slots=True)
@@ -153,6 +183,21 @@ class Command:
     expires_at: float
     attempts: int = 0
     result: dict[str, Any] | None = None
+    progress: dict[str, Any] | None = None  # a long command's progress (firmware: blocks)
+    progress_sink: ProgressSink | None = field(default=None, repr=False, compare=False)
+
+    def note_progress(self, progress: Mapping[str, Any]) -> None:
+        """Report progress; stored within ``PROGRESS_INTERVAL`` seconds (coalesced)."""
+        self.progress = dict(progress)
+        if self.progress_sink is not None:
+            self.progress_sink.note(self)
+
+    async def save_progress(self, progress: Mapping[str, Any]) -> None:
+        """Report progress and return once it is durable (before a step that must not be
+        repeated blindly after a restart)."""
+        self.progress = dict(progress)
+        if self.progress_sink is not None:
+            await self.progress_sink.save(self)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -166,6 +211,7 @@ class Command:
             "updated_at": _iso(self.updated_at),
             "expires_at": _iso(self.expires_at),
             "attempts": self.attempts,
+            "progress": self.progress,
             "result": self.result,
         }
 
@@ -175,7 +221,7 @@ def _iso(t: float) -> str:
 
 
 def _from_row(row: Any) -> Command:
-    result = row["result"]
+    result, progress = row["result"], row["progress"]
     return Command(
         command_id=row["command_id"],
         meter_id=row["meter_id"],
@@ -188,13 +234,15 @@ def _from_row(row: Any) -> Command:
         expires_at=row["expires_at"],
         attempts=row["attempts"],
         result=None if result is None else msgpack.unpackb(result),
+        progress=None if progress is None else msgpack.unpackb(progress),
     )
 
 
 _COLUMNS: Final = (
     "command_id, meter_id, kind, params, state, requested_by, created_at, updated_at, "
-    "expires_at, attempts, result"
+    "expires_at, attempts, result, progress"
 )
+_PROGRESS_SQL: Final = "UPDATE commands SET progress = ? WHERE command_id = ? AND state = 'sent'"
 
 
 class CommandRouter:
@@ -222,6 +270,11 @@ class CommandRouter:
         self._idle: dict[str, asyncio.Event] = {}  # set when a meter's queue empties
         self._running = False
         self._stop = asyncio.Event()
+        self._active: dict[str, Command] = {}  # sent, running now: their live progress
+        self._progress: dict[str, Command] = {}  # progress not stored yet
+        self._progress_timer: asyncio.TimerHandle | None = None
+        self._progress_stored = 0.0  # monotonic time of the last store of progress
+        store.add_flusher(self._flush_progress)
 
     # -- asking ------------------------------------------------------------------------------
 
@@ -257,7 +310,7 @@ class CommandRouter:
         await self._store.submit(
             [
                 (
-                    f"INSERT INTO commands ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,NULL)",
+                    f"INSERT INTO commands ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,NULL,NULL)",
                     (
                         cmd.command_id,
                         meter_id,
@@ -297,7 +350,13 @@ class CommandRouter:
         row = await self._store.fetchone(
             f"SELECT {_COLUMNS} FROM commands WHERE command_id = ?", (command_id,)
         )
-        return None if row is None else _from_row(row)
+        if row is None:
+            return None
+        found = _from_row(row)
+        live = self._active.get(command_id)
+        if live is not None and found.state is S.SENT:  # fresher than the last stored progress
+            found.progress = live.progress
+        return found
 
     async def audit(self, command_id: str) -> list[tuple[float, str, str]]:
         rows = await self._store.fetchall(
@@ -359,6 +418,10 @@ class CommandRouter:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self._progress_timer is not None:
+                self._progress_timer.cancel()
+                self._progress_timer = None
+            self._store.poke()  # what progress is left goes with the next commit (or close)
 
     def close(self) -> None:
         """Stop: a command in flight stays ``sent`` and is judged at the next start."""
@@ -459,6 +522,23 @@ class CommandRouter:
                 await self._finish(cmd, S.EXPIRED, f"expired at {_iso(cmd.expires_at)}, not sent")
 
     async def _execute(self, cmd: Command) -> None:
+        self._active[cmd.command_id] = cmd
+        cmd.progress_sink = self
+        try:
+            await self._attempts(cmd)
+        finally:
+            cmd.progress_sink = None
+            self._active.pop(cmd.command_id, None)
+
+    def _request(self, cmd: Command, spec: CommandKind) -> Awaitable[Outcome]:
+        def op(session: MeterSession) -> Awaitable[Outcome]:
+            return spec.run(session, cmd)
+
+        if spec.timeout is None:
+            return self._access.request(cmd.meter_id, op)
+        return self._access.request(cmd.meter_id, op, time_cap=spec.timeout)
+
+    async def _attempts(self, cmd: Command) -> None:
         spec = self.kinds[cmd.kind]
         delay = spec.backoff
         while True:
@@ -468,9 +548,7 @@ class CommandRouter:
             else:
                 await self._move(cmd, S.SENT, f"attempt {cmd.attempts}")
             try:
-                outcome = await self._access.request(
-                    cmd.meter_id, lambda session: spec.run(session, cmd)
-                )
+                outcome = await self._request(cmd, spec)
             except SessionError as exc:
                 if cmd.attempts >= spec.max_attempts or self._clock() + delay >= cmd.expires_at:
                     await self._finish(cmd, S.FAILED, str(exc))
@@ -494,6 +572,34 @@ class CommandRouter:
                 outcome,
             )
             return
+
+    # -- progress ----------------------------------------------------------------------------
+
+    def note(self, cmd: Command) -> None:
+        """``ProgressSink``: store ``cmd.progress`` within ``PROGRESS_INTERVAL`` seconds."""
+        self._progress[cmd.command_id] = cmd
+        if self._progress_timer is not None:
+            return
+        wait = max(0.0, self._progress_stored + PROGRESS_INTERVAL - time.monotonic())
+        loop = asyncio.get_running_loop()
+        self._progress_timer = loop.call_later(wait, self._store_progress)
+
+    async def save(self, cmd: Command) -> None:
+        """``ProgressSink``: store ``cmd.progress`` now; returns once it is committed."""
+        self._progress.pop(cmd.command_id, None)
+        await self._store.submit([(_PROGRESS_SQL, (msgpack.packb(cmd.progress), cmd.command_id))])
+
+    def _store_progress(self) -> None:
+        self._progress_timer = None
+        self._progress_stored = time.monotonic()
+        self._store.poke()
+
+    def _flush_progress(self) -> list[Statement]:
+        """Store flusher: the latest progress of each command that reported since."""
+        pending, self._progress = self._progress, {}
+        return [
+            (_PROGRESS_SQL, (msgpack.packb(c.progress), c.command_id)) for c in pending.values()
+        ]
 
     # -- state changes -----------------------------------------------------------------------
 
@@ -536,6 +642,7 @@ class CommandRouter:
         self._check(cmd, to)
         now = self._clock()
         cmd.state, cmd.updated_at = to, now  # synchronously: a concurrent cancel sees it
+        self._progress.pop(cmd.command_id, None)  # its last progress goes with the result
         result = CommandResult(
             command_id=cmd.command_id,
             meter_id=cmd.meter_id,
@@ -553,9 +660,16 @@ class CommandRouter:
         await self._store.submit(
             [
                 (
-                    "UPDATE commands SET state = ?, updated_at = ?, attempts = ?, result = ? "
-                    "WHERE command_id = ?",
-                    (to.value, now, cmd.attempts, msgpack.packb(cmd.result), cmd.command_id),
+                    "UPDATE commands SET state = ?, updated_at = ?, attempts = ?, result = ?, "
+                    "progress = ? WHERE command_id = ?",
+                    (
+                        to.value,
+                        now,
+                        cmd.attempts,
+                        msgpack.packb(cmd.result),
+                        None if cmd.progress is None else msgpack.packb(cmd.progress),
+                        cmd.command_id,
+                    ),
                 ),
                 _audit(cmd.command_id, now, to, detail),
             ]

@@ -446,11 +446,10 @@ class Scheduler:
                 run.ready.clear()
             if not run.ready and not run.jobs:
                 break
-            wake = None
-            if run.ready:  # the deadline, or the next look at the outbox while paused
-                wake = (
-                    min(run.deadline, now + PRESSURE_POLL) if self._sink.pressure else run.deadline
-                )
+            wake = run.deadline if run.ready else None
+            if run.ready and self._sink.pressure:  # the outbox filled up mid-run: look again
+                self._pausing()
+                wake = min(run.deadline, now + PRESSURE_POLL)
             await self._race([run.progress.wait(), run.wake.wait()], wake, "schedule:wait")
             if run.ready and not self._sink.pressure:
                 self._resumed(self._clock.now())
@@ -498,20 +497,24 @@ class Scheduler:
     async def _room(self, run: Run) -> None:
         """Wait while the outbox is under pressure (until the window ends)."""
         while self._sink.pressure and not run.stopping and self._clock.now() < run.deadline:
-            if self._paused_at is None:
-                self._paused_at = self._clock.now()
-                log.warning(
-                    "scheduler.paused",
-                    reason="outbox pressure",
-                    detail="the outbox is at 90 % of uplink.max_backlog_bytes; "
-                    "no scheduled read starts until it drains",
-                    runs=sorted(self.runs),
-                )
+            self._pausing()
             await self._race(
                 [run.wake.wait()], self._clock.now() + PRESSURE_POLL, "scheduler:paused"
             )
         if not self._sink.pressure:
             self._resumed(self._clock.now())
+
+    def _pausing(self) -> None:
+        """Outbox pressure keeps reads from starting: said once, until ``_resumed``."""
+        if self._paused_at is None:
+            self._paused_at = self._clock.now()
+            log.warning(
+                "scheduler.paused",
+                reason="outbox pressure",
+                detail="the outbox is at 90 % of uplink.max_backlog_bytes; "
+                "no scheduled read starts until it drains",
+                runs=sorted(self.runs),
+            )
 
     def _resumed(self, now: float) -> None:
         if self._paused_at is not None and not self._sink.pressure:
@@ -664,7 +667,11 @@ class Scheduler:
             state = "idle" if schedule.enabled else "disabled"
         current = None
         if run is not None:
-            current = run.record().to_json() | {"done": run.done, "stopping": run.stopping or None}
+            current = run.record().to_json() | {
+                "done": run.done,
+                "elapsed_seconds": round(max(0.0, self._clock.now() - run.started_at), 3),
+                "stopping": run.stopping or None,
+            }
         return {
             "name": schedule.name,
             "enabled": schedule.enabled,

@@ -13,11 +13,15 @@ an exception text or ``hesctl`` output by accident. Format reference: ``docs/con
 
     [tokens]
     mdm = "..."                                        # bearer token for the MDM uplink
+
+    [api_keys]
+    mdm-prod = "..."                # what API client api.clients.* with key = "mdm-prod" presents
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +33,9 @@ __all__ = ["KeySet", "Secret", "SecretStore", "load_secrets"]
 
 KEYSET_NAME: Final = r"[A-Za-z0-9_.-]{1,64}"
 _HEX16: Final = r"[0-9A-Fa-f]{32}"
+# An API key goes in "Authorization: Bearer <key>": RFC 6750 §2.1 b64token characters; at least
+# 32 of them (e.g. `openssl rand -base64 32`, or -hex 32), so that it cannot be guessed.
+API_KEY: Final = r"[A-Za-z0-9._~+/-]{32,4096}=*"
 
 
 class Secret:
@@ -78,6 +85,7 @@ class SecretStore:
     source: str | None
     keysets: dict[str, KeySet] = field(default_factory=dict)
     tokens: dict[str, Secret] = field(default_factory=dict)
+    api_keys: dict[str, Secret] = field(default_factory=dict)
 
     def token(self, name: str, named_by: str) -> Secret:
         """The token ``name``; ``ConfigError`` naming the secrets file and ``named_by`` (the
@@ -88,6 +96,18 @@ class SecretStore:
                 self.source or "<no secrets file>",
                 "tokens",
                 f'no token "{name}" (named by {named_by})',
+            )
+        return found
+
+    def api_key(self, name: str, named_by: str) -> Secret:
+        """The API key ``name``; ``ConfigError`` naming the secrets file and ``named_by`` (the
+        config key that asked for it) when the file has none."""
+        found = self.api_keys.get(name)
+        if found is None:
+            raise ConfigError(
+                self.source or "<no secrets file>",
+                "api_keys",
+                f'no key "{name}" (named by {named_by})',
             )
         return found
 
@@ -157,5 +177,30 @@ def load_secrets(path: Path | None) -> SecretStore:
             raise tokens_t.error(name, "expected a non-empty token")
         tokens[name] = Secret(value.encode("utf-8"))
     tokens_t.finish()
+    api_keys = _api_keys(doc.table("api_keys"))
     doc.finish()
-    return SecretStore(source=str(path), keysets=keysets, tokens=tokens)
+    return SecretStore(source=str(path), keysets=keysets, tokens=tokens, api_keys=api_keys)
+
+
+def _api_keys(table: Table) -> dict[str, Secret]:
+    keys: dict[str, Secret] = {}
+    owners: dict[bytes, str] = {}
+    for name in list(table.keys()):
+        if re.fullmatch(KEYSET_NAME, name) is None:
+            raise table.error(name, f"key name must match {KEYSET_NAME}")
+        value = table.string(
+            name,
+            pattern=API_KEY,
+            describe="32..4096 characters of A-Z a-z 0-9 - . _ ~ + / and trailing = "
+            "(e.g. from openssl rand -base64 32)",
+            secret=True,
+        ).encode("ascii")
+        if value in owners:  # the key is who the client is: it must not be shared
+            raise table.error(
+                name,
+                f"is the same key as api_keys.{owners[value]}; every API client needs its own",
+            )
+        owners[value] = name
+        keys[name] = Secret(value)
+    table.finish()
+    return keys

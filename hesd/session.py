@@ -3,11 +3,22 @@
 A ``MeterSession`` owns the meter's ``ClientConnection`` and drives it over whatever ``Link`` the
 transport gives it (TCP either way, a serial bus, MQTT) and the vendor's framing (WRAPPER or
 HDLC). Requests (``get``, ``set``, ``action``) are serialised: one at a time per meter, as meters
-expect. The session associates on the first request with the vendor profile's association, keeps
-the association while the meter is active, and associates again after the meter's inactivity
-timeout or a closed link. Once per connection, right after association, it reads what the
-registry keeps of the meter: the firmware version and, where the profile has a GSM diagnostic
-object, the modem's signal quality.
+expect. The session associates on the first request with the vendor profile's association (the
+read association, ``[session] association``), keeps the association while the meter is active,
+and associates again after the meter's inactivity timeout or a closed link. Once per connection,
+right after association, it reads what the registry keeps of the meter: the firmware version
+and, where the profile has a GSM diagnostic object, the modem's signal quality.
+
+Another association: ``with session.using(name):`` runs the calling task's requests (and those
+of tasks started inside the block) under association ``name``; commands that act use the
+profile's ``command_association`` (IS 15959: the utility client, HLS-GMAC, which may SET and
+ACTION; the reader only reads). A switch releases the open association (RLRQ, best effort),
+takes the link layer down where the client address is part of it (HDLC: DISC, then SNRM from the
+new address; the link stays up) and associates as the new client, with its own invocation
+counters. After the block the session *stays* on that association until the inactivity timeout
+(reads run on it too), then opens the read association again: going back at once would cost an
+RLRQ, an AARQ and the HLS passes (on HDLC a DISC and SNRM too) after every command, on a bus the
+other meters wait for, and an idle association exposes nothing the command did not.
 
 ``serve(link, framing)`` runs for as long as the link is up: it reads bytes, feeds the framing
 and the connection, resolves the waiting request, hands Data-Notifications to ``on_notification``
@@ -33,23 +44,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextvars import ContextVar
 from typing import Final
 
 import structlog
 
-from adapters.profile import Association, VendorProfile
+from adapters.profile import Association
 from hesd.link import Link, LinkClosed, SharedLink
-from hesd.secrets import KeySet
+from hesd.session_settings import SessionError, SessionSettings
 from hesd.store import InvocationCounters, Registry
 from protocols.dlms import apdu as x
-from protocols.dlms.acse import Mechanism
 from protocols.dlms.axdr import Value
 from protocols.dlms.connection import (
     ActionCompleted,
     Associated,
-    AssociationParameters,
     AssociationRefused,
     ClientConnection,
     Event,
@@ -80,65 +89,10 @@ COUNTER_BLOCK: Final = 256  # invocation counters reserved at a time
 COUNTER_LOW_WATER: Final = 8  # reserve more before a request when fewer are left
 
 NotificationHandler = Callable[[str, "x.DataNotification | x.EventNotification", float], None]
-
-
-class SessionError(HesdError):
-    """A request to a meter could not be completed; the message names the meter and why."""
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSettings:
-    """What a session needs to know about its meter; built by the session manager."""
-
-    meter_id: str
-    profile: VendorProfile
-    association: Association
-    keyset: KeySet | None
-    client_system_title: bytes  # hesd's system title, for ciphering and HLS
-
-    def parameters(self) -> AssociationParameters:
-        assoc = self.association
-        mechanism = {"none": Mechanism.NONE, "lls": Mechanism.LLS, "hls-gmac": Mechanism.HLS_GMAC}[
-            assoc.security
-        ]
-        password = None
-        if mechanism == Mechanism.LLS:
-            secret = self._secret(assoc.secret or "lls_password")
-            password = secret
-        return AssociationParameters(
-            mechanism=mechanism,
-            password=password,
-            ciphered=assoc.ciphered,
-            max_receive_pdu_size=self.profile.framing.max_pdu_size,
-            response_timeout=self.profile.response_timeout,
-        )
-
-    def security(self, last_server_counter: int | None) -> SecurityContext | None:
-        assoc = self.association
-        if not assoc.ciphered and assoc.security != "hls-gmac":
-            return None
-        keys = self.keyset
-        if keys is None or keys.global_unicast_key is None or keys.authentication_key is None:
-            raise SessionError(
-                f"meter {self.meter_id}: association {assoc.name} needs the keyset's "
-                "global_unicast_key and authentication_key"
-            )
-        return SecurityContext(
-            system_title=self.client_system_title,
-            ek=keys.global_unicast_key.reveal(),
-            ak=keys.authentication_key.reveal(),
-            last_server_invocation_counter=last_server_counter,
-        )
-
-    def _secret(self, name: str) -> bytes:
-        keys = self.keyset
-        value = None if keys is None else getattr(keys, name, None)
-        if value is None:
-            raise SessionError(
-                f"meter {self.meter_id}: association {self.association.name} needs the "
-                f"keyset's {name}"
-            )
-        return bytes(value.reveal())
+# the association a task's requests to one session must run under (``MeterSession.using``)
+_USING: ContextVar[tuple[MeterSession, Association] | None] = ContextVar(
+    "hesd_session_using", default=None
+)
 
 
 class MeterSession:
@@ -179,6 +133,8 @@ class MeterSession:
         self._opening_sent = False  # the framing's opening (SNRM) is out for this connection
         self._link_layer_down: asyncio.Future[None] | None = None  # shared: a DISC is out
         self._identity_link: Link | None = None  # the connection _read_identity ran on
+        self._current = settings.association  # the association in use, or the next to open
+        self._releasing: asyncio.Future[None] | None = None  # an RLRQ is out (switching)
         self.firmware: str | None = None  # as the meter reported it on this connection
         self.signal_quality: int | None = None  # dBm, from the modem's GSM diagnostic, ditto
 
@@ -200,6 +156,30 @@ class MeterSession:
     def associated(self) -> bool:
         return self._conn is not None and self._conn.state in (State.READY, State.WAITING)
 
+    @property
+    def association(self) -> str:
+        """The name of the association in use (or the one the next request opens)."""
+        return self._current.name
+
+    @contextlib.contextmanager
+    def using(self, name: str) -> Iterator[None]:
+        """Run this task's requests to the meter under association ``name`` for the block
+        (``with session.using(profile.command_association):``); see the module docstring.
+        Other tasks' requests are not affected. ``SessionError`` if the profile has no such
+        association."""
+        try:
+            association = self.settings.profile.association(name)
+        except KeyError:
+            raise SessionError(
+                f"meter {self.meter_id}: vendor profile {self.settings.profile.name} has no "
+                f"association {name!r}"
+            ) from None
+        token = _USING.set((self, association))
+        try:
+            yield
+        finally:
+            _USING.reset(token)
+
     # -- the link ----------------------------------------------------------------------------
 
     async def serve(self, link: Link, framing: ApduFraming) -> str:
@@ -208,6 +188,7 @@ class MeterSession:
             raise LocalProtocolError(f"meter {self.meter_id}: session already has a link")
         self._link, self._framing = link, framing
         self._conn = None
+        self._current = self.settings.association  # the framing comes from its client address
         self._closed_reason = None
         self._shared = isinstance(link, SharedLink)
         self._opening_sent = False
@@ -252,14 +233,14 @@ class MeterSession:
             self._timer.cancel()
             self._timer = None
         error = SessionError(f"meter {self.meter_id}: {reason}")
-        futures = (self._framing_open, self._association, self._link_layer_down)
+        futures = (self._framing_open, self._association, self._link_layer_down, self._releasing)
         for future in (*futures, *self._waiters.values()):
             if future is not None and not future.done():
                 future.set_exception(error)
                 future.exception()  # retrieved: nobody may be waiting any more
         self._waiters.clear()
         self._link = self._framing = self._conn = None
-        self._association = self._framing_open = self._link_layer_down = None
+        self._association = self._framing_open = self._link_layer_down = self._releasing = None
         self._opening_sent = False
 
     async def _open_link_layer(self) -> None:
@@ -276,11 +257,13 @@ class MeterSession:
             opened.set_result(None)
 
     def _link_layer_closed(self, reason: str) -> None:
-        """Shared link: the meter's link layer is down, the link is not; the next request
-        reopens it. What waited on the old connection fails with ``reason``."""
+        """Shared link, or a DISC of ours (switching associations): the meter's link layer is
+        down, the link is not; the next request reopens it. What waited on the old connection
+        fails with ``reason``."""
         log.info("session.link_layer_closed", meter=self.meter_id, reason=reason)
         error = SessionError(f"meter {self.meter_id}: link layer closed: {reason}")
-        for future in (self._framing_open, self._association, *self._waiters.values()):
+        waiting = (self._framing_open, self._association, self._releasing)
+        for future in (*waiting, *self._waiters.values()):
             if future is not None and not future.done():
                 future.set_exception(error)
                 future.exception()
@@ -355,7 +338,7 @@ class MeterSession:
                     if self._framing_open is not None and not self._framing_open.done():
                         self._framing_open.set_result(None)
                 elif isinstance(event, FramingClosed):
-                    if not self._shared:
+                    if not self._shared and self._link_layer_down is None:  # not our DISC
                         return f"link layer closed: {event.reason}"
                     self._link_layer_closed(event.reason)
                 elif isinstance(event, FramingDropped):
@@ -395,7 +378,7 @@ class MeterSession:
                     log.warning(
                         "session.link_gave_up", meter=self.meter_id, reason=framing_event.reason
                     )
-                    if self._shared:  # the wire stays up for the other meters and the next try
+                    if self._shared or self._link_layer_down is not None:  # the link stays up
                         self._link_layer_closed(framing_event.reason)
                         self._rearm()
                     else:
@@ -413,14 +396,14 @@ class MeterSession:
 
     def _on_apdu(self, data: bytes, now: float) -> None:
         conn = self._conn
-        if conn is None:
+        if conn is None or conn.state == State.CLOSED:  # refused, timed out: not associated
             self._on_unassociated_apdu(data, now)
             return
         for event in conn.receive_apdu(data, now):  # RemoteProtocolError ends the link
             self._dispatch(event)
         security = conn.security
         if security is not None and security.last_server_invocation_counter is not None:
-            client = self.settings.association.client_address
+            client = self._current.client_address
             self._counters.note_rx(self.meter_id, client, security.last_server_invocation_counter)
 
     def _on_unassociated_apdu(self, data: bytes, now: float) -> None:
@@ -455,11 +438,7 @@ class MeterSession:
         elif isinstance(event, Associated):
             if self._association is not None and not self._association.done():
                 self._association.set_result(None)
-            log.debug(
-                "session.associated",
-                meter=self.meter_id,
-                association=self.settings.association.name,
-            )
+            log.debug("session.associated", meter=self.meter_id, association=self._current.name)
         elif isinstance(event, AssociationRefused):
             if self._association is not None and not self._association.done():
                 self._association.set_exception(
@@ -468,7 +447,7 @@ class MeterSession:
             log.warning("session.association_refused", meter=self.meter_id, reason=event.reason)
         elif isinstance(event, TimedOut):
             error = SessionError(f"meter {self.meter_id}: no answer to the {event.what}")
-            for future in (self._association, *self._waiters.values()):
+            for future in (self._association, self._releasing, *self._waiters.values()):
                 if future is not None and not future.done():
                     future.set_exception(error)
             self._waiters.clear()
@@ -478,6 +457,8 @@ class MeterSession:
                 self._end(f"no answer to the {event.what} within {timeout:g} s")
         elif isinstance(event, Released):
             log.debug("session.released", meter=self.meter_id)
+            if self._releasing is not None and not self._releasing.done():
+                self._releasing.set_result(None)
         elif isinstance(event, GetCompleted | SetCompleted | ActionCompleted | RequestFailed):
             future = self._waiters.pop(event.request_id, None)
             if future is not None and not future.done():
@@ -529,14 +510,19 @@ class MeterSession:
         raise SessionError(f"meter {self.meter_id}: ACTION {_describe(method)}: {_failure(event)}")
 
     async def _request(self, send: Callable[[ClientConnection, float], int]) -> Event:
+        """One request under the session lock; a link that closes under it is a SessionError
+        (a request's caller handles one error type, whichever link the meter is on)."""
         async with self._lock:
             await self._disc_retried()
-            async with self._wire():
-                conn = await self._ensure_associated()
-                if self._identity_link is not self._link:  # once per connection, associated
-                    self._identity_link = self._link
-                    await self._read_identity(conn)
-                return await self._exchange(conn, send)
+            try:
+                async with self._wire():
+                    conn = await self._ensure_associated()
+                    if self._identity_link is not self._link:  # once per connection, associated
+                        self._identity_link = self._link
+                        await self._read_identity(conn)
+                    return await self._exchange(conn, send)
+            except LinkClosed as exc:
+                raise SessionError(f"meter {self.meter_id}: {exc}") from None
 
     async def _exchange(
         self, conn: ClientConnection, send: Callable[[ClientConnection, float], int]
@@ -559,8 +545,10 @@ class MeterSession:
         objects = self.settings.profile.objects
         event = await self._get_now(conn, x.AttributeDescriptor(1, objects.firmware_version, 2))
         value = event.result if isinstance(event, GetCompleted) else None
-        if isinstance(value, bytes) and value.isascii() and value.decode().isprintable():
-            self.firmware = value.decode().strip()
+        if isinstance(value, bytes) and value.isascii():  # octet-string, or visible-string
+            value = value.decode()
+        if isinstance(value, str) and value.isascii() and value.isprintable():
+            self.firmware = value.strip()
             self._registry.note_state(self.meter_id, firmware=self.firmware)
         else:
             said = _failure(event) if not isinstance(event, GetCompleted) else repr(value)[:60]
@@ -573,6 +561,12 @@ class MeterSession:
             else:
                 self.signal_quality = dbm
                 self._registry.note_state(self.meter_id, signal_quality=dbm)
+
+    def forget_identity(self) -> None:
+        """What the meter reports of itself may have changed (a firmware image was activated
+        without the meter restarting): the next request reads it again, as on a new connection,
+        and the registry keeps it."""
+        self._identity_link = None
 
     async def _get_now(self, conn: ClientConnection, attribute: x.AttributeDescriptor) -> Event:
         """GET within the request under way (associated, holding the wire)."""
@@ -588,26 +582,24 @@ class MeterSession:
     async def _ensure_associated(self) -> ClientConnection:
         if self._link is None or self._framing is None or self._framing_open is None:
             raise SessionError(f"meter {self.meter_id}: offline")
+        target = self._target()
         if self._shared:
             await self._refresh_link_layer()
+        if target.name != self._current.name:
+            await self._switch(target)
         await self._open_link_layer()
         assert self._framing_open is not None
         await self._framing_open
         conn = self._conn
-        inactivity = self.settings.profile.inactivity_timeout
-        if (
-            conn is not None
-            and conn.state == State.READY
-            and self._clock() - self._last_activity > inactivity
-        ):
+        if conn is not None and conn.state == State.READY and not self._alive():
             log.debug("session.association_expired", meter=self.meter_id)
             conn = self._conn = None  # the meter has dropped it by now: associate afresh
         if conn is not None and conn.state == State.READY:
             return conn
-        settings = self.settings
-        client = settings.association.client_address
-        security = settings.security(await self._counters.last_rx(self.meter_id, client))
-        conn = ClientConnection(settings.parameters(), security)
+        settings, association = self.settings, self._current
+        last_rx = await self._counters.last_rx(self.meter_id, association.client_address)
+        security = settings.security(last_rx, association)
+        conn = ClientConnection(settings.parameters(association), security)
         if security is not None:
             await self._grant_counters(conn)
         self._association = asyncio.get_running_loop().create_future()
@@ -617,6 +609,60 @@ class MeterSession:
         await self._association
         self._last_activity = self._clock()
         return conn
+
+    def _alive(self) -> bool:
+        """The association is open and the meter has not dropped it for inactivity."""
+        conn = self._conn
+        idle = self._clock() - self._last_activity
+        return (
+            conn is not None
+            and conn.state == State.READY
+            and idle <= self.settings.profile.inactivity_timeout
+        )
+
+    def _target(self) -> Association:
+        """The association this request runs under: the one ``using`` names; else the one open
+        now (a command's association serves reads until it expires), else the read one."""
+        using = _USING.get()
+        if using is not None and using[0] is self:
+            return using[1]
+        return self._current if self._alive() else self.settings.association
+
+    async def _switch(self, target: Association) -> None:
+        """Holding the request (and the wire): release the association (RLRQ, best effort: a
+        meter that does not answer it loses it with the link layer or the next AARQ), take the
+        link layer down where the client address is part of its address (HDLC: DISC, then the
+        next request's SNRM comes from the new address), and make ``target`` current."""
+        link, framing, conn = self._link, self._framing, self._conn
+        assert link is not None
+        assert framing is not None
+        log.info(
+            "session.association_switch",
+            meter=self.meter_id,
+            association=target.name,
+            previous=self._current.name,
+        )
+        if conn is not None and self._alive():
+            self._releasing = asyncio.get_running_loop().create_future()
+            conn.release(self._clock())
+            await self._flush()
+            try:
+                await self._releasing
+            except SessionError as exc:
+                if self._link is not link:  # the link ended with it (no answer on its own link)
+                    raise
+                log.info("session.release_unanswered", meter=self.meter_id, error=str(exc))
+            finally:
+                self._releasing = None
+        self._conn = self._association = None
+        goodbye = framing.close(self._clock())  # HDLC: DISC; WRAPPER: nothing to close
+        if goodbye:
+            down = self._link_layer_down = asyncio.get_running_loop().create_future()
+            await link.send(goodbye)
+            self._rearm()
+            await down  # _link_layer_closed: answered, or the retries ran out
+        framing.use_client(target.client_address)
+        self._current = target
 
     async def _refresh_link_layer(self) -> None:
         """Shared link, holding the wire: past the inactivity timeout the meter has dropped its
@@ -638,7 +684,7 @@ class MeterSession:
             await self._grant_counters(conn)
 
     async def _grant_counters(self, conn: ClientConnection) -> None:
-        client = self.settings.association.client_address
+        client = self._current.client_address
         granted = await self._counters.reserve_tx(self.meter_id, client, COUNTER_BLOCK)
         conn.grant_invocation_counters(granted.start, len(granted))
 

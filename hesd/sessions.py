@@ -205,11 +205,18 @@ class SessionManager:
 
     # -- requests ----------------------------------------------------------------------------
 
-    async def request(self, meter_id: str, op: Callable[[MeterSession], Awaitable[_T]]) -> _T:
-        """Run ``op`` on the meter's session within the fleet budget and the time cap."""
+    async def request(
+        self,
+        meter_id: str,
+        op: Callable[[MeterSession], Awaitable[_T]],
+        time_cap: float | None = None,
+    ) -> _T:
+        """Run ``op`` on the meter's session within the fleet budget and the time cap
+        (``time_cap`` seconds, else ``limits.request_timeout``: a firmware transfer's own)."""
+        cap = self._request_timeout if time_cap is None else time_cap
         async with self._budget:
             try:
-                async with asyncio.timeout(self._request_timeout):
+                async with asyncio.timeout(cap):
                     session, record = await self.session(meter_id)
                     provider = self.providers.get(record.entry.transport)
                     if not session.online and record.entry.transport == "tcp-out":
@@ -221,7 +228,7 @@ class SessionManager:
                     return await op(session)
             except TimeoutError:
                 raise SessionError(
-                    f"meter {meter_id}: request took longer than {self._request_timeout:g} s"
+                    f"meter {meter_id}: request took longer than {cap:g} s"
                 ) from None
 
     async def _dial(self, record: MeterRecord) -> None:

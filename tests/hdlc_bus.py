@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from protocols.dlms.axdr import Tag, Typed
-from protocols.dlms.hdlc import HdlcAddress, HdlcFramer
+from protocols.dlms.hdlc import FrameType, HdlcAddress, HdlcFramer
 from protocols.dlms.hdlc_link import ApduReceived, Disconnected, HdlcLink
 from protocols.errors import LocalProtocolError, RemoteProtocolError
 from protocols.iec62056_21 import (
@@ -64,29 +64,45 @@ def energy_model(value: int) -> DictModel:
 
 @dataclass
 class SimMeter:
-    """One HDLC server (secondary station) with a scripted DLMS server behind it."""
+    """One HDLC server (secondary station) with a scripted DLMS server behind it. Any client
+    may connect while the link is disconnected; ``clients`` lists who did (SNRM), in order."""
 
     physical: int
     value: int
     mute: bool = False
     link: HdlcLink = field(init=False)
     polls: int = 0  # frames addressed to this meter
+    clients: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.server = meter(energy_model(self.value))
+        self._snoop = HdlcFramer()
         self.reset()
+
+    @property
+    def client(self) -> int:
+        """The client address of the HDLC connection (the last SNRM's)."""
+        return self.clients[-1] if self.clients else CLIENT
 
     def reset(self) -> None:
         """Forget the HDLC connection (a meter that restarted or timed out its link)."""
         self.link = HdlcLink(
             role="server",
             local=HdlcAddress.server(1, self.physical),
-            remote=HdlcAddress.client(CLIENT),
+            remote=None,
             inactivity_timeout=None,
         )
 
+    def _note_snrm(self, data: bytes) -> None:
+        self._snoop.receive_data(data)
+        with contextlib.suppress(RemoteProtocolError):
+            while (frame := self._snoop.next_frame()) is not None:
+                if frame.kind is FrameType.SNRM and frame.destination == self.link.local:
+                    self.clients.append(frame.source.logical)
+
     def feed(self, data: bytes, now: float) -> tuple[bytes, bool]:
         """(what the meter answers, whether its link disconnected)."""
+        self._note_snrm(data)
         try:
             events = self.link.receive_data(data, now)
         except RemoteProtocolError:
@@ -96,7 +112,7 @@ class SimMeter:
         for event in events:
             if isinstance(event, ApduReceived):
                 self.polls += 1
-                self.server.receive_apdu(CLIENT, event.apdu, now)
+                self.server.receive_apdu(self.client, event.apdu, now)
                 for apdu in self.server.data_to_send():
                     with contextlib.suppress(LocalProtocolError):  # a DISC came in the same read
                         out += self.link.send_apdu(apdu, now)  # returns what it queued

@@ -17,20 +17,29 @@ ENERGY = "energy_active_import"
 
 class SimProcess:
     """``hesd-sim`` with its inventory, secrets and log in ``directory`` and its control API on a
-    free port; simulated time all but stands still, so what hesd reads is the truth "now"."""
+    free port; simulated time all but stands still, so what hesd reads is the truth "now".
+    ``realtime``: simulated time runs with the wall clock from the sim's start instead (hesd
+    sets and compares clocks by its own), and ``name`` tells the files of two sims apart."""
 
     def __init__(
-        self, directory: Path, *args: str, vendors: Path = VENDORS, seed: int = 11
+        self,
+        directory: Path,
+        *args: str,
+        vendors: Path = VENDORS,
+        seed: int = 11,
+        realtime: bool = False,
+        name: str = "sim",
     ) -> None:
-        self.inventory = directory / "sim-meters.csv"
-        self.secrets = directory / "sim-secrets.toml"
-        self.log = directory / "sim.log"
+        self.inventory = directory / f"{name}-meters.csv"
+        self.secrets = directory / f"{name}-secrets.toml"
+        self.log = directory / f"{name}.log"
+        timing = ("--time-scale", "1") if realtime else ("--time-scale", "1e-9", "--start", START)
         self.control = free_port()
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
                 [
                     *(str(BIN / "hesd-sim"), "--vendors-dir", str(vendors), "--seed", str(seed)),
-                    *("--time-scale", "1e-9", "--start", START, "--log-format", "json"),
+                    *(*timing, "--log-format", "json"),
                     *("--inventory-out", str(self.inventory), "--secrets-out", str(self.secrets)),
                     *("--control", f"127.0.0.1:{self.control}", "--push-interval", "0"),
                     *args,
@@ -38,8 +47,12 @@ class SimProcess:
                 stdout=subprocess.DEVNULL,
                 stderr=out,
             )
-        wait_for(lambda: self.logged("sim.ready") or self.proc.poll() is not None, 20, "sim")
+        # ready: the fleet is served and the control API listens (it may come up second)
+        wait_for(lambda: self._up() or self.proc.poll() is not None, 20, "sim")
         assert self.proc.poll() is None, self.log.read_text()
+
+    def _up(self) -> bool:
+        return self.logged("sim.ready") and self.logged("sim.control.listening")
 
     def events(self, event: str) -> list[dict[str, Any]]:
         """The sim's log lines with this event name, in order."""

@@ -17,6 +17,7 @@ from hesd.daemon import Daemon, build_normalisers
 from hesd.router import CommandRouter
 from hesd.store import MeterEntry, Registry, Store
 from hesd.uplink.outbox import Outbox
+from tests.hes_api_contract import contract_middleware
 
 REPO = Path(__file__).resolve().parent.parent
 CSV = "text/csv; charset=utf-8"
@@ -34,10 +35,14 @@ async def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     writer = asyncio.create_task(store.run_writer(), name="store:writer")
     daemon._store, daemon._registry = store, Registry(store)
     daemon.outbox = Outbox(store, config.uplink.max_backlog_bytes)
-    async with TestClient(TestServer(build_app(daemon))) as test_client:
+    app = build_app(daemon)
+    violations: list[str] = []
+    app.middlewares.insert(0, contract_middleware(violations))
+    async with TestClient(TestServer(app)) as test_client:
         yield test_client
     await store.close()
     await writer
+    assert violations == [], "answers that docs/hes-api.yaml does not describe"
 
 
 async def test_status(client: TestClient) -> None:

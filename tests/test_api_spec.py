@@ -13,6 +13,7 @@ import yaml
 from openapi_spec_validator import validate
 
 from hesd.api.app import build_app
+from tests.hes_api_contract import strip_patterns
 
 SPEC = Path(__file__).resolve().parent.parent / "docs" / "hes-api.yaml"
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
@@ -23,30 +24,11 @@ def _load_spec() -> dict:
         return yaml.safe_load(f)
 
 
-def _strip_patterns(path: str) -> str:
-    """``/meters/{meter_id:[A-Z]{0,63}}`` -> ``/meters/{meter_id}`` (a regex may hold braces)."""
-    out: list[str] = []
-    depth = 0
-    in_regex = False
-    for char in path:
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                in_regex = False
-        elif char == ":" and depth == 1:
-            in_regex = True
-        if not in_regex:
-            out.append(char)
-    return "".join(out)
-
-
 def _served_routes() -> set[tuple[str, str]]:
     daemon = SimpleNamespace(config=SimpleNamespace(api=SimpleNamespace(max_request_bytes=1024)))
     app = build_app(daemon)  # type: ignore[arg-type]
     routes = {
-        (route.method.lower(), _strip_patterns(route.resource.canonical))
+        (route.method.lower(), strip_patterns(route.resource.canonical))
         for route in app.router.routes()
         if route.resource is not None
     }
@@ -72,5 +54,21 @@ def test_spec_lists_exactly_the_served_routes() -> None:
 
 
 def test_strip_patterns() -> None:
-    assert _strip_patterns("/a/{meter_id:[A-Z][a-z]{0,63}}") == "/a/{meter_id}"
-    assert _strip_patterns("/a/{meter_id}/b") == "/a/{meter_id}/b"
+    assert strip_patterns("/a/{meter_id:[A-Z][a-z]{0,63}}") == "/a/{meter_id}"
+    assert strip_patterns("/a/{meter_id}/b") == "/a/{meter_id}/b"
+
+
+def test_every_operation_documents_the_answers_any_call_can_get() -> None:
+    """401/403 (the TCP listener's keys and scopes), 500 (a bug, logged), and 413 where a body
+    is read (api.max_request_bytes): an MDM integrator's client must expect these anywhere."""
+    missing = []
+    for path, operations in _load_spec()["paths"].items():
+        for method, operation in operations.items():
+            if method not in HTTP_METHODS:
+                continue
+            needed = {"401", "403", "500"} | ({"413"} if "requestBody" in operation else set())
+            missing += [
+                f"{method.upper()} {path}: {code}"
+                for code in sorted(needed - set(operation["responses"]))
+            ]
+    assert missing == []

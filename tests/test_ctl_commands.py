@@ -45,4 +45,15 @@ def test_hesctl_commands_expire_list_and_cancel(
     assert "hesctl: " in again.stderr
     found = json.loads(hesd.hesctl("commands", "--state", "cancelled", "--json").stdout)
     assert [c["command_id"] for c in found] == [command_id]
+
+    # events waits for its read: a meter that never comes is a queued read and exit 3
+    waited = hesd.hesctl("events", "LONELY", "--category", "power", "--wait", "0.5", check=False)
+    assert waited.returncode == 3, waited.stdout + waited.stderr
+    assert " read LONELY: queued" in waited.stdout
+    queued = hesd.hesctl("limit", "LONELY", "--normal", "7500.25", "--over", "5", "--json")
+    command = json.loads(queued.stdout)
+    assert command["params"] == {"threshold_normal": 7500.25, "min_over_threshold_duration": 5}
+    bad = hesd.hesctl("push-setup", "LONELY", "--window", "6-7", check=False)
+    assert bad.returncode == 1
+    assert "push_setup: communication_window: '6-7' is not \"HH:MM-HH:MM\"" in bad.stderr
     hesd.stop()

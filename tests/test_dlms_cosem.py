@@ -28,7 +28,7 @@ from protocols.dlms.obis import ObisCode
 from protocols.errors import LocalProtocolError, RemoteProtocolError
 
 # The classes the brief names, with the version IS 15959 meters implement.
-EXPECTED_VERSIONS = {1: 0, 3: 0, 4: 0, 5: 0, 7: 1, 8: 0, 9: 0, 15: 1, 18: 0}
+EXPECTED_VERSIONS = {1: 0, 3: 0, 4: 0, 5: 0, 7: 1, 8: 0, 9: 0, 15: 1, 18: 0, 22: 0}
 EXPECTED_VERSIONS |= {23: 1, 40: 0, 47: 1, 64: 0, 70: 0, 71: 0}
 
 
@@ -66,6 +66,8 @@ GURUX_TYPE_WRONG = {
     (7, 6): "sort_object is a capture object definition, a structure; gurux says array",
     (15, 4): "application_context_name: structure or octet-string, we keep it open",
     (15, 6): "authentication_mechanism_name: structure or octet-string, we keep it open",
+    (22, 2): "executed_script is a structure {script_logical_name, script_selector}, gurux says "
+    "array",
     (40, 7): "repetition_delay: long-unsigned in version 0, a structure from version 2 on",
     (47, 8): "capture_time: date-time is an octet-string(12) (Blue Book 4.1.6.1), not tag 25",
 }
@@ -74,6 +76,7 @@ GURUX_TYPE_WRONG = {
 def test_tables_agree_with_gurux() -> None:
     from gurux_dlms.enums import DataType
     from gurux_dlms.objects import (
+        GXDLMSActionSchedule,
         GXDLMSAssociationLogicalName,
         GXDLMSClock,
         GXDLMSData,
@@ -101,6 +104,7 @@ def test_tables_agree_with_gurux() -> None:
         9: GXDLMSScriptTable,
         15: GXDLMSAssociationLogicalName,
         18: GXDLMSImageTransfer,
+        22: GXDLMSActionSchedule,
         23: GXDLMSHdlcSetup,
         40: GXDLMSPushSetup,
         47: GXDLMSGSMDiagnostic,

@@ -16,6 +16,7 @@ from hesd.config import SchedulerConfig, load_config
 from hesd.daemon import Daemon, build_normalisers
 from hesd.scheduler import Scheduler
 from hesd.store import MeterEntry, Registry, Store
+from tests.hes_api_contract import contract_middleware
 from tests.scheduler_fakes import FakeClock, FakeReader, FakeSink, until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,10 +57,14 @@ async def client(daemon: Daemon) -> AsyncIterator[TestClient]:
     )
     task = asyncio.create_task(scheduler.run(), name="scheduler:runs")
     await until(scheduler.ready.is_set, "the scheduler to start")
-    async with TestClient(TestServer(build_app(daemon))) as test_client:
+    app = build_app(daemon)
+    violations: list[str] = []
+    app.middlewares.insert(0, contract_middleware(violations))
+    async with TestClient(TestServer(app)) as test_client:
         yield test_client
     scheduler.close()
     await task
+    assert violations == [], "answers that docs/hes-api.yaml does not describe"
 
 
 async def test_the_schedules_their_state_and_the_budget(client: TestClient) -> None:
@@ -93,6 +98,7 @@ async def test_run_now_then_409_while_it_runs(client: TestClient) -> None:
     body = await response.json()
     assert body["current_run"]["trigger"] == "manual"
     assert body["current_run"]["state"] == "running"
+    assert (body["current_run"]["done"], body["current_run"]["elapsed_seconds"]) == (0, 0.0)
     again = await client.post("/api/v1/schedules/block_load/run")
     assert again.status == 409
     assert again.content_type == "application/problem+json"

@@ -39,6 +39,26 @@ def test_without_schedules_a_discoms_set_is_there_disabled() -> None:
     }
 
 
+def test_the_embedded_set_is_not_checked_against_the_vendors(tmp_path: Path) -> None:
+    """A fleet whose vendors have no billing profile still starts on the embedded (disabled)
+    set; the same schedule written in the file is refused, naming the key."""
+    from tests.test_vendor_adapters import ACME_PROFILE, BUILT_IN
+
+    (tmp_path / "vendors").mkdir()
+    (tmp_path / "vendors" / "acme.toml").write_text(ACME_PROFILE % BUILT_IN)
+    path = tmp_path / "hesd.toml"
+    path.write_text('[vendors]\ndir = "vendors"\n')
+    config = load_config(path)
+    assert list(config.load_vendor_profiles()) == ["acme"]
+    assert [s.name for s in config.schedules] == ["billing_daily", "block_load", "event_logs"]
+    path.write_text(
+        '[vendors]\ndir = "vendors"\n[schedules.billing_daily]\ncron = "30 0 * * *"\n'
+        'read = { profile = "billing" }\n'
+    )
+    with pytest.raises(ConfigError, match=r"schedules\.billing_daily\.read\.profile: no selected"):
+        load_config(path).load_vendor_profiles()
+
+
 def test_a_schedule_in_the_file_replaces_the_default_set(tmp_path: Path) -> None:
     text = """
 [scheduler]

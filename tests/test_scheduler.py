@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -10,9 +11,11 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
+import msgpack
 import pytest
 from structlog.testing import capture_logs
 
+from adapters.model import Reading, Source
 from adapters.profile import load_profiles
 from adapters.schema import Table
 from hesd.config import ScheduleConfig, SchedulerConfig, StoreConfig
@@ -20,11 +23,12 @@ from hesd.config_schedules import parse_schedules
 from hesd.daemon import build_normalisers
 from hesd.router import CommandKind, CommandRouter, Outcome
 from hesd.schedule_budget import Budget, link_of
-from hesd.schedule_reads import READ_AHEAD
+from hesd.schedule_reads import READ_AHEAD, Step
 from hesd.scheduler import RUN_TRANSITIONS, Run, Scheduler, SchedulerError
 from hesd.session import MeterSession
 from hesd.store import MeterEntry, Registry, Store
 from hesd.store.schedules import RUN_FIELDS, RunRecord, ScheduleStore
+from hesd.uplink.outbox import PRESSURE, Outbox
 from tests.scheduler_fakes import FakeClock, FakeReader, FakeSink, until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -445,6 +449,68 @@ async def test_outbox_pressure_pauses_new_reads_until_it_clears(hes: Hes) -> Non
     assert events.index("scheduler.paused") < events.index("scheduler.resumed")
     assert len(hes.reader.log) == 5
     assert status_of(scheduler, "q")["last_run"]["succeeded"] == 5
+
+
+async def test_its_own_reads_filling_the_real_outbox_pause_the_rest_until_it_drains(
+    hes: Hes,
+) -> None:
+    """The real Outbox: one meter's records take it past 90 % of its budget mid-run; the other
+    meters do not start (paused, said once) until the forwarder has released rows."""
+    await hes.meters(*(entry(f"M-{n}") for n in range(4)))
+    defined = schedules(
+        q={"cron": "@daily", "read": {"quantities": ["energy_active_import"]}, "jitter": "none"}
+    )
+    assert hes.reader is None
+    hes.reader = FakeReader(hes.clock, hes.entries)
+    step = Step("quantities", quantities=("energy_active_import",))
+    [scheduled] = hes.reader._answer("M-0", step).readings
+    [push] = hes.reader._answer("P-1", step).readings
+    push = dataclasses.replace(push, source=Source.PUSH)
+
+    def size(reading: Reading) -> int:
+        return len(msgpack.packb(reading.to_json()))
+
+    # ten pushes are below 90 % of the budget, with one scheduled reading they are not
+    outbox = Outbox(hes.store, int((10 * size(push) + size(scheduled)) / PRESSURE))
+    scheduler = Scheduler(
+        SchedulerConfig("Asia/Kolkata", 0, 1, 3, 100),  # one meter at a time
+        defined,
+        store=hes.store,
+        registry=hes.registry,
+        reader=hes.reader,
+        sink=outbox,
+        normalisers=lambda: NORMALISERS,
+        commands=None,
+        max_requests=100,
+        per_destination=4,
+        clock=hes.clock,
+    )
+    await hes.start(scheduler)
+    await outbox.offer([push] * 10)
+    assert not outbox.pressure
+    with capture_logs() as logs:
+        run = scheduler.trigger("q")
+        await until(lambda: outbox.pressure, "the first meter's reading to reach the outbox")
+        for _ in range(3):  # looks again each second while paused, and says so once
+            await until(
+                lambda: not run.jobs and hes.clock.sleepers >= 2,
+                "the first meter's read to end and the paused run to look again later",
+            )
+            hes.clock.advance(1)
+        assert [m for m, *_ in hes.reader.log] == ["M-0"]
+        assert status_of(scheduler, "q")["state"] == "paused"
+        assert scheduler.status()["paused"] is True
+        outbox.released(outbox.bytes)  # the forwarder: the MDM took everything
+        hes.clock.advance(1)
+        await finish(run)
+    events = [e["event"] for e in logs]
+    assert events.count("scheduler.paused") == 1
+    assert events.count("scheduler.resumed") == 1
+    assert events.index("scheduler.paused") < events.index("scheduler.resumed")
+    assert [m for m, *_ in hes.reader.log] == ["M-0", "M-1", "M-2", "M-3"]
+    last = status_of(scheduler, "q")["last_run"]
+    assert (last["succeeded"], last["failed"], last["readings"]) == (4, 0, 4)
+    assert outbox.refused == 0
 
 
 async def test_what_could_not_start_within_the_window_is_missed(hes: Hes) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -178,4 +179,54 @@ def test_sighup_reloads_the_schedules_and_refuses_a_bad_one(
     hesd.notify.wait_count("READY=1", 3)
     assert [s["name"] for s in _schedules(hesd)["schedules"]] == ["quarter"]  # kept
     assert "schedules.broken.cron: '*/15 * * *': expected 5 fields" in hesd.log_text()
+    assert hesd.stop() == 0
+
+
+def test_outbox_pressure_pauses_a_run_until_the_outbox_drains(
+    start_hesd: StartHesd, sim_process: Callable[..., SimProcess], tmp_path: Path
+) -> None:
+    """A real hesd whose outbox is at 95 % of its budget (a dead letter of ~1 MB): a run starts
+    no read, says so in the log, the API and hesctl schedule; purging the dead letter (what the
+    forwarder's deliveries do too) lets it read every meter."""
+    sim = sim_process("--meters", str(METERS), "--mode", "serve", "--port", "0")
+    config = write_config(
+        tmp_path,
+        daemon=f'state_dir = "state"\ndrain_timeout = 5.0\nsecrets_file = "{sim.secrets}"',
+        uplink=f"max_backlog_bytes = {1 << 20}",  # no url: nothing is forwarded
+        **{
+            "schedules.now": (
+                'cron = "@yearly"\nread = { quantities = ["energy_active_import"] }\n'
+                'jitter = "none"\nwindow = 120.0'
+            )
+        },
+    )
+    first = start_hesd(config)
+    first.hesctl("meters", "import", str(sim.inventory))
+    assert first.stop() == 0
+    with sqlite3.connect(first.state_dir / "hesd.db") as db:
+        db.execute(
+            "INSERT INTO outbox (kind, meter_id, created_at, payload, state)"
+            " VALUES ('reading', 'OLD-1', 0, ?, 'dead')",
+            (b"\x00" * 1_000_000,),
+        )
+    hesd = start_hesd(config)
+    hesd.hesctl("schedule", "run", "now")
+    wait_for(lambda: '"scheduler.paused"' in hesd.log_text(), 20, "scheduler.paused")
+    info = _schedules(hesd)
+    [shown] = info["schedules"]
+    assert info["paused"] is True
+    assert shown["state"] == "paused"
+    assert shown["current_run"]["done"] == 0
+    table = hesd.hesctl("schedule").stdout
+    assert "paused 0 %" in table.splitlines()[1]
+    assert "paused: the outbox is at 90 % of uplink.max_backlog_bytes" in table
+
+    hesd.hesctl("outbox", "purge", "--dead-letters", "--yes")
+    wait_for(lambda: _schedules(hesd)["schedules"][0]["current_run"] is None, 30, "the run's end")
+    [shown] = _schedules(hesd)["schedules"]
+    assert (shown["last_run"]["succeeded"], shown["last_run"]["missed"]) == (METERS, 0)
+    events = [json.loads(line)["event"] for line in hesd.log_text().splitlines()]
+    assert events.count("scheduler.paused") == 1
+    assert events.count("scheduler.resumed") == 1
+    assert events.index("scheduler.paused") < events.index("scheduler.resumed")
     assert hesd.stop() == 0

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from adapters.profile import load_profile
 from hesd.config import StoreConfig
-from hesd.link import Link, flip_bit, null_modem, split_every
+from hesd.link import Link, LinkClosed, flip_bit, null_modem, split_every
 from hesd.secrets import KeySet, Secret
 from hesd.session import MeterSession, SessionError, SessionSettings
 from hesd.store import InvocationCounters, MeterEntry, Registry, Store
@@ -396,3 +396,43 @@ async def test_an_unknown_signal_leaves_the_registry_alone(
     record = await rig.registry.get("M1")
     assert record is not None
     assert (record.signal_quality, record.firmware) == (-71, "KX-2.1.0")
+
+
+class RefusingSend:
+    """A link whose sending side has gone (a TCP write after the peer reset) while nothing has
+    been read yet that says so."""
+
+    def __init__(self, inner: Link) -> None:
+        self.inner = inner
+        self.refuse = False
+
+    @property
+    def peer(self) -> str:
+        return self.inner.peer
+
+    async def send(self, data: bytes) -> None:
+        if self.refuse:
+            raise LinkClosed("connection reset by peer")
+        await self.inner.send(data)
+
+    async def receive(self) -> bytes:
+        return await self.inner.receive()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def test_a_link_closing_under_a_request_is_a_session_error(rig: Rig) -> None:
+    """Callers of get/set/action (the router's retry policy, the scheduler) handle one error
+    type: a link that closes as the request goes out is a SessionError naming the meter."""
+    session = rig.session("reader")
+    hes_end, meter_end = null_modem(names=("hes", "meter"))
+    link = RefusingSend(hes_end)
+    client = session.settings.association.client_address
+    rig.start(session.serve(link, WrapperFraming(client)), "meter:M1:link")
+    rig.start(run_meter(meter_end, meter()), "sim:M1")
+    await until(lambda: session.online)
+    assert await session.get(ENERGY) == 4242
+    link.refuse = True
+    with pytest.raises(SessionError, match=r"^meter M1: connection reset by peer$"):
+        await session.get(ENERGY)

@@ -71,6 +71,25 @@ async def test_meters_and_one_meter(api: tuple[Simulator, str, aiohttp.ClientSes
     assert meter["truth"]["relay"] == "connected"
     assert meter["truth"]["firmware_version"] == endpoint.meter.firmware_version
     assert meter["truth"]["clock"].startswith("2026-01-01T00:00:00")
+    assert meter["truth"]["relay_operations"] == 0
+    assert meter["truth"]["limiter"] == {
+        "monitored": "1.0.1.7.0.255",
+        "scaler": 0,
+        "threshold_active": 10_000,
+        "threshold_normal": 10_000,
+        "threshold_emergency": 5_000,
+        "min_over_threshold_duration": 60,
+        "min_under_threshold_duration": 60,
+    }
+    assert meter["truth"]["push"] == {
+        "transport": 0,
+        "destination": "",
+        "message": 0,
+        "communication_window": [],
+        "randomisation_start_interval": 0,
+        "number_of_retries": 3,
+        "repetition_delay": 60,
+    }
     problem = await call(http, "GET", f"{url}/meters/NOPE", 404)
     assert problem["detail"] == "no meter 'NOPE' in this fleet"
 

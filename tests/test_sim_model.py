@@ -718,6 +718,8 @@ def test_remote_disconnect_and_reconnect() -> None:
     assert (plain(get(model, 70, RELAY, 2)), plain(get(model, 70, RELAY, 3))) == (False, 0)
     assert act(model, 70, RELAY, 2, None, now=NOW + 60) is ActionResult.SUCCESS
     assert model.relay_state is ControlState.CONNECTED
+    assert act(model, 70, RELAY, 2, None, now=NOW + 70) is ActionResult.SUCCESS  # already
+    assert model.snapshot(NOW + 70).relay_operations == 2
     control = rows(model, "0.0.99.98.6.255", now=NOW + 61)
     assert [(instant(r[0]), r[1]) for r in control] == [(NOW, 301), (NOW + 60, 302)]
     assert act(model, 70, RELAY, 1, b"now") is ActionResult.TYPE_UNMATCHED
@@ -881,6 +883,41 @@ def test_push() -> None:
         DataAccessResult.SUCCESS
     )
     assert plain(get(model, 40, "0.0.25.9.0.255", 3)) == (0, b"10.0.0.1:4059", 0)
+
+
+def test_push_setup_schedule() -> None:
+    model = meter()
+    push = "0.0.25.9.0.255"
+    assert [plain(get(model, 40, push, i)) for i in (4, 5, 6, 7)] == [[], 0, 3, 60]
+    six = DateTime(None, None, None, None, 6, 0, 0, 0, None, None).to_octets()
+    seven = DateTime(None, None, None, None, 7, 30, 0, 0, None, None).to_octets()
+    assert model.set("utility", attr(40, push, 4), [(six, seven)], NOW) is DataAccessResult.SUCCESS
+    assert model.set("utility", attr(40, push, 5), Typed(Tag.LONG_UNSIGNED, 300), NOW) is (
+        DataAccessResult.SUCCESS
+    )
+    assert model.set("utility", attr(40, push, 6), Typed(Tag.UNSIGNED, 5), NOW) is (
+        DataAccessResult.SUCCESS
+    )
+    assert model.set("utility", attr(40, push, 7), Typed(Tag.LONG_UNSIGNED, 120), NOW) is (
+        DataAccessResult.SUCCESS
+    )
+    assert [plain(get(model, 40, push, i)) for i in (4, 5, 6, 7)] == [[(six, seven)], 300, 5, 120]
+    assert model.snapshot(NOW).push.window == ((six, seven),)
+    refused = {
+        4: [(six,)],  # not a pair
+        5: Typed(Tag.UNSIGNED, 3),  # not long-unsigned
+        6: Typed(Tag.LONG_UNSIGNED, 3),
+    }
+    for index, value in refused.items():
+        assert model.set("utility", attr(40, push, index), value, NOW) is (
+            DataAccessResult.TYPE_UNMATCHED
+        ), index
+    assert model.set("utility", attr(40, push, 4), [(six, seven)] * 9, NOW) is (
+        DataAccessResult.OTHER_REASON
+    )
+    assert model.set("reader", attr(40, push, 5), Typed(Tag.LONG_UNSIGNED, 1), NOW) is (
+        DataAccessResult.READ_WRITE_DENIED
+    )
 
 
 def test_security_setup_and_association() -> None:

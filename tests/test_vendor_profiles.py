@@ -149,6 +149,29 @@ def test_meghdoot_reports_json_over_mqtt() -> None:
     assert meghdoot.quantities == shipped("is15959").quantities  # its DLMS objects: IS 15959
 
 
+def test_shipped_profiles_read_as_the_reader_and_command_as_the_utility_client() -> None:
+    for name in ("is15959", "kalpa", "sunrise", "meghdoot"):
+        profile = shipped(name)
+        assert (profile.default_association, profile.command_association) == ("reader", "utility")
+        utility = profile.association("utility")
+        assert (utility.client_address, utility.security, utility.ciphered) == (
+            48,
+            "hls-gmac",
+            True,
+        )
+
+
+def test_command_association_defaults_to_the_read_association(tmp_path: Path) -> None:
+    profile = load(tmp_path, MINIMAL)
+    assert (profile.default_association, profile.command_association) == ("public", "public")
+    text = MINIMAL + '[associations.utility]\nclient_address = 48\nsecurity = "hls-gmac"\n'
+    profile = load(tmp_path, text + '[session]\ncommand_association = "utility"\n')
+    assert (profile.default_association, profile.command_association) == ("public", "utility")
+    assert error(tmp_path, text + "[session]\ncommand_association = 48\n") == (
+        'session.command_association: expected one of "public", "utility", got 48'
+    )
+
+
 def test_profiles_are_hashable_for_the_simulator_cache() -> None:
     for name in ("is15959", "kalpa", "sunrise", "meghdoot"):
         hash(shipped(name))

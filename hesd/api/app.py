@@ -1,7 +1,10 @@
-"""The hesd HTTP API (aiohttp): one application, served to ``hesctl`` on a unix socket.
+"""The hesd HTTP API (aiohttp): served to ``hesctl`` on a unix socket, and to the MDM on TCP.
 
-Errors are ``application/problem+json`` (RFC 9457) with a ``detail`` that names what was wrong.
-The reference of every route is ``docs/hes-api.yaml``.
+``build_app(daemon)`` is the socket's application: whoever can open the socket may call every
+route. ``build_app(daemon, guard)`` is the TCP listener's: the same routes behind API keys,
+address allowlists and scopes (``SCOPES``, beside the routes; hesd/api/security.py). Both audit
+every call (hesd/api/audit.py). Errors are ``application/problem+json`` (RFC 9457) with a
+``detail`` that names what was wrong. The reference of every route is ``docs/hes-api.yaml``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from adapters.hooks import MeterContext
 from adapters.is15959 import EVENT_CATEGORIES
 from adapters.normalise import Batch, NormaliseError
 from hesd import __version__
+from hesd.api.audit import AUDIT, audit_middleware, list_calls
+from hesd.api.calls import current_client, note_command
+from hesd.api.listener import api_status
+from hesd.api.security import ADMIN, COMMAND, READ, ApiGuard, guard_middleware
 from hesd.api.values import value_json, value_text
 from hesd.inventory import InventoryError, format_inventory, parse_inventory
 from hesd.reads import read_events, read_profile, read_quantities
@@ -38,7 +45,7 @@ from protocols.errors import HesdError
 if TYPE_CHECKING:
     from hesd.daemon import Daemon
 
-__all__ = ["ApiError", "build_app"]
+__all__ = ["SCOPES", "ApiError", "build_app"]
 
 log = structlog.get_logger("hesd.api")
 
@@ -144,6 +151,7 @@ async def get_status(request: web.Request) -> web.Response:
                 "commits": store.commits,
                 "last_commit_ms": round(store.last_commit_seconds * 1000, 3),
             },
+            "api": api_status(daemon.config.api, daemon.api_guard, daemon.api_site),
         }
     )
 
@@ -579,9 +587,12 @@ async def submit_command(request: web.Request) -> web.Response:
     if await request.app[DAEMON].registry.get(meter_id) is None:
         raise ApiError(404, "Not Found", f"meter {meter_id!r} is not in the registry")
     try:
-        cmd = await router.submit(meter_id, kind, params, "api", float(expires_in))
+        cmd = await router.submit(
+            meter_id, kind, params, f"api:{current_client()}", float(expires_in)
+        )
     except CommandRejected as exc:
         raise ApiError(400, "Bad Request", str(exc)) from None
+    note_command(cmd.command_id)
     return web.json_response(cmd.to_json(), status=202)
 
 
@@ -617,12 +628,38 @@ async def cancel_command(request: web.Request) -> web.Response:
     return web.json_response(cmd.to_json())
 
 
-def build_app(daemon: Daemon) -> web.Application:
-    app = web.Application(
-        middlewares=[problem_middleware],
-        client_max_size=daemon.config.api.max_request_bytes,
-    )
+# The scope each route needs on TCP (hesd/api/security.py; the unix socket has every scope). A
+# route without one here needs admin, and tests/test_api_security.py fails until it has one.
+SCOPES: Final[dict[Handler, str]] = {
+    get_status: READ,
+    list_meters: READ,
+    get_meter: READ,
+    list_vendors: READ,
+    get_outbox: READ,
+    list_commands: READ,
+    get_command: READ,
+    read_meter: COMMAND,  # talks to the meter now
+    submit_command: COMMAND,
+    cancel_command: COMMAND,
+    import_meters: ADMIN,
+    decode_frame: ADMIN,  # decrypts with the meters' keys
+    replay_outbox: ADMIN,
+    purge_dead_letters: ADMIN,
+    list_calls: ADMIN,
+}
+
+
+def build_app(daemon: Daemon, guard: ApiGuard | None = None) -> web.Application:
+    """The socket's application, or with ``guard`` the TCP listener's."""
+    if guard is None:
+        middlewares = [audit_middleware("socket"), problem_middleware]
+        max_size = daemon.config.api.max_request_bytes
+    else:
+        middlewares = [audit_middleware("tcp"), problem_middleware, guard_middleware(guard, SCOPES)]
+        max_size = guard.max_request_bytes
+    app = web.Application(middlewares=middlewares, client_max_size=max_size)
     app[DAEMON] = daemon
+    app[AUDIT] = lambda: daemon.audit
     app.router.add_get("/api/v1/status", get_status)
     app.router.add_get("/api/v1/meters", list_meters)
     app.router.add_post("/api/v1/meters/import", import_meters)
@@ -637,8 +674,14 @@ def build_app(daemon: Daemon) -> web.Application:
     app.router.add_get("/api/v1/commands", list_commands)
     app.router.add_get("/api/v1/commands/{command_id:[0-9a-f]{32}}", get_command)
     app.router.add_delete("/api/v1/commands/{command_id:[0-9a-f]{32}}", cancel_command)
+    app.router.add_get("/api/v1/audit", list_calls)
+    firmware.add_routes(app)
     schedules.add_routes(app)
     return app
 
 
-from hesd.api import schedules  # noqa: E402 - its routes use ApiError and DAEMON from above
+# routes kept in their own modules: they use DAEMON and ApiError from above
+from hesd.api import firmware, schedules  # noqa: E402
+
+SCOPES.update(firmware.SCOPES)
+SCOPES.update(schedules.SCOPES)

@@ -16,11 +16,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from hesd.api.app import DAEMON, ApiError
+from hesd.api.app import DAEMON, ApiError, Handler
+from hesd.api.security import COMMAND, READ
 from hesd.config_schedules import SCHEDULE_NAME
 from hesd.scheduler import Scheduler, SchedulerError
 
-__all__ = ["add_routes"]
+__all__ = ["SCOPES", "add_routes"]
 
 MAX_RUNS: Final = 1000
 
@@ -75,6 +76,16 @@ async def run_schedule(request: web.Request) -> web.Response:
     except SchedulerError as exc:
         raise ApiError(409, "Conflict", str(exc)) from None
     return _json(scheduler.schedule_json(scheduler.schedule(name)), status=202)
+
+
+# What each route needs on TCP (hesd/api/security.py); merged into hesd.api.app.SCOPES. A run
+# now reads meters, as POST /api/v1/meters/{id}/read does, within the scheduled share of the
+# budget: command, not admin (it changes no configuration).
+SCOPES: Final[dict[Handler, str]] = {
+    list_schedules: READ,
+    get_schedule: READ,
+    run_schedule: COMMAND,
+}
 
 
 def add_routes(app: web.Application) -> None:

@@ -4,7 +4,8 @@ Routes (JSON; errors are ``application/problem+json``, RFC 9457):
 
 * ``GET /api/v1/meters``: every meter: id, vendor, mode, address, connected, association,
   associations served, faults.
-* ``GET /api/v1/meters/{id}``: the same plus the ground truth (``MeterSnapshot``).
+* ``GET /api/v1/meters/{id}``: the same plus the ground truth (``MeterSnapshot``): relay and how
+  often it switched, clock and its offset, load limiter and push setup as the HES set them, ...
 * ``GET /api/v1/meters/{id}/truth?quantity=Q&t=T``: what the meter measures for ``Q`` at
   ``T`` (UTC epoch seconds or ISO 8601; default now): exact value and register value.
 * ``POST /api/v1/meters/{id}/events`` ``{"kind": "magnet_tamper"}`` (or ``{"code": 201}``):
@@ -30,6 +31,8 @@ from adapters.is15959 import QUANTITIES
 from hesd.sim import truth
 from hesd.sim.endpoint import MeterEndpoint
 from hesd.sim.faults import FaultSpecError
+from hesd.sim.model import PushSettings, SimulatedMeter
+from protocols.dlms.calendar import DateTime
 from protocols.errors import HesdError
 
 if TYPE_CHECKING:
@@ -141,6 +144,9 @@ async def get_meter(request: web.Request) -> web.Response:
             "time": _iso(now),
             "truth": {
                 "relay": snap.relay.name.lower(),
+                "relay_operations": snap.relay_operations,
+                "limiter": _limiter(e.meter, snap.limiter),
+                "push": _push(snap.push),
                 "firmware_version": snap.firmware_version,
                 "clock": _iso(e.meter.meter_time(now)),
                 "clock_offset": snap.clock_offset,
@@ -148,6 +154,13 @@ async def get_meter(request: web.Request) -> web.Response:
                 "tamper_count": snap.tamper_count,
                 "push_pending": snap.push_pending,
                 "signal_quality": snap.signal_quality,
+                "image": {
+                    "status": snap.image_status.name.lower(),
+                    "blocks_received": snap.image_blocks,
+                    "activation_at": None
+                    if snap.activation_at is None
+                    else _iso(e.meter.clock.true_time(snap.activation_at)),
+                },
                 "last_events": [
                     {"time": _iso(t), "code": code, "kind": kind}
                     for t, code, kind in snap.last_events
@@ -155,6 +168,44 @@ async def get_meter(request: web.Request) -> web.Response:
             },
         }
     )
+
+
+def _limiter(meter: SimulatedMeter, raw: tuple[int, int, int, int, int]) -> dict[str, object]:
+    """The limiter's registers as the meter holds them, and the scaler of what it monitors."""
+    monitored = meter.tables.quantities.get("active_power")
+    active, normal, emergency, over, under = raw
+    return {
+        "monitored": None if monitored is None else str(monitored.obis),
+        "scaler": 0 if monitored is None else monitored.scaler,
+        "threshold_active": active,
+        "threshold_normal": normal,
+        "threshold_emergency": emergency,
+        "min_over_threshold_duration": over,
+        "min_under_threshold_duration": under,
+    }
+
+
+def _time_of(octets: bytes) -> str:
+    """A window edge: "HH:MM:SS" for a time of every day, else the date-time's fields."""
+    try:
+        value = DateTime.from_octets(octets)
+    except HesdError:
+        return octets.hex()
+    if value.year is value.month is value.day is None and None not in (value.hour, value.minute):
+        return f"{value.hour:02d}:{value.minute:02d}:{value.second or 0:02d}"
+    return str(value)
+
+
+def _push(push: PushSettings) -> dict[str, object]:
+    return {
+        "transport": push.transport,
+        "destination": push.destination.decode("ascii", "backslashreplace"),
+        "message": push.message,
+        "communication_window": [[_time_of(a), _time_of(b)] for a, b in push.window],
+        "randomisation_start_interval": push.randomisation,
+        "number_of_retries": push.retries,
+        "repetition_delay": push.repetition_delay,
+    }
 
 
 def _instant(text: str | None, now: float) -> float:

@@ -157,6 +157,7 @@ class MeterEndpoint:
             self._drop(reply, "replaced by a new link")
         self.connected = True
         self._framer = None
+        self.meter.take_restart()  # a restart while no link was up is over by now
         self.ctx.stats.connections += 1
         if self.faults is not None:
             self.faults.new_session()
@@ -289,6 +290,12 @@ class MeterEndpoint:
             elif isinstance(event, FrameDropped):
                 self.ctx.stats.frames_dropped += 1
         self._deliver(out + link.data_to_send(), reply)
+        if self._link is link and any(e == "sim.meter.restarted" for e, _ in reply.notes):
+            # the meter restarted with new firmware: its HDLC connection is gone with it
+            self._link = None
+            self.connected = False
+            if self._conn is not None and self._conn.association is not None:
+                self._account(self._conn.handle_timeout(math.inf), reply, "restarted")
         return reply
 
     # -- DLMS ---------------------------------------------------------------------------------
@@ -340,6 +347,8 @@ class MeterEndpoint:
         events = conn.handle_timeout(now)
         if apdu[:1] == b"\x60":
             self._note_client_title(apdu)
+        meter = self.meter
+        blocks = meter.image_blocks
         try:
             events += conn.receive_apdu(client, apdu, now)
         except RemoteProtocolError as exc:
@@ -347,7 +356,18 @@ class MeterEndpoint:
             self._protocol_error(reply, str(exc))
             return []
         self._account(events, reply, "")
-        return conn.data_to_send()
+        answers = conn.data_to_send()
+        block, faults = meter.image_last_block, self.faults
+        arrived = blocks != meter.image_blocks
+        if arrived and block is not None and faults is not None and faults.cut(block):  # kept
+            self.ctx.stats.faults["cut_block"] += 1
+            reply.note("sim.fault", kind="cut_block", block=block)
+            reply.close = True
+            return []
+        if meter.take_restart():  # new firmware boots: the answer goes out, then the link closes
+            reply.note("sim.meter.restarted", firmware=meter.firmware_version)
+            reply.close = True
+        return answers
 
     def _note_client_title(self, apdu: bytes) -> None:
         """Tell the model the client's system title (its security setup shows it)."""

@@ -19,6 +19,9 @@ replay       probability (1)        an earlier ciphered APDU is sent instead
 silent       none                   never answers
 hang         answers (2)            answers that many times per connection, then nothing
 drift        ``120ppm``             the meter's clock drifts (applied once, at start)
+cut_block    block number N         when image block N arrives (IC 18 image_block_transfer),
+                                    the meter keeps it but its answer is lost and the link
+                                    closes; once, then the fault is spent
 ===========  =====================  ===================================================
 
 Which meters have a fault is decided by a hash of (fleet seed, meter id, fault name), so the
@@ -48,7 +51,7 @@ __all__ = [
 ]
 
 _PROBABILITY: Final = ("drop", "garbage", "disconnect", "wrong_tag", "replay")
-FAULT_NAMES: Final = ("latency", *_PROBABILITY, "silent", "hang", "drift")
+FAULT_NAMES: Final = ("latency", *_PROBABILITY, "silent", "hang", "drift", "cut_block")
 DEFAULT_HANG: Final = 2  # the AARE and one answer: the session stalls in the middle
 _ITEM: Final = re.compile(r"(?P<name>[a-z_]+)(?:=(?P<value>[^@]*))?(?:@(?P<fraction>.*))?")
 _NUMBER: Final = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
@@ -122,6 +125,12 @@ def _value(item: str, name: str, text: str | None) -> FaultValue:
             return DEFAULT_HANG
         if not text.strip().isdigit():
             raise FaultSpecError(f"fault {item!r}: hang takes a number of answers, got {text!r}")
+        return int(text)
+    if name == "cut_block":
+        if text is None or not text.strip().isdigit():
+            raise FaultSpecError(
+                f"fault {item!r}: cut_block takes an image block number, got {text!r}"
+            )
         return int(text)
     if name == "drift":
         if not text:
@@ -223,6 +232,7 @@ class MeterFaults:
         "_answered",
         "_last_ciphered",
         "_state",
+        "cut_block",
         "disconnect",
         "drift_ppm",
         "drop",
@@ -245,6 +255,8 @@ class MeterFaults:
             self.latency = latency
         hang = values.get("hang")
         self.hang = hang if isinstance(hang, int) else None
+        cut = values.get("cut_block")
+        self.cut_block = cut if isinstance(cut, int) and "cut_block" in values else None
         drift = values.get("drift")
         self.drift_ppm = float(drift) if isinstance(drift, float | int) else 0.0
         p = {name: values.get(name) for name in _PROBABILITY}
@@ -267,6 +279,14 @@ class MeterFaults:
 
     def _chance(self, p: float) -> bool:
         return p > 0 and self.random() < p
+
+    def cut(self, block: int) -> bool:
+        """True if the arrival of image block ``block`` is where the link is cut (once)."""
+        if self.cut_block != block:
+            return False
+        self.cut_block = None
+        self.faults = tuple(f for f in self.faults if f.name != "cut_block")
+        return True
 
     def new_session(self) -> None:
         """A new connection: ``hang`` counts answers from zero again."""

@@ -10,6 +10,8 @@ take is OTHER_REASON.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import enum
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
@@ -18,10 +20,10 @@ from hesd.sim import modem, truth
 from hesd.sim.events import category_events
 from hesd.sim.image import BLOCK_SIZE, MAX_IMAGE_SIZE, ImageTransfer, TransferStatus
 from hesd.sim.objects import DISCONNECT_SCRIPT, Kind, ObjectDef
-from hesd.sim.timebase import DEVIATION, date_time_octets, instant_of
+from hesd.sim.timebase import DEVIATION, IST, date_time_octets, instant_of
 from protocols.dlms.apdu import ActionResult, DataAccessResult
 from protocols.dlms.axdr import BitString, Tag, Typed, Value
-from protocols.dlms.calendar import DateTime
+from protocols.dlms.calendar import Date, DateTime, Time
 from protocols.dlms.cosem import ScalerUnit
 from protocols.errors import RemoteProtocolError
 
@@ -376,7 +378,11 @@ def _image_action(
         octets = _octets(fields[1]) if fields else None
         if number is None or octets is None:
             return ActionResult.TYPE_UNMATCHED, None
-        return transfer.block(number, octets), None
+        result = transfer.block(number, octets)
+        if result is ActionResult.SUCCESS:
+            meter.image_blocks += 1
+            meter.image_last_block = number
+        return result, None
     if not _no_parameter(parameters):
         return ActionResult.TYPE_UNMATCHED, None
     if method == 3:
@@ -389,31 +395,121 @@ def _image_action(
     return ActionResult.SUCCESS, None
 
 
+# -- image activation scheduler (IC 22 single action schedule) -----------------------------------
+
+# Blue Book 4.5.7: executed_script names the image activation script table (0.0.10.0.107.255,
+# Blue Book 7.4.x) and its script 1; type 1: one execution_time, wildcards in the date allowed
+IMAGE_ACTIVATION_SCRIPT: Final = bytes((0, 0, 10, 0, 107, 255))
+_UNSCHEDULED: Final = (Time(None, None, None, None).to_octets(), Date(None, None, None).to_octets())
+
+
+def _activation(
+    meter: SimulatedMeter, _d: ObjectDef, index: int, _a: str, _n: float
+) -> Value | DataAccessResult:
+    if index == 2:
+        return (IMAGE_ACTIVATION_SCRIPT, Typed(Tag.LONG_UNSIGNED, 1))
+    if index == 3:
+        return Typed(Tag.ENUM, 1)
+    if index == 4:  # execution_time: array of structure { time octet-string(4), date (5) }
+        due = meter.activation_at
+        if due is None:
+            return [_UNSCHEDULED]
+        local = datetime.datetime.fromtimestamp(due + IST, datetime.UTC)
+        return [
+            (Time.from_time(local.time()).to_octets(), Date.from_date(local.date()).to_octets())
+        ]
+    return _UNAVAILABLE
+
+
+def _set_activation(
+    meter: SimulatedMeter, index: int, value: Value, now: float
+) -> DataAccessResult:
+    """execution_time: one time and date in the meter's local time (IST), or all of them not
+    specified to cancel; this meter takes single instants only (no wildcards)."""
+    del now
+    inner: object = value.value if isinstance(value, Typed) and value.tag == Tag.ARRAY else value
+    if index != 4 or not isinstance(inner, list | tuple) or len(inner) != 1:
+        return DataAccessResult.TYPE_UNMATCHED
+    fields = _elements(inner[0], 2)
+    octets = [_octets(f) for f in fields] if fields else []
+    if len(octets) != 2 or octets[0] is None or octets[1] is None:
+        return DataAccessResult.TYPE_UNMATCHED
+    if (octets[0], octets[1]) == _UNSCHEDULED:
+        meter.activation_at = None
+        return DataAccessResult.SUCCESS
+    try:
+        moment = datetime.datetime.combine(
+            Date.from_octets(octets[1]).to_date(), Time.from_octets(octets[0]).to_time()
+        )
+    except (RemoteProtocolError, ValueError):
+        return DataAccessResult.OTHER_REASON  # wrong sizes, wildcards, no such date
+    meter.activation_at = moment.replace(tzinfo=datetime.UTC).timestamp() - IST
+    return DataAccessResult.SUCCESS
+
+
 # -- push setup (IC 40), security setup (IC 64), association LN (IC 15) --------------------------
+
+
+MAX_PUSH_WINDOWS: Final = 8  # communication_window entries a meter keeps
 
 
 def _push(
     meter: SimulatedMeter, _d: ObjectDef, index: int, _a: str, _n: float
 ) -> Value | DataAccessResult:
+    push = meter.push
     values: dict[int, Value] = {
         2: list(meter.tables.push_objects),
-        # transport_service 0 TCP, message 0 A-XDR encoded xDLMS APDU
-        3: (Typed(Tag.ENUM, 0), meter.push_destination, Typed(Tag.ENUM, 0)),
-        4: [],
-        5: Typed(Tag.LONG_UNSIGNED, 0),
-        6: Typed(Tag.UNSIGNED, 3),
-        7: Typed(Tag.LONG_UNSIGNED, 60),
+        3: (Typed(Tag.ENUM, push.transport), push.destination, Typed(Tag.ENUM, push.message)),
+        4: [(start, end) for start, end in push.window],
+        5: Typed(Tag.LONG_UNSIGNED, push.randomisation),
+        6: Typed(Tag.UNSIGNED, push.retries),
+        7: Typed(Tag.LONG_UNSIGNED, push.repetition_delay),
     }
     return values.get(index, _UNAVAILABLE)
 
 
 def _set_push(meter: SimulatedMeter, index: int, value: Value, now: float) -> DataAccessResult:
+    """Blue Book 4.4.8 attributes 3 (send_destination_and_method), 4 (communication_window),
+    5 (randomisation_start_interval), 6 (number_of_retries), 7 (repetition_delay)."""
     del now
-    fields = _elements(value, 3)
-    destination = _octets(fields[1]) if fields else None
-    if index != 3 or destination is None:
-        return DataAccessResult.TYPE_UNMATCHED
-    meter.push_destination = destination
+    push = meter.push
+    if index == 3:
+        fields = _elements(value, 3)
+        transport = _integer(fields[0], Tag.ENUM) if fields else None
+        destination = _octets(fields[1]) if fields else None
+        message = _integer(fields[2], Tag.ENUM) if fields else None
+        if transport is None or destination is None or message is None:
+            return DataAccessResult.TYPE_UNMATCHED
+        push = dataclasses.replace(
+            push, transport=transport, destination=destination, message=message
+        )
+    elif index == 4:
+        inner: object = value  # array: a list, or typed (its elements in a tuple)
+        if isinstance(value, Typed):
+            inner = value.value if value.tag == Tag.ARRAY else None
+        if not isinstance(inner, list | tuple) or (inner is value and isinstance(inner, tuple)):
+            return DataAccessResult.TYPE_UNMATCHED
+        window: list[tuple[bytes, bytes]] = []
+        for entry in inner:
+            edges = [_octets(v) for v in _elements(entry, 2) or ()]
+            if len(edges) != 2 or any(e is None or len(e) != 12 for e in edges):
+                return DataAccessResult.TYPE_UNMATCHED
+            window.append((edges[0], edges[1]))  # type: ignore[arg-type]
+        if len(window) > MAX_PUSH_WINDOWS:
+            return DataAccessResult.OTHER_REASON
+        push = dataclasses.replace(push, window=tuple(window))
+    else:
+        tag = Tag.UNSIGNED if index == 6 else Tag.LONG_UNSIGNED
+        number = _integer(value, tag)
+        if number is None:
+            return DataAccessResult.TYPE_UNMATCHED
+        if index == 5:
+            push = dataclasses.replace(push, randomisation=number)
+        elif index == 6:
+            push = dataclasses.replace(push, retries=number)
+        else:
+            push = dataclasses.replace(push, repetition_delay=number)
+    meter.push = push
     return DataAccessResult.SUCCESS
 
 
@@ -513,6 +609,7 @@ GETTERS: Final[dict[Kind, Getter]] = {
     Kind.SECURITY_SETUP: _security,
     Kind.ASSOCIATION: _association,
     Kind.GSM_DIAGNOSTIC: _gsm_diagnostic,
+    Kind.IMAGE_ACTIVATION: _activation,
 }
 SETTERS: Final[dict[Kind, Setter]] = {
     Kind.CLOCK: _set_clock,
@@ -520,6 +617,7 @@ SETTERS: Final[dict[Kind, Setter]] = {
     Kind.LIMITER: _set_limiter,
     Kind.IMAGE_TRANSFER: _set_image,
     Kind.PUSH_SETUP: _set_push,
+    Kind.IMAGE_ACTIVATION: _set_activation,
 }
 ACTIONS: Final[dict[Kind, Action]] = {
     Kind.CLOCK: _clock_action,

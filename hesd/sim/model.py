@@ -9,9 +9,15 @@ and offers the transport and the tests a small API: ``set_clock_drift_ppm``, ``i
 Everything a meter measures is computed from its seed and ``now`` (``hesd.sim.load``,
 ``hesd.sim.truth``); tables shared by every meter of a vendor are built once per vendor profile
 (``hesd.sim.objects``). A meter keeps only what the HES can change: the relay, the clock offset
-and drift, load-limit settings once written, an image while it is being transferred, and a
-bounded log of events; and a signal quality once the control API set one. An idle meter takes
-well under 2 KB.
+and drift, load-limit and push settings once written, an image while it is being transferred
+(and when its activation is scheduled), a bounded log of events, how often the relay switched;
+and a signal quality once the control API set one. An idle meter takes well under 2 KB.
+
+Activating an image restarts the meter, as a real meter's new firmware boots: the transport
+closes the link once the answer to ``image_activate`` is out (``take_restart``). A scheduled
+activation (the image activation scheduler, IC 22, when the profile names one) happens at the
+first request or snapshot at or after its time, the meter's model being computed from ``now``
+rather than driven by timers.
 """
 
 from __future__ import annotations
@@ -47,7 +53,14 @@ from protocols.dlms.apdu import (
 from protocols.dlms.axdr import BitString, Tag, Typed, Value
 from protocols.dlms.cosem import INTERFACE_CLASSES
 
-__all__ = ["DEFAULT_START", "ControlState", "MeterSnapshot", "MeterSpec", "SimulatedMeter"]
+__all__ = [
+    "DEFAULT_START",
+    "ControlState",
+    "MeterSnapshot",
+    "MeterSpec",
+    "PushSettings",
+    "SimulatedMeter",
+]
 
 DEFAULT_START: Final = 1_704_047_400.0  # 2024-01-01 00:00 IST
 _IDENTITY: Final = ClockMap()
@@ -87,6 +100,23 @@ class MeterSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class PushSettings:
+    """Push setup (IC 40, Blue Book 4.4.8) attributes 3..7 as the HES wrote them: where and how
+    to push, and when (window of (start, end) date-time octets, randomisation, retries)."""
+
+    transport: int = 0  # transport_service: 0 TCP
+    destination: bytes = b""
+    message: int = 0  # 0 A-XDR encoded xDLMS APDU
+    window: tuple[tuple[bytes, bytes], ...] = ()  # empty: push at any time
+    randomisation: int = 0  # randomisation_start_interval, seconds
+    retries: int = 3  # number_of_retries
+    repetition_delay: int = 60  # seconds
+
+
+_PUSH_DEFAULTS: Final = PushSettings()
+
+
+@dataclass(frozen=True, slots=True)
 class MeterSnapshot:
     """The ground truth of a meter's state at one instant, for tests to compare hesd against."""
 
@@ -94,12 +124,18 @@ class MeterSnapshot:
     serial_number: str
     firmware_version: str
     relay: ControlState
+    relay_operations: int  # how often the relay switched (remotely, or by the consumer)
+    limiter: tuple[int, int, int, int, int]  # SimulatedMeter.limiter: raw register values
+    push: PushSettings
     clock_offset: float  # meter clock minus simulated time, seconds
     clock_drift_ppm: float
     tamper_count: int
     push_pending: bool
     last_events: tuple[tuple[float, int, str], ...]  # (time, code, kind), newest last
     signal_quality: int | None  # the modem's <rssi> 0..31 or 99; None: no GSM diagnostic object
+    image_status: TransferStatus = TransferStatus.NOT_INITIATED  # image_transfer_status
+    image_blocks: int = 0  # image blocks the meter accepted (each resent block counts again)
+    activation_at: float | None = None  # a scheduled activation, meter time (UNIX seconds)
 
 
 class SimulatedMeter:
@@ -118,11 +154,16 @@ class SimulatedMeter:
         "_params",
         "_push_pending",
         "_relay",
+        "_relay_operations",
+        "_restart",
         "_signal",
+        "activation_at",
         "client_system_title",
         "control_mode",
         "image",
-        "push_destination",
+        "image_blocks",
+        "image_last_block",
+        "push",
         "spec",
         "tables",
         "transfer_enabled",
@@ -137,6 +178,7 @@ class SimulatedMeter:
         )
         self._clock_sets: tuple[float, ...] = ()  # when the clock was set, the newest LOG_SIZE
         self._relay = ControlState.CONNECTED
+        self._relay_operations = 0
         self._limiter: tuple[int, int, int, int, int] | None = None  # None: never written
         self._firmware: str | None = None  # None: the spec's, until an image is activated
         self._log: EventLog | None = None  # created by the first event logged or injected
@@ -145,7 +187,11 @@ class SimulatedMeter:
         self.control_mode = 1  # remote disconnect (b, c) and remote reconnect (d)
         self.image: ImageTransfer | TransferStatus = TransferStatus.NOT_INITIATED
         self.transfer_enabled = True
-        self.push_destination = b""
+        self.image_blocks = 0  # image blocks accepted since the meter started, for the tests
+        self.image_last_block: int | None = None  # the number of the last one
+        self.activation_at: float | None = None  # meter time of a scheduled activation
+        self._restart = False  # an image was activated: the transport closes the link
+        self.push: PushSettings = _PUSH_DEFAULTS  # replaced by a SET of attributes 3..7
         self.client_system_title = b""  # the transport may tell (note_client_system_title)
 
     # -- what the load model, the profiles and the handlers read -------------------------------
@@ -272,6 +318,7 @@ class SimulatedMeter:
         if state is self._relay:
             return
         self._relay = state
+        self._relay_operations += 1
         if state is ControlState.DISCONNECTED:
             self.log("load_switch_disconnected", now)
         elif state is ControlState.CONNECTED:
@@ -283,10 +330,35 @@ class SimulatedMeter:
             self.switch(ControlState.CONNECTED, now)
 
     def activate_firmware(self, version: str, now: float) -> None:
-        """The verified image becomes the firmware (and the transfer state is dropped)."""
+        """The verified image becomes the firmware (and the transfer state is dropped); the
+        meter restarts (``take_restart``)."""
         self._firmware = version
         self.image = TransferStatus.ACTIVATION_SUCCESSFUL
+        self.activation_at = None
+        self._restart = True
         self.log("firmware_activated", now)
+
+    def take_restart(self) -> bool:
+        """True once after an activation: the meter restarts, its link closes."""
+        restart, self._restart = self._restart, False
+        return restart
+
+    def run_due(self, now: float) -> None:
+        """A scheduled activation whose time the meter's clock has reached happens now: the
+        image is verified if it was not, and activated if it is valid (else
+        image_transfer_status says activation failed)."""
+        due = self.activation_at
+        if due is None or self.meter_time(now) < due:
+            return
+        self.activation_at = None
+        transfer = self.image
+        if not isinstance(transfer, ImageTransfer):
+            return  # nothing to activate: the schedule fires on nothing
+        if transfer.status != TransferStatus.VERIFICATION_SUCCESSFUL and transfer.verify() != 0:
+            transfer.status = TransferStatus.ACTIVATION_FAILED
+            return
+        assert transfer.version is not None
+        self.activate_firmware(transfer.version, now)
 
     def request_push(self) -> None:
         self._push_pending = True
@@ -331,6 +403,7 @@ class SimulatedMeter:
 
     def snapshot(self, now: float) -> MeterSnapshot:
         """The ground truth of this meter's state at ``now``."""
+        self.run_due(now)
         last: list[tuple[float, int, str]] = []
         codes = self.tables.profile.events
         for category in range(len(codes.profiles)):
@@ -345,12 +418,20 @@ class SimulatedMeter:
             serial_number=self.spec.serial_number,
             firmware_version=self.firmware_version,
             relay=self._relay,
+            relay_operations=self._relay_operations,
+            limiter=self.limiter,
+            push=self.push,
             clock_offset=self.meter_time(now) - now,
             clock_drift_ppm=self.clock.ppm,
             tamper_count=self.tamper_count_at(now),
             push_pending=self._push_pending,
             last_events=tuple(sorted(last)[-10:]),
             signal_quality=self.signal_quality,
+            image_status=TransferStatus(
+                self.image.status if isinstance(self.image, ImageTransfer) else self.image
+            ),
+            image_blocks=self.image_blocks,
+            activation_at=self.activation_at,
         )
 
     # -- ObjectModel -----------------------------------------------------------------------------
@@ -362,6 +443,7 @@ class SimulatedMeter:
         access: AccessSelection | None,
         now: float,
     ) -> Value | DataAccessResult:
+        self.run_due(now)
         found = self._object(association, attribute)
         if isinstance(found, DataAccessResult):
             return found
@@ -382,6 +464,7 @@ class SimulatedMeter:
     def set(
         self, association: str, attribute: AttributeDescriptor, value: Value, now: float
     ) -> DataAccessResult:
+        self.run_due(now)
         found = self._object(association, attribute)
         if isinstance(found, DataAccessResult):
             return found
@@ -396,6 +479,7 @@ class SimulatedMeter:
     def action(
         self, association: str, method: MethodDescriptor, parameters: Value | None, now: float
     ) -> tuple[ActionResult, Value | None]:
+        self.run_due(now)
         found = self._object(association, method)
         if isinstance(found, DataAccessResult):
             return ActionResult(int(found)), None

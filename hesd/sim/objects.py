@@ -54,6 +54,7 @@ class Kind(enum.Enum):
     SECURITY_SETUP = "security_setup"
     ASSOCIATION = "association"
     GSM_DIAGNOSTIC = "gsm_diagnostic"  # only if the profile names one
+    IMAGE_ACTIVATION = "image_activation"  # only if the profile names one
 
 
 _PUBLIC_KINDS: Final = frozenset(
@@ -94,6 +95,7 @@ _CLASS_OF: Final = {
     Kind.SECURITY_SETUP: 64,
     Kind.ASSOCIATION: 15,
     Kind.GSM_DIAGNOSTIC: 47,
+    Kind.IMAGE_ACTIVATION: 22,
 }
 
 
@@ -190,6 +192,8 @@ def _build(profile: VendorProfile) -> VendorTables:
         add(kind, getattr(objs, kind.value))
     if objs.gsm_diagnostic is not None:
         add(Kind.GSM_DIAGNOSTIC, objs.gsm_diagnostic)
+    if objs.image_activation is not None:
+        add(Kind.IMAGE_ACTIVATION, objs.image_activation)
     quantities = {q.name: q for q in profile.quantities}
     for quantity in profile.quantities:
         add(Kind.QUANTITY, quantity.obis, quantity.name, class_id=quantity.class_id)
@@ -256,7 +260,8 @@ _WRITABLE: Final = {
     Kind.DISCONNECT_CONTROL: frozenset({4}),
     Kind.LIMITER: frozenset({3, 4, 5, 6, 7}),
     Kind.IMAGE_TRANSFER: frozenset({5}),
-    Kind.PUSH_SETUP: frozenset({3}),
+    Kind.PUSH_SETUP: frozenset({3, 4, 5, 6, 7}),
+    Kind.IMAGE_ACTIVATION: frozenset({4}),  # execution_time
 }
 
 

@@ -97,6 +97,36 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
     ),
     (
         2,
+        "commands.progress: how far a long command has got (firmware upgrades)",
+        """
+        -- msgpack of a map, e.g. {"phase": "transfer", "blocks_done": 12, "blocks_total": 40}
+        ALTER TABLE commands ADD COLUMN progress BLOB;
+        """,
+    ),
+    (
+        3,
+        "audit of API calls (hesd/api/audit.py)",
+        """
+        -- One row per API call, on the unix socket or on TCP. No keys, no bodies, no query
+        -- strings. Pruned by age (api.audit_retention_days) and count (api.audit_max_rows).
+        CREATE TABLE api_audit (
+            id           INTEGER PRIMARY KEY AUTOINCREMENT,
+            at           REAL NOT NULL,
+            listener     TEXT NOT NULL CHECK (listener IN ('socket', 'tcp')),
+            client       TEXT NOT NULL,      -- API client name, 'socket' or 'anonymous'
+            peer         TEXT NOT NULL,      -- IP address on TCP, 'uid:N' on the socket
+            method       TEXT NOT NULL,
+            path         TEXT NOT NULL,
+            status       INTEGER NOT NULL,
+            duration_ms  REAL NOT NULL,
+            command_id   TEXT                -- the command the call created, if any
+        );
+        CREATE INDEX api_audit_by_time ON api_audit (at);
+        CREATE INDEX api_audit_by_client ON api_audit (client, id);
+        """,
+    ),
+    (
+        4,
         "scheduler: run records, the newest profile row and event hesd has per meter, holes",
         """
         -- One row per run of a schedule (hesd/scheduler.py); the newest keep_runs per schedule.

@@ -196,6 +196,15 @@ _CLASSES = (
             *(Method(3, "image_verify", Tag.INTEGER), Method(4, "image_activate", Tag.INTEGER)),
         ),
     ),
+    InterfaceClass(  # Blue Book 4.5.7; the image activation scheduler is 0.0.15.0.2.255
+        22,
+        "Single action schedule",
+        0,
+        (
+            *(LN, Attribute(2, "executed_script", _STRUCT), Attribute(3, "type", Tag.ENUM)),
+            Attribute(4, "execution_time", _ARR),
+        ),
+    ),
     InterfaceClass(
         23,
         "IEC HDLC setup",
@@ -625,6 +634,7 @@ def likely_class(obis: ObisCode) -> int:
         (0, 0, 96, 3, 10): 70,  # disconnect control
         (0, 0, 17, 0, 0): 71,  # limiter
         (0, 0, 44, 0, 0): 18,  # image transfer
+        (0, 0, 15, 0, 2): 22,  # image activation scheduler (single action schedule)
         (0, 0, 25, 9, 0): 40,  # push setup
         (0, 0, 25, 6, 0): 47,  # GSM diagnostic
     }

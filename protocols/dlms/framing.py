@@ -8,6 +8,7 @@ DISC. Both take bytes and ``now`` and give events, like everything under ``proto
     events = framing.receive_data(data, now)
     ApduArrived(apdu) | FramingOpened() | FramingClosed(reason) | FramingDropped(reason)
     wire = framing.wrap(apdu, now)         # bytes to send; only while ``ready``
+    framing.use_client(client_address)     # another client SAP (association) from now on
     framing.data_to_send()                 # what the framing owes by itself (HDLC RR polls...)
     framing.next_deadline() / framing.handle_timeout(now)
 """
@@ -74,6 +75,12 @@ class ApduFraming(Protocol):
 
     def close(self, now: float) -> bytes: ...
 
+    def use_client(self, client_address: int) -> None:
+        """Send from client SAP ``client_address`` from now on: another association. On HDLC
+        the client address is part of the link's address, so only while it is disconnected
+        (``LocalProtocolError`` otherwise): the next ``open`` connects from the new address."""
+        ...
+
     def next_deadline(self) -> float | None: ...
 
     def handle_timeout(self, now: float) -> list[FramingEvent]: ...
@@ -112,6 +119,9 @@ class WrapperFraming:
 
     def close(self, now: float) -> bytes:
         return b""
+
+    def use_client(self, client_address: int) -> None:
+        self.client_wport = client_address  # frames already received stay: they name their SAP
 
     def next_deadline(self) -> float | None:
         return None
@@ -183,6 +193,22 @@ class HdlcFraming:
         if self._link.state in (LinkState.DISCONNECTED, LinkState.DISCONNECTING):
             return b""
         return self._link.disconnect(now)
+
+    def use_client(self, client_address: int) -> None:
+        old = self._link
+        if old.state not in (LinkState.DISCONNECTED, LinkState.FAILED):
+            raise LocalProtocolError(
+                f"the HDLC link is {old.state.value}: disconnect before changing the client address"
+            )
+        self._link = HdlcLink(
+            role="client",
+            local=HdlcAddress.client(client_address),
+            remote=old.remote,
+            parameters=old.limits,
+            response_timeout=old.response_timeout,
+            max_retries=old.max_retries,
+            inactivity_timeout=None,
+        )
 
     def next_deadline(self) -> float | None:
         return self._link.next_deadline()
