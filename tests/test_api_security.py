@@ -497,6 +497,47 @@ async def test_a_client_that_does_not_speak_tls_is_dropped(hes: Hes) -> None:
     assert hes.guard.tls_failures == 1
 
 
+async def _expect_continue(hes: Hes, key: str | None) -> list[bytes]:
+    """POST a command with ``Expect: 100-continue``, sending the body only after a "100
+    Continue": the status lines hesd answers."""
+    body = b'{"kind": "read", "meter_id": "M1"}'.ljust(2048)
+    host, port = hes.site.address
+    reader, writer = await asyncio.open_connection(
+        host, port, ssl=hes.pki.client_context(), server_hostname="localhost"
+    )
+    try:
+        auth = f"Authorization: Bearer {key}\r\n" if key is not None else ""
+        writer.write(
+            (
+                "POST /api/v1/commands HTTP/1.1\r\nHost: hesd\r\n"
+                f"{auth}Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                "Expect: 100-continue\r\n\r\n"
+            ).encode()
+        )
+        lines = [await asyncio.wait_for(reader.readline(), 5)]
+        if lines[0].startswith(b"HTTP/1.1 100 "):
+            assert await reader.readline() == b"\r\n"
+            writer.write(body)
+            lines.append(await asyncio.wait_for(reader.readline(), 5))
+        else:  # refused before the body: the answer, then hesd closes the connection
+            assert await asyncio.wait_for(reader.read(), 5)
+        return lines
+    finally:
+        writer.close()
+
+
+async def test_expect_continue_only_for_a_call_the_guard_lets_through(hes: Hes) -> None:
+    """A client that waits for "100 Continue" before sending a large body learns of a missing
+    key or scope at once, never sends the body, and is not held open; a client that may call
+    gets its 100, sends the body and gets the call's answer (here: no router is running)."""
+    assert await _expect_continue(hes, None) == [b"HTTP/1.1 401 Unauthorized\r\n"]
+    assert await _expect_continue(hes, READER_KEY) == [b"HTTP/1.1 403 Forbidden\r\n"]
+    assert await _expect_continue(hes, MDM_KEY) == [
+        b"HTTP/1.1 100 Continue\r\n",
+        b"HTTP/1.1 503 Service Unavailable\r\n",
+    ]
+
+
 async def test_mutual_tls(tmp_path: Path) -> None:
     async for hes in serve(tmp_path, mutual=True):
         with capture_logs() as logs, pytest.raises(aiohttp.ClientError):

@@ -27,7 +27,14 @@ from hesd import __version__
 from hesd.api.audit import AUDIT, audit_middleware, list_calls
 from hesd.api.calls import current_client, note_command
 from hesd.api.listener import api_status
-from hesd.api.security import ADMIN, COMMAND, READ, ApiGuard, guard_middleware
+from hesd.api.security import (
+    ADMIN,
+    COMMAND,
+    READ,
+    ApiGuard,
+    guard_expect_handler,
+    guard_middleware,
+)
 from hesd.api.values import value_json, value_text
 from hesd.inventory import InventoryError, format_inventory, parse_inventory
 from hesd.reads import read_events, read_profile, read_quantities
@@ -660,23 +667,31 @@ def build_app(daemon: Daemon, guard: ApiGuard | None = None) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=max_size)
     app[DAEMON] = daemon
     app[AUDIT] = lambda: daemon.audit
-    app.router.add_get("/api/v1/status", get_status)
-    app.router.add_get("/api/v1/meters", list_meters)
-    app.router.add_post("/api/v1/meters/import", import_meters)
-    app.router.add_get("/api/v1/meters/{meter_id:" + METER_ID + "}", get_meter)
-    app.router.add_get("/api/v1/vendors", list_vendors)
-    app.router.add_post("/api/v1/meters/{meter_id:" + METER_ID + "}/read", read_meter)
-    app.router.add_post("/api/v1/decode", decode_frame)
-    app.router.add_get("/api/v1/outbox", get_outbox)
-    app.router.add_post("/api/v1/outbox/replay", replay_outbox)
-    app.router.add_delete("/api/v1/outbox/dead-letters", purge_dead_letters)
-    app.router.add_post("/api/v1/commands", submit_command)
-    app.router.add_get("/api/v1/commands", list_commands)
-    app.router.add_get("/api/v1/commands/{command_id:[0-9a-f]{32}}", get_command)
-    app.router.add_delete("/api/v1/commands/{command_id:[0-9a-f]{32}}", cancel_command)
-    app.router.add_get("/api/v1/audit", list_calls)
-    firmware.add_routes(app)
-    schedules.add_routes(app)
+    expect = None if guard is None else guard_expect_handler(guard, SCOPES)
+
+    def add(method: str, path: str, handler: Handler) -> None:
+        if method == "GET":  # with HEAD, as aiohttp serves it
+            app.router.add_get(path, handler, expect_handler=expect)
+        else:
+            app.router.add_route(method, path, handler, expect_handler=expect)
+
+    add("GET", "/api/v1/status", get_status)
+    add("GET", "/api/v1/meters", list_meters)
+    add("POST", "/api/v1/meters/import", import_meters)
+    add("GET", "/api/v1/meters/{meter_id:" + METER_ID + "}", get_meter)
+    add("GET", "/api/v1/vendors", list_vendors)
+    add("POST", "/api/v1/meters/{meter_id:" + METER_ID + "}/read", read_meter)
+    add("POST", "/api/v1/decode", decode_frame)
+    add("GET", "/api/v1/outbox", get_outbox)
+    add("POST", "/api/v1/outbox/replay", replay_outbox)
+    add("DELETE", "/api/v1/outbox/dead-letters", purge_dead_letters)
+    add("POST", "/api/v1/commands", submit_command)
+    add("GET", "/api/v1/commands", list_commands)
+    add("GET", "/api/v1/commands/{command_id:[0-9a-f]{32}}", get_command)
+    add("DELETE", "/api/v1/commands/{command_id:[0-9a-f]{32}}", cancel_command)
+    add("GET", "/api/v1/audit", list_calls)
+    firmware.add_routes(add)
+    schedules.add_routes(add)
     return app
 
 

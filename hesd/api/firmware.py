@@ -15,6 +15,7 @@ An upgrade itself is a command: ``POST /api/v1/commands`` with kind ``firmware_u
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 import structlog
@@ -119,8 +120,9 @@ SCOPES: Final[dict[Handler, str]] = {
 }
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/api/v1/firmware/images", upload_image)
-    app.router.add_get("/api/v1/firmware/images", list_images)
-    app.router.add_get(f"/api/v1/firmware/images/{IMAGE}", get_image)
-    app.router.add_delete(f"/api/v1/firmware/images/{IMAGE}", delete_image)
+def add_routes(add: Callable[[str, str, Handler], None]) -> None:
+    """Register the image routes through the app's ``add(method, path, handler)``."""
+    add("POST", "/api/v1/firmware/images", upload_image)
+    add("GET", "/api/v1/firmware/images", list_images)
+    add("GET", f"/api/v1/firmware/images/{IMAGE}", get_image)
+    add("DELETE", f"/api/v1/firmware/images/{IMAGE}", delete_image)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
@@ -88,8 +89,9 @@ SCOPES: Final[dict[Handler, str]] = {
 }
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(add: Callable[[str, str, Handler], None]) -> None:
+    """Register the schedule routes through the app's ``add(method, path, handler)``."""
     named = "/api/v1/schedules/{name:" + SCHEDULE_NAME + "}"
-    app.router.add_get("/api/v1/schedules", list_schedules)
-    app.router.add_get(named, get_schedule)
-    app.router.add_post(named + "/run", run_schedule)
+    add("GET", "/api/v1/schedules", list_schedules)
+    add("GET", named, get_schedule)
+    add("POST", named + "/run", run_schedule)

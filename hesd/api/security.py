@@ -42,6 +42,7 @@ __all__ = [
     "ApiClient",
     "ApiGuard",
     "Gatekeeper",
+    "guard_expect_handler",
     "guard_middleware",
     "server_context",
 ]
@@ -206,60 +207,104 @@ def _presented_key(request: web.Request) -> bytes | str | None:
     return None
 
 
-def guard_middleware(guard: ApiGuard, scopes: Mapping[Handler, str]) -> Middleware:
-    """The TCP listener's checks, in order: key (401), address (403), scope (403), size (413).
+def refusal(
+    guard: ApiGuard, scopes: Mapping[Handler, str], request: web.Request
+) -> web.Response | None:
+    """The TCP listener's checks, in order: key (401), address (403), scope (403), size (413);
+    the problem answer of the first that fails, or None when the call may go on.
 
     ``scopes`` maps each route's handler to its scope; a routed handler missing from it needs
     ``admin`` (fail closed). Requests that match no route only need a valid key (then 404/405).
     """
-
-    @web.middleware
-    async def guard_calls(request: web.Request, handler: Handler) -> web.StreamResponse:
-        presented = _presented_key(request)
-        if presented is None:
-            return _problem(
-                401,
-                "Unauthorized",
-                "no API key: send Authorization: Bearer <key> (or X-API-Key: <key>)",
-                **{"WWW-Authenticate": REALM},
-            )
-        client = None if isinstance(presented, str) else guard.gatekeeper.identify(presented)
-        if client is None:
-            detail = presented if isinstance(presented, str) else "the API key is not valid"
-            return _problem(
-                401,
-                "Unauthorized",
-                detail,
-                **{"WWW-Authenticate": f'{REALM}, error="invalid_token"'},
-            )
-        note_client(client.name)
-        transport = request.transport
-        address = peer_address(None if transport is None else transport.get_extra_info("peername"))
-        if address is None or not client.allows(address):
+    presented = _presented_key(request)
+    if presented is None:
+        return _problem(
+            401,
+            "Unauthorized",
+            "no API key: send Authorization: Bearer <key> (or X-API-Key: <key>)",
+            **{"WWW-Authenticate": REALM},
+        )
+    client = None if isinstance(presented, str) else guard.gatekeeper.identify(presented)
+    if client is None:
+        detail = presented if isinstance(presented, str) else "the API key is not valid"
+        return _problem(
+            401,
+            "Unauthorized",
+            detail,
+            **{"WWW-Authenticate": f'{REALM}, error="invalid_token"'},
+        )
+    note_client(client.name)
+    transport = request.transport
+    address = peer_address(None if transport is None else transport.get_extra_info("peername"))
+    if address is None or not client.allows(address):
+        return _problem(
+            403,
+            "Forbidden",
+            f"client {client.name} may not call from {address}: the address is not in "
+            f"api.clients.{client.name}.allow",
+        )
+    if request.match_info.http_exception is None:  # a route matched
+        needed = scopes.get(request.match_info.handler, ADMIN)
+        if needed not in client.scopes:
+            has = [s for s in API_SCOPES if s in client.scopes]
             return _problem(
                 403,
                 "Forbidden",
-                f"client {client.name} may not call from {address}: the address is not in "
-                f"api.clients.{client.name}.allow",
+                f"client {client.name} has scope{'s' if len(has) > 1 else ''} "
+                f"{', '.join(has)}; {request.method} {request.path} needs scope {needed}",
             )
-        if request.match_info.http_exception is None:  # a route matched
-            needed = scopes.get(request.match_info.handler, ADMIN)
-            if needed not in client.scopes:
-                has = [s for s in API_SCOPES if s in client.scopes]
-                return _problem(
-                    403,
-                    "Forbidden",
-                    f"client {client.name} has scope{'s' if len(has) > 1 else ''} "
-                    f"{', '.join(has)}; {request.method} {request.path} needs scope {needed}",
-                )
-        length = request.content_length
-        if length is not None and length > guard.max_request_bytes:
-            return _problem(
-                413,
-                "Payload Too Large",
-                f"the body is {length} bytes; this listener takes at most "
-                f"{guard.max_request_bytes} (api.listen_max_request_bytes)",
-            )
-        return await handler(request)
+    length = request.content_length
+    if length is not None and length > guard.max_request_bytes:
+        return _problem(
+            413,
+            "Payload Too Large",
+            f"the body is {length} bytes; this listener takes at most "
+            f"{guard.max_request_bytes} (api.listen_max_request_bytes)",
+        )
+    return None
+
+
+def guard_middleware(guard: ApiGuard, scopes: Mapping[Handler, str]) -> Middleware:
+    """Answer with ``refusal``'s problem, or serve the call.
+
+    A refused call's body is never read: its connection is not kept alive. A client that asked
+    ``Expect: 100-continue`` was sent no "100 Continue" (``guard_expect_handler``), so its body
+    is not coming: the connection closes as soon as the answer is out, rather than holding a
+    handler while aiohttp lingers for a body (10 s) on behalf of a client without a key.
+    """
+
+    @web.middleware
+    async def guard_calls(request: web.Request, handler: Handler) -> web.StreamResponse:
+        refused = refusal(guard, scopes, request)
+        if refused is None:
+            return await handler(request)
+        if not request.body_exists:
+            return refused
+        refused.force_close()
+        if request.headers.get("Expect", "").lower() == "100-continue":
+            await refused.prepare(request)
+            await refused.write_eof()
+            request.protocol.force_close()
+        return refused
 
     return guard_calls
+
+
+def guard_expect_handler(
+    guard: ApiGuard, scopes: Mapping[Handler, str]
+) -> Callable[[web.Request], Awaitable[None]]:
+    """``Expect: 100-continue`` on the TCP listener: "100 Continue" only to a call the guard
+    lets through, so a client without a key, scope or allowed address is told so before it
+    sends its body (the middleware then answers, and the audit records, the refusal)."""
+
+    async def expect(request: web.Request) -> None:
+        value = request.headers.get("Expect", "")
+        if value.lower() != "100-continue":
+            raise web.HTTPExpectationFailed(text=f"Unknown Expect: {value}")
+        if refusal(guard, scopes, request) is not None:
+            return
+        if request.version == (1, 1):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the answer's own size starts after the interim
+
+    return expect
