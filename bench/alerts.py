@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import random
 import shutil
 import statistics
@@ -52,6 +50,7 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.mdm_receiver import Batch, MdmReceiver
+from bench.report import loadavg, machine, median_of, write_report
 from bench.sessions import (
     BIN,
     ENV,
@@ -284,21 +283,13 @@ def main() -> None:
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))  # warnings only
     defaults = load_config(None)
-    report: dict[str, Any] = {
-        "benchmark": "alerts",
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_before": os.getloadavg(),
-        },
-        "params": {
-            **vars(args),
-            "batch_delay": defaults.uplink.batch_delay
-            if args.batch_delay is None
-            else args.batch_delay,
-            "coalesce": defaults.alerts.coalesce if args.coalesce is None else args.coalesce,
-        },
-        "targets": {"alert_p99_s": TARGET_P99_S},
+    machine_before = machine()
+    params = {
+        **vars(args),
+        "batch_delay": defaults.uplink.batch_delay
+        if args.batch_delay is None
+        else args.batch_delay,
+        "coalesce": defaults.alerts.coalesce if args.coalesce is None else args.coalesce,
     }
     work = Path(tempfile.mkdtemp(prefix="hesd-bench-alerts-", dir=args.dir))
     rounds = []
@@ -328,11 +319,7 @@ def main() -> None:
             print(f"work directory: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    median = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
-    report["median"] = median
-    report["meets_target"] = median["alert_p99_s"] <= TARGET_P99_S
-    report["rounds"] = rounds
-    report["machine"]["loadavg_after"] = os.getloadavg()
+    median = median_of(rounds)
     print(
         f"medians of {args.repeat}: alert → MDM p50 {median['alert_p50_s'] * 1000:,.0f} ms, "
         f"p99 {median['alert_p99_s'] * 1000:,.0f} ms (target {TARGET_P99_S:g} s); logged event "
@@ -340,10 +327,16 @@ def main() -> None:
         f"{median['event_log_reads']:.0f} event-log reads for {args.alarms} alarms",
         flush=True,
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"\nwrote {out}")
+    write_report(
+        args.out,
+        "alerts",
+        machine={**machine_before, "loadavg_after": loadavg()},
+        params=params,
+        targets={"alert_p99_s": TARGET_P99_S},
+        median=median,
+        meets_target=median["alert_p99_s"] <= TARGET_P99_S,
+        rounds=rounds,
+    )
 
 
 if __name__ == "__main__":
