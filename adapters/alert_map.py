@@ -11,8 +11,9 @@ an alert at all (what the meter's ESW filter selects): the simulator pushes aler
 
 Bit numbers count from 0 at the first bit of the bit-string (the most significant bit of its
 first octet, as A-XDR orders a bit-string). The default mapping is hesd's, for the IS 15959 code
-table; a DISCOM's meter specification or the vendor's documentation gives the one its meters
-use, and the vendor profile states it (docs/vendors.md).
+table (a profile that leaves ``[alerts.bits]`` out gets the part of it whose codes its
+``[event_codes]`` has); a DISCOM's meter specification or the vendor's documentation gives the
+one its meters use, and the vendor profile states it (docs/vendors.md).
 """
 
 from __future__ import annotations
@@ -155,15 +156,9 @@ def read_alerts(doc: Table, events: EventLog, registry: ObisRegistry, push_width
 def _read_bits(table: Table, events: EventLog) -> tuple[tuple[int, int], ...]:
     known = {entry.code for entry in events.codes}
     if "bits" not in table:
-        table.table("bits")  # consumed: absent means hesd's default mapping
-        missing = sorted(code for code in DEFAULT_BITS.values() if code not in known)
-        if missing:
-            raise table.error(
-                "bits",
-                f"missing; the default mapping (IS 15959 codes) names event code {missing[0]}, "
-                "which [event_codes] does not have: map the ESW bits to this code table",
-            )
-        return tuple(sorted(DEFAULT_BITS.items()))
+        table.table("bits")  # consumed: absent means hesd's default mapping, for the codes the
+        # vendor's table has (a profile written before [alerts] existed still loads)
+        return tuple(sorted((bit, code) for bit, code in DEFAULT_BITS.items() if code in known))
     outer = table.table("bits")
     found: dict[int, int] = {}
     for key in list(outer.keys()):

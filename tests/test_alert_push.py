@@ -135,21 +135,18 @@ def test_a_bad_alerts_table_names_the_key(
     assert message in str(info.value)
 
 
-def test_an_own_code_table_needs_its_own_bits(tmp_path: Path) -> None:
+def test_an_own_code_table_takes_the_default_bits_of_its_codes(tmp_path: Path) -> None:
+    """A profile written before [alerts] existed still loads: the default bits of its codes."""
     path = tmp_path / "acme.toml"
     path.write_text(
         MINIMAL
-        + '[event_codes]\n211 = { name = "Magnet", category = "other", kind = "magnet_tamper",'
-        ' severity = "critical" }\n'
+        + '[event_codes]\n201 = { name = "Magnet", category = "other", kind = "magnet_tamper",'
+        ' severity = "critical" }\n999 = { name = "Relay", category = "control",'
+        ' kind = "load_switch_disconnected", severity = "minor" }\n'
     )
-    with pytest.raises(ConfigError) as info:
-        load_profile(path)
-    assert str(info.value) == (
-        f"{path}: alerts.bits: missing; the default mapping (IS 15959 codes) names event code "
-        "1, which [event_codes] does not have: map the ESW bits to this code table"
-    )
-    path.write_text(path.read_text() + "[alerts.bits]\n16 = 211\n")
-    assert load_profile(path).alerts.bits == ((16, 211),)
+    assert load_profile(path).alerts.bits == ((16, 201),)
+    path.write_text(path.read_text() + "[alerts.bits]\n16 = 201\n40 = 999\n")
+    assert load_profile(path).alerts.bits == ((16, 201), (40, 999))
 
 
 def test_an_alert_that_looks_like_the_instantaneous_push_is_refused(tmp_path: Path) -> None:
