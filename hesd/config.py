@@ -14,12 +14,13 @@ import ipaddress
 import os
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from adapters.profile import VENDOR_NAME, VendorProfile, load_profiles
 from adapters.schema import ConfigError, Table, load_toml
+from hesd.config_alerts import AlertsConfig, parse_alerts
 from hesd.config_schedules import (
     ScheduleConfig,
     ScheduledRead,
@@ -32,6 +33,7 @@ from hesd.config_schedules import (
 __all__ = [
     "API_SCOPES",
     "EMBEDDED",
+    "AlertsConfig",
     "ApiClientConfig",
     "ApiConfig",
     "Config",
@@ -230,6 +232,7 @@ class Config:
     scheduler: SchedulerConfig
     schedules: tuple[ScheduleConfig, ...]
     firmware: FirmwareConfig = FirmwareConfig()
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     def load_vendor_profiles(self) -> dict[str, VendorProfile]:
         """The enabled vendor profiles; the schedules are checked against them."""
@@ -347,6 +350,7 @@ def parse_config(doc: Table, base: Path) -> Config:
     mqtt = _mqtt_config(doc.table("mqtt"), base)
     scheduler = parse_scheduler(doc.table("scheduler"))
     schedules = parse_schedules(doc)
+    alerts = parse_alerts(doc)
 
     firmware_t = doc.table("firmware")
     firmware = FirmwareConfig(
@@ -377,6 +381,7 @@ def parse_config(doc: Table, base: Path) -> Config:
         scheduler,
         schedules,
         firmware,
+        alerts,
     )
 
 

@@ -37,6 +37,7 @@ from adapters.normalise import Batch, Normaliser
 from adapters.profile import VendorProfile
 from adapters.schema import ConfigError
 from hesd import __version__
+from hesd.alerts import Alerts, Yielding
 from hesd.api.app import build_app
 from hesd.api.audit import ApiAudit
 from hesd.api.listener import ApiListenError, ApiSite
@@ -100,6 +101,7 @@ class Daemon:
             config.daemon.state_dir / "images", config.firmware.max_image_bytes
         )
         self.forwarder: Forwarder | None = None
+        self.alerts: Alerts | None = None
         self.audit: ApiAudit | None = None
         self.api_guard: ApiGuard | None = None  # with [api.clients]: what the TCP listener checks
         self.api_site: ApiSite | None = None  # the TCP listener, with api.listen
@@ -146,6 +148,8 @@ class Daemon:
         if normaliser is None:
             return
         context = MeterContext(meter_id, profile.name, session.firmware, profile.model)
+        if self.alerts is not None and self.alerts.on_push(context, normaliser, notification.body):
+            return  # an alert push: hesd/alerts.py
         try:
             batch = normaliser.push(context, notification.body)
         except Exception:  # a vendor adapter's bug must not end the meter's session
@@ -250,6 +254,13 @@ class Daemon:
                 on_notification=self._on_notification,
             )
             self._sessions.dialer = TcpDialer(config.tcp)
+            self.alerts = Alerts(
+                config.alerts,
+                store=store,
+                access=self._sessions,
+                normalisers=lambda: self.normalisers,
+                sink=self.outbox,
+            )
             stack.push_async_callback(store.close)
             self.audit = ApiAudit(store, config.api.audit_retention_days, config.api.audit_max_rows)
 
@@ -310,6 +321,7 @@ class Daemon:
                 )
                 self._sessions.on_online.append(router.meter_online)
                 router_task = _named(tg, router.run(), "router:commands")
+                alerts_task = _named(tg, self.alerts.run(), "alerts:reads")
                 scheduler = self.scheduler = Scheduler(
                     config.scheduler,
                     config.schedules,
@@ -318,7 +330,7 @@ class Daemon:
                     reader=SessionReader(self._sessions, lambda: self.normalisers),
                     sink=self.outbox,
                     normalisers=lambda: self.normalisers,
-                    commands=router,
+                    commands=Yielding(router, self.alerts),  # a meter's commands, alerts first
                     max_requests=config.limits.max_requests,
                     per_destination=config.tcp.per_destination,
                 )
@@ -346,6 +358,8 @@ class Daemon:
                 await scheduler_task
                 router.close()  # commands in flight stay 'sent': judged at the next start
                 await router_task
+                self.alerts.close()  # event-log reads in flight end; their marks stay
+                await alerts_task
                 await self._sessions.close(grace=self.config.daemon.drain_timeout)
                 await self.serial.close()  # after the sessions: their goodbyes go out first
                 if self.mqtt is not None:
@@ -462,6 +476,7 @@ class Daemon:
                 "serial",
                 "mqtt",
                 "firmware",
+                "alerts",
             )
             if getattr(pending, name) != getattr(self.config, name)
         ]
