@@ -53,6 +53,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sim.py
 	$(BIN)/python bench/sessions.py
 	$(BIN)/python bench/uplink.py
+	$(BIN)/python bench/bulk.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -409,6 +409,10 @@ def _read_code(outer: Table, key: str) -> EventCode:
         raise table.error(
             "kind", f'"{kind}" is not a normalised event kind (the list is in docs/vendors.md)'
         )
+    if kind == is15959.UNKNOWN_KIND:
+        raise table.error(
+            "kind", f'"{kind}" is what hesd calls an alert the profile does not map; name the kind'
+        )
     severity = table.choice("severity", is15959.SEVERITIES)
     restoration = is15959.EVENT_KINDS[kind]
     occurrence = table.boolean("occurrence", default=not restoration)

@@ -32,6 +32,7 @@ __all__ = [
     "QUANTITIES",
     "SEVERITIES",
     "TIME_UNITS",
+    "UNKNOWN_KIND",
     "Measure",
     "ProfileDefault",
     "QuantityDefault",
@@ -243,6 +244,7 @@ EVENT_SNAPSHOT: Final = (
 )
 SEVERITIES: Final = ("info", "minor", "major", "critical")
 
+UNKNOWN_KIND: Final = "unknown"
 _PAIRED = (
     *("voltage_missing_l1", "voltage_missing_l2", "voltage_missing_l3"),
     *("over_voltage", "low_voltage", "voltage_unbalance"),
@@ -267,6 +269,9 @@ EVENT_KINDS: Final = MappingProxyType(
         "power_restored": True,
         **{kind: False for kind in _PAIRED},
         **{f"{kind}_restored": True for kind in _PAIRED},
+        # an alert hesd cannot name: an ESW bit or an event code the vendor profile does not
+        # map (adapters/alerts.py); never a kind of a profile's [event_codes]
+        UNKNOWN_KIND: False,
     }
 )
 

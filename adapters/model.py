@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import functools
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ from adapters import is15959
 
 __all__ = [
     "EVENT_SEVERITIES",
+    "NO_CODE",
     "UNITS",
     "CommandResult",
     "CommandStatus",
@@ -41,6 +43,7 @@ __all__ = [
     "Reading",
     "Source",
     "canonical",
+    "event_id",
     "json_text",
 ]
 
@@ -71,8 +74,9 @@ class Source(enum.StrEnum):
     """How a record reached hesd."""
 
     PUSH = "push"  # the meter sent it unasked (Data-Notification, JSON uplink)
-    PULL = "pull"  # an on-demand read (an operator, the MDM, a command)
+    PULL = "pull"  # an on-demand read (an operator, the MDM, a command, an alert's log read)
     SCHEDULE = "schedule"  # a scheduled bulk read
+    ALERT = "alert"  # the meter's alert push announced it: no snapshot (adapters/alerts.py)
 
 
 class Quality(enum.Flag):
@@ -111,6 +115,7 @@ class Quality(enum.Flag):
 
 
 NO_FLAGS: Final = Quality(0)
+NO_CODE: Final = -1  # the code of an event for an ESW bit the vendor profile does not map
 _QUALITY_NAMES: Final[dict[int, tuple[str, ...]]] = {}  # Quality.names by value
 _QUALITY_JSON: Final[dict[int, str]] = {}  # the names as a JSON array, by value
 
@@ -279,7 +284,7 @@ class Reading:
             raise ValueError(f"interval: expected seconds as an integer, got {interval!r}")
         said = data.get("source")
         if said not in tuple(Source):
-            raise ValueError(f"source: {said!r} is not push, pull or schedule")
+            raise ValueError(f"source: {said!r} is not push, pull, schedule or alert")
         return cls(
             meter_id=str(data.get("meter_id", "")),
             quantity=str(data.get("quantity", "")),
@@ -294,9 +299,30 @@ class Reading:
         )
 
 
+def event_id(
+    meter_id: str, category: str, timestamp: dt.datetime, code: int, bit: int | None = None
+) -> str:
+    """The identity of an event: 32 hex digits of BLAKE2b-128 over the UTF-8 of meter id,
+    category (the event log), time (UTC, the wire form) and code, joined by U+001F, then the
+    ESW bit of an event with no code (``NO_CODE``; docs/mdm-api.yaml, "Events")."""
+    parts = [meter_id, category, _iso(timestamp), str(code)]
+    if bit is not None:
+        parts.append(str(bit))
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=16).hexdigest()
+
+
+_EVENT_ID: Final = re.compile(r"[0-9a-f]{32}")
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One event a meter logged or pushed, in the normalised vocabulary (docs/vendors.md)."""
+    """One event a meter logged or pushed, in the normalised vocabulary (docs/vendors.md).
+
+    ``event_id`` is its identity (meter, log, time, code): a log read, an alert and a schedule
+    that see the same event give the same one, so the MDM keeps one. An alert's events
+    (``Source.ALERT``) carry ``esw_bit`` when the push held the Event Status Word; an event read
+    from a log that confirms an alert carries that alert's ``event_id`` as ``alert_id``.
+    """
 
     meter_id: str
     kind: str  # normalised kind, e.g. "magnet_tamper", "power_restored"
@@ -310,10 +336,16 @@ class Event:
     obis: str  # the event profile it came from
     quality: Quality = NO_FLAGS
     snapshot: tuple[Reading, ...] = field(default=())  # values the meter captured with it
+    esw_bit: int | None = None  # the Event Status Word bit an alert push set for it
+    alert_id: str | None = None  # a logged event that confirms an alert: the alert's event_id
 
     def __post_init__(self) -> None:
         if not self.meter_id:
             raise ValueError("event: empty meter id")
+        if self.esw_bit is not None and self.esw_bit < 0:
+            raise ValueError(f"event {self.kind}: ESW bit {self.esw_bit} is negative")
+        if self.alert_id is not None and _EVENT_ID.fullmatch(self.alert_id) is None:
+            raise ValueError(f"event {self.kind}: alert id {self.alert_id!r} is not 32 hex digits")
         if self.kind not in is15959.EVENT_KINDS:
             raise ValueError(f"event: {self.kind!r} is not a normalised event kind")
         if self.category not in is15959.EVENT_CATEGORIES:
@@ -322,8 +354,14 @@ class Event:
             raise ValueError(f"event {self.kind}: {self.severity!r} is not a severity")
         _utc(self.timestamp, f"event {self.kind}: timestamp")
 
+    @property
+    def event_id(self) -> str:
+        bit = self.esw_bit if self.code == NO_CODE else None  # two unmapped bits at one time
+        return event_id(self.meter_id, self.category, self.timestamp, self.code, bit)
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
+            "event_id": self.event_id,
             "meter_id": self.meter_id,
             "kind": self.kind,
             "category": self.category,
@@ -340,6 +378,11 @@ class Event:
                 for r in self.snapshot
             ],
         }
+        if self.esw_bit is not None:
+            data["esw_bit"] = self.esw_bit
+        if self.alert_id is not None:
+            data["alert_id"] = self.alert_id
+        return data
 
     def json_text(self) -> str:
         return json_text(self.to_json())

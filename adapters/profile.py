@@ -4,7 +4,8 @@ A profile says how to recognise a vendor's meters and how to talk to them: assoc
 addresses, security level, which secrets), framing, timeouts and PDU size, MQTT topics and
 payloads; and what the meters hold: the OBIS codes of the standard objects, how each canonical
 quantity is exposed (OBIS, class, scaler, unit, type), the load profiles and their columns, and
-the event profiles with the vendor's event code table (``adapters/cosem_map.py`` reads those).
+the event profiles with the vendor's event code table (``adapters/cosem_map.py`` reads those),
+and the alert push (``adapters/alert_map.py``).
 ``profile.schema`` names the version a file was written for, and a file written for a newer
 schema than this hesd knows is refused.
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Final
 
 from adapters import is15959
+from adapters.alert_map import AlertPush, read_alerts
 from adapters.cosem_map import (
     EventCode,
     EventLog,
@@ -34,6 +36,7 @@ from adapters.schema import ConfigError, Table, load_toml
 
 __all__ = [
     "PROFILE_SCHEMA",
+    "AlertPush",
     "Association",
     "EventCode",
     "EventLog",
@@ -148,6 +151,7 @@ class VendorProfile:
     quantities: tuple[Quantity, ...]
     profiles: tuple[LoadProfile, ...]
     events: EventLog
+    alerts: AlertPush  # the alert push (adapters/alert_map.py)
     mqtt: MqttSettings | None  # None: the meters do not use MQTT
     utc_offset: int = 330  # minutes local time is ahead of UTC, for date-times without deviation
     adapter: str = ""  # the vendor adapter (entry point in group hesd.adapters), "" for none
@@ -333,6 +337,9 @@ def load_profile(path: Path) -> VendorProfile:
     quantities = read_quantities(doc, registry)
     profiles = read_profiles(doc, quantities, registry)
     events = read_event_log(doc, quantities, registry)
+    instantaneous = next((p for p in profiles if p.name == "instantaneous"), None)
+    push_width = 0 if instantaneous is None else len(instantaneous.columns) + 1
+    alerts = read_alerts(doc, events, registry, push_width)
     mqtt = _read_mqtt(doc)
 
     clock = doc.table("clock")
@@ -372,6 +379,7 @@ def load_profile(path: Path) -> VendorProfile:
         quantities=quantities,
         profiles=profiles,
         events=events,
+        alerts=alerts,
         mqtt=mqtt,
         utc_offset=utc_offset,
         adapter=adapter,

@@ -14,16 +14,26 @@ import ipaddress
 import os
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from adapters.profile import VENDOR_NAME, VendorProfile, load_profiles
 from adapters.schema import ConfigError, Table, load_toml
+from hesd.config_alerts import AlertsConfig, parse_alerts
+from hesd.config_schedules import (
+    ScheduleConfig,
+    ScheduledRead,
+    SchedulerConfig,
+    check_schedules,
+    parse_scheduler,
+    parse_schedules,
+)
 
 __all__ = [
     "API_SCOPES",
     "EMBEDDED",
+    "AlertsConfig",
     "ApiClientConfig",
     "ApiConfig",
     "Config",
@@ -32,6 +42,9 @@ __all__ = [
     "FirmwareConfig",
     "LogConfig",
     "MqttConfig",
+    "ScheduleConfig",
+    "ScheduledRead",
+    "SchedulerConfig",
     "SerialConfig",
     "SerialPortConfig",
     "StoreConfig",
@@ -216,10 +229,16 @@ class Config:
     limits: LimitsConfig
     serial: SerialConfig
     mqtt: MqttConfig
+    scheduler: SchedulerConfig
+    schedules: tuple[ScheduleConfig, ...]
     firmware: FirmwareConfig = FirmwareConfig()
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
 
     def load_vendor_profiles(self) -> dict[str, VendorProfile]:
-        return load_profiles(self.vendors.dir, self.vendors.enabled, self.source)
+        """The enabled vendor profiles; the schedules are checked against them."""
+        profiles = load_profiles(self.vendors.dir, self.vendors.enabled, self.source)
+        check_schedules(self.source, self.schedules, profiles)
+        return profiles
 
 
 def parse_config(doc: Table, base: Path) -> Config:
@@ -329,6 +348,9 @@ def parse_config(doc: Table, base: Path) -> Config:
     serial_t.finish()
 
     mqtt = _mqtt_config(doc.table("mqtt"), base)
+    scheduler = parse_scheduler(doc.table("scheduler"))
+    schedules = parse_schedules(doc)
+    alerts = parse_alerts(doc)
 
     firmware_t = doc.table("firmware")
     firmware = FirmwareConfig(
@@ -356,7 +378,10 @@ def parse_config(doc: Table, base: Path) -> Config:
         limits,
         serial,
         mqtt,
+        scheduler,
+        schedules,
         firmware,
+        alerts,
     )
 
 

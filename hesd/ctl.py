@@ -250,6 +250,15 @@ def status(ctx: click.Context, as_json: bool, wait: float) -> None:
         ),
         ("api", _api_text(info.get("api"))),
     ]
+    alerts = info.get("alerts")
+    if alerts is not None:
+        rows.append(
+            (
+                "alerts",
+                f"{alerts['received']} received, {alerts['reads']} event-log reads "
+                f"({alerts['read_failures']} failed), {alerts['unconfirmed']} unconfirmed",
+            )
+        )
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key.ljust(width)}  {value}")
@@ -555,4 +564,4 @@ def decode(ctx: click.Context, hex_text: tuple[str, ...], meter: str | None, as_
 
 
 # register their verbs on main
-from hesd import ctl_audit, ctl_commands, ctl_firmware  # noqa: E402, F401
+from hesd import ctl_audit, ctl_commands, ctl_firmware, ctl_schedule  # noqa: E402, F401

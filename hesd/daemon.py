@@ -5,8 +5,8 @@ Life cycle:
 * start: take the state-directory lock, load vendor profiles and secrets, open (and migrate) the
   store, serve the API on the unix socket (and on TCP with TLS for the MDM, ``api.listen``), send
   ``READY=1``;
-* SIGHUP: reload vendor profiles and secrets (API keys included), ``[api.clients]`` and the API's
-  TLS certificate (and schedules, once there are any) from the same config file; a file with
+* SIGHUP: reload vendor profiles and secrets (API keys included), ``[api.clients]``, the API's
+  TLS certificate, ``[scheduler]`` and the schedules from the same config file; a file with
   errors is refused and the running configuration kept; sessions stay up;
 * SIGTERM/SIGINT: ``STOPPING=1``, stop accepting, let in-flight work finish for up to
   ``daemon.drain_timeout`` seconds, commit and checkpoint the store, exit 0.
@@ -37,6 +37,7 @@ from adapters.normalise import Batch, Normaliser
 from adapters.profile import VendorProfile
 from adapters.schema import ConfigError
 from hesd import __version__
+from hesd.alerts import Alerts, Yielding
 from hesd.api.app import build_app
 from hesd.api.audit import ApiAudit
 from hesd.api.listener import ApiListenError, ApiSite
@@ -46,6 +47,8 @@ from hesd.config import Config, load_config
 from hesd.firmware_images import ImageStore
 from hesd.notify import Notifier
 from hesd.router import CommandRouter
+from hesd.schedule_reads import SessionReader
+from hesd.scheduler import Scheduler
 from hesd.secrets import SecretStore, load_secrets
 from hesd.sessions import SessionManager
 from hesd.store import InvocationCounters, Registry, Store
@@ -93,10 +96,12 @@ class Daemon:
         self.normalisers: dict[str, Normaliser] = {}
         self.outbox: Outbox | None = None
         self.router: CommandRouter | None = None
+        self.scheduler: Scheduler | None = None
         self.images = ImageStore(
             config.daemon.state_dir / "images", config.firmware.max_image_bytes
         )
         self.forwarder: Forwarder | None = None
+        self.alerts: Alerts | None = None
         self.audit: ApiAudit | None = None
         self.api_guard: ApiGuard | None = None  # with [api.clients]: what the TCP listener checks
         self.api_site: ApiSite | None = None  # the TCP listener, with api.listen
@@ -143,6 +148,8 @@ class Daemon:
         if normaliser is None:
             return
         context = MeterContext(meter_id, profile.name, session.firmware, profile.model)
+        if self.alerts is not None and self.alerts.on_push(context, normaliser, notification.body):
+            return  # an alert push: hesd/alerts.py
         try:
             batch = normaliser.push(context, notification.body)
         except Exception:  # a vendor adapter's bug must not end the meter's session
@@ -249,6 +256,13 @@ class Daemon:
                 on_notification=self._on_notification,
             )
             self._sessions.dialer = TcpDialer(config.tcp)
+            self.alerts = Alerts(
+                config.alerts,
+                store=store,
+                access=self._sessions,
+                normalisers=lambda: self.normalisers,
+                sink=self.outbox,
+            )
             stack.push_async_callback(store.close)
             self.audit = ApiAudit(store, config.api.audit_retention_days, config.api.audit_max_rows)
 
@@ -309,6 +323,20 @@ class Daemon:
                 )
                 self._sessions.on_online.append(router.meter_online)
                 router_task = _named(tg, router.run(), "router:commands")
+                alerts_task = _named(tg, self.alerts.run(), "alerts:reads")
+                scheduler = self.scheduler = Scheduler(
+                    config.scheduler,
+                    config.schedules,
+                    store=store,
+                    registry=self._registry,
+                    reader=SessionReader(self._sessions, lambda: self.normalisers),
+                    sink=self.outbox,
+                    normalisers=lambda: self.normalisers,
+                    commands=Yielding(router, self.alerts),  # a meter's commands, alerts first
+                    max_requests=config.limits.max_requests,
+                    per_destination=config.tcp.per_destination,
+                )
+                scheduler_task = _named(tg, scheduler.run(), "scheduler:runs")
                 self.state = "running"
                 self.notifier.notify("READY=1", f"STATUS={await self._status_line()}")
                 log.info(
@@ -328,8 +356,12 @@ class Daemon:
                 await self.listener.close()  # stop accepting meters
                 # stop accepting API calls, wait for those in flight (bounded)
                 await asyncio.gather(*(r.cleanup() for r in runners))
+                scheduler.close()  # runs in progress end 'cancelled'
+                await scheduler_task
                 router.close()  # commands in flight stay 'sent': judged at the next start
                 await router_task
+                self.alerts.close()  # event-log reads in flight end; their marks stay
+                await alerts_task
                 await self._sessions.close(grace=self.config.daemon.drain_timeout)
                 await self.serial.close()  # after the sessions: their goodbyes go out first
                 if self.mqtt is not None:
@@ -409,11 +441,14 @@ class Daemon:
                 self.notifier.notify("READY=1", f"STATUS={await self._status_line()}")
 
     def reload(self) -> bool:
-        """Re-read vendor profiles and the secrets file; on any error keep what runs and log why.
+        """Re-read vendor profiles, the secrets file and the schedules; on any error keep what
+        runs and log why.
 
-        The ``[vendors]`` section and ``[api.clients]`` apply at once, and the API's TLS files are
-        read again; changes to other sections and keys (the secrets file's path included) are
-        logged as ``config.restart_required`` and wait for a restart.
+        ``[vendors]``, ``[api.clients]``, ``[scheduler]`` and ``[schedules.*]`` apply at once (a
+        run in progress finishes under its old definition, or is cancelled if its schedule was
+        removed or disabled: ``hesd/scheduler.py``), and the API's TLS files are read again;
+        changes to other sections and keys (the secrets file's path included) are logged as
+        ``config.restart_required`` and wait for a restart.
         """
         try:
             fresh = load_config(self.config_path)
@@ -443,6 +478,7 @@ class Daemon:
                 "serial",
                 "mqtt",
                 "firmware",
+                "alerts",
             )
             if getattr(pending, name) != getattr(self.config, name)
         ]
@@ -452,7 +488,13 @@ class Daemon:
                 sections=changed,
                 detail="these sections apply at the next restart",
             )
-        self.config = dataclasses.replace(self.config, vendors=fresh.vendors, api=api)
+        self.config = dataclasses.replace(
+            self.config,
+            vendors=fresh.vendors,
+            api=api,
+            scheduler=fresh.scheduler,
+            schedules=fresh.schedules,
+        )
         if self.api_guard is not None and guard is not None:
             self.api_guard.replace(guard)
         self.vendors = vendors
@@ -462,6 +504,8 @@ class Daemon:
             self._sessions.reload(vendors, secrets)
         if self.mqtt is not None:
             self.mqtt.reload()  # the vendors' uplink topics
+        if self.scheduler is not None:
+            self.scheduler.reload(fresh.scheduler, fresh.schedules)
         self.reloads += 1
         log.info(
             "config.reloaded",

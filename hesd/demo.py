@@ -14,12 +14,16 @@ and the reference MDM receiver (``bench/mdm_receiver.py``, in this process on a 
 port, asking for a bearer token that hesd finds in the secrets file's ``[tokens]``), which hesd's
 ``[uplink]`` forwards normalised readings and events to.
 
-It imports the fleets' inventories and keys, waits for the dialling meters to come online,
-shows ``hesctl status`` and part of ``hesctl meters``, reads one meter of each transport on
-demand, prints how many meters of each transport are online, logs a magnet tamper on one meter
-through the simulator's control API (the meter pushes at once), shows what reached the MDM (its
-counts per kind, one reading as the MDM received it) and ``hesctl outbox``, then stops
-everything cleanly. Each step prints the command it runs and what it answered.
+It imports the fleets' inventories and keys, waits for the dialling meters to come online, shows
+``hesctl status`` and part of ``hesctl meters``, reads one meter of each transport on demand,
+prints how many meters of each transport are online, runs the block-load schedule of a DISCOM
+(every 30 minutes IST; here started at once with ``hesctl schedule run --wait``, its reads
+spread over 20 s, showing its progress) over the whole fleet and shows ``hesctl schedule``, logs
+a magnet tamper on one meter through the simulator's control API (the meter pushes its alert at
+once), shows what reached the MDM (its counts per kind, one reading as the MDM received it, and
+the tamper as an event: the alert's, then the one hesd read from the meter's log, and how many
+seconds each took) and ``hesctl outbox``, then stops everything cleanly. Each step prints the
+command it runs and what it answered.
 """
 
 from __future__ import annotations
@@ -92,6 +96,15 @@ class Mdm:
         found: list[dict[str, Any]] = self._call(find())
         return found
 
+    def events(self, meter_id: str) -> list[dict[str, Any]]:
+        """The events of ``meter_id`` the MDM received, in arrival order."""
+
+        async def find() -> list[dict[str, Any]]:
+            return [e for e in self.receiver.records("events") if e["meter_id"] == meter_id]
+
+        found: list[dict[str, Any]] = self._call(find())
+        return found
+
     def close(self) -> None:
         self._call(self.receiver.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -105,14 +118,14 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def hesctl(*args: str, show: bool = True) -> str:
+def hesctl(*args: str, show: bool = True, ok: tuple[int, ...] = (0,)) -> str:
     command = [str(BIN / "hesctl"), "--config", str(WORK / "hesd.toml"), *args]
     if show:
         print(f"\n$ hesctl {' '.join(shlex.quote(a) for a in args)}", flush=True)
     result = subprocess.run(command, check=False, text=True, capture_output=True, env=ENV)
-    if show:
-        sys.stdout.write(result.stdout + result.stderr)
-    if result.returncode != 0:
+    if show:  # standard error first: progress lines come before the result
+        sys.stdout.write(result.stderr + result.stdout)
+    if result.returncode not in ok:
         raise SystemExit(f"demo: hesctl {' '.join(args)} exited {result.returncode}")
     return result.stdout
 
@@ -185,31 +198,48 @@ def show_online_by_transport(transports: list[str]) -> None:
         print(f"{transport:<9}  {online[transport]:>6}  {total[transport]:>6}")
 
 
-def tamper(control: str) -> dt.datetime:
-    """Log a magnet tamper on one meter through the simulator's control API: it pushes at once.
-    Returns the event's time (the meter's clock, as the alarm push carries it)."""
+def scheduled_read() -> None:
+    """The block-load schedule, run now over every meter: its progress (a line every 5 s, as
+    without a terminal), how it ended, then ``hesctl schedule``."""
+    # exit status 3: some reachable meter was not read; the demo shows it and goes on
+    hesctl("schedule", "run", "block_load", "--wait", "90", "--every", "5", ok=(0, 3))
+    hesctl("schedule")
+
+
+def tamper(control: str) -> tuple[dt.datetime, float]:
+    """Log a magnet tamper on one meter through the simulator's control API: it pushes its
+    alert at once. Returns the event's time (the meter's clock, as the alert carries it) and
+    when (time.monotonic) it was logged."""
     path = f"/api/v1/meters/{TAMPERED}/events"
     body = json.dumps({"kind": "magnet_tamper"})
     print(f"\n$ curl -s -X POST {control}{path} -d '{body}'", flush=True)
     request = urllib.request.Request(f"http://{control}{path}", body.encode())
+    logged = time.monotonic()
     with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback http
         text = answer.read().decode().strip()
     print(text, flush=True)
-    return _instant(json.loads(text)["time"])
+    return _instant(json.loads(text)["time"]), logged
 
 
 def _instant(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def show_mdm(mdm: Mdm, tampered_at: dt.datetime) -> None:
-    """What reached the MDM: counts per kind, one reading, and the alarm push's tamper count."""
-    deadline = time.monotonic() + 5  # the alarm push: normalised, committed, batched, sent
-    alarm: list[dict[str, Any]] = []
-    while not alarm and time.monotonic() < deadline:
-        time.sleep(0.2)
-        counts = mdm.readings(TAMPERED, "tamper_count")
-        alarm = [c for c in counts if _instant(c["timestamp"]) == tampered_at]
+def show_mdm(mdm: Mdm, tampered_at: dt.datetime, logged: float) -> None:
+    """What reached the MDM: counts per kind, one reading, and the tamper as an event: the
+    alert's (source alert, at once), then the same event read from the meter's log (source
+    pull, with its snapshot; alert_id names the alert)."""
+    deadline = logged + 10  # the alert at once; the log read after alerts.coalesce (1 s)
+    arrived: dict[str, float] = {}
+    found: dict[str, dict[str, Any]] = {}
+    while len(found) < 2 and time.monotonic() < deadline:
+        for event in mdm.events(TAMPERED):
+            source = event["source"]
+            near = abs((_instant(event["timestamp"]) - tampered_at).total_seconds()) < 0.01
+            if near and event["kind"] == "magnet_tamper" and source not in found:
+                found[source] = event
+                arrived[source] = time.monotonic() - logged
+        time.sleep(0.05)
     stats = mdm.stats()
     print(f"\n$ curl -s {mdm.url}/control/stats    # the MDM: records per kind", flush=True)
     print(json.dumps({k: stats[k] for k in ("records", "batches", "duplicates", "refused")}))
@@ -217,18 +247,24 @@ def show_mdm(mdm: Mdm, tampered_at: dt.datetime) -> None:
     if energy:
         print(f"\none reading as the MDM received it (POST {mdm.url}/api/v1/meters/readings):")
         print(json.dumps(energy[-1], indent=2))
-    if alarm:
-        print(
-            f"\nthe alarm push reached the MDM: {TAMPERED}'s tamper_count "
-            f"{alarm[0]['value']} at {alarm[0]['timestamp']}, the tamper's time"
-        )
-    else:
-        print(f"\nthe alarm push of {TAMPERED} had not reached the MDM within 5 s")
-    if not stats["records"]["events"]:
-        print(
-            "No event reached the MDM: a push carries register values only, and hesd does not"
-            "\nyet read the meter's event log after an alarm push."
-        )
+    alert, logged_event = found.get("alert"), found.get("pull")
+    if alert is None:
+        print(f"\nthe tamper of {TAMPERED} had not reached the MDM as an event within 10 s")
+        return
+    print(
+        f"\nthe tamper reached the MDM as an event {arrived['alert']:.2f} s after it happened "
+        f"(POST {mdm.url}/api/v1/meters/events), from the meter's alert push:"
+    )
+    print(json.dumps(alert, indent=2))
+    if logged_event is None:
+        print("its event-log read had not reached the MDM within 10 s")
+        return
+    print(
+        f"\nand {arrived['pull']:.2f} s after it, as hesd read it from the meter's event log "
+        f"(the same event_id; alert_id names the alert; the snapshot the meter took):"
+    )
+    print(json.dumps({k: logged_event[k] for k in ("event_id", "alert_id", "source", "kind")}))
+    print(json.dumps(logged_event["snapshot"][:3]), "...")
 
 
 def main() -> None:
@@ -295,6 +331,9 @@ def main() -> None:
             f'[tcp]\nlisten = ["127.0.0.1:{port}"]\n'
             f'[[serial.ports]]\npath = "{serial_port(WORK / "serial.csv")}"\n'
             f'[uplink]\nurl = "{mdm.url}"\nhes_id = "demo"\ntoken = "mdm"\nbatch_delay = 0.5\n'
+            '[scheduler]\ntime_zone = "Asia/Kolkata"\n'
+            '[schedules.block_load]\ncron = "*/30 * * * *"\nread = { profile = "block_load" }\n'
+            "window = 20.0\nmax_backfill = 3600.0\n"
         )
         if mqtt:
             config += f'[mqtt]\nbroker = "127.0.0.1:{mqtt_port}"\n'
@@ -347,8 +386,9 @@ def main() -> None:
                 else "."
             )
         )
-        tampered_at = tamper(control)
-        show_mdm(mdm, tampered_at)
+        scheduled_read()
+        tampered_at, logged = tamper(control)
+        show_mdm(mdm, tampered_at, logged)
         hesctl("outbox")
         hesctl("status")
     finally:

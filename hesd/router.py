@@ -6,7 +6,9 @@ run one at a time, oldest first, on a task named ``meter:{id}:commands``; across
 most ``workers`` commands run at once (and each request still obeys the session manager's
 budget). A command waits while its meter cannot be reached; ``meter_online`` (the session
 manager calls it when a link attaches) wakes it. A queued command past its expiry is
-``expired``; a queued one may be ``cancelled``; one that has been ``sent`` may not.
+``expired``; a queued one may be ``cancelled``; one that has been ``sent`` may not. Scheduled
+reads (``hesd/scheduler.py``) yield to commands: before each of its requests to a meter, the
+scheduler waits while ``has_work(meter)`` (``wait_idle``).
 
 States and their transitions (``TRANSITIONS``; any other raises ``LocalProtocolError``)::
 
@@ -265,6 +267,7 @@ class CommandRouter:
         self._queues: dict[str, deque[Command]] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._idle: dict[str, asyncio.Event] = {}  # set when a meter's queue empties
         self._running = False
         self._stop = asyncio.Event()
         self._active: dict[str, Command] = {}  # sent, running now: their live progress
@@ -390,6 +393,15 @@ class CommandRouter:
     def queued(self) -> int:
         return sum(len(q) for q in self._queues.values())
 
+    def has_work(self, meter_id: str) -> bool:
+        """Commands for the meter are queued or running (scheduled reads wait for them)."""
+        return bool(self._queues.get(meter_id))
+
+    async def wait_idle(self, meter_id: str) -> None:
+        """Return once the meter has no command queued or running."""
+        while self.has_work(meter_id):
+            await self._idle.setdefault(meter_id, asyncio.Event()).wait()
+
     # -- running -----------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -489,6 +501,9 @@ class CommandRouter:
             if not queue:
                 self._queues.pop(meter_id, None)
                 self._wake.pop(meter_id, None)
+                idle = self._idle.pop(meter_id, None)
+                if idle is not None:
+                    idle.set()
             elif self._running and not self._stop.is_set():
                 self._spawn(meter_id)
 

@@ -610,15 +610,20 @@ class MeterSession:
         self._last_activity = self._clock()
         return conn
 
+    def _expired(self) -> bool:
+        """The meter has dropped the association (and an HDLC connection) for inactivity, or
+        may have by the time a request reaches it: hesd times silence from the last answer's
+        arrival, the meter from its sending, and a request takes its own time to get there, so
+        an association is taken as lost a margin before the profile's inactivity timeout
+        (a tenth of it, at most 10 s). An association opened afresh costs one AARQ; one the
+        meter has dropped costs the request."""
+        timeout = self.settings.profile.inactivity_timeout
+        return self._clock() - self._last_activity > timeout - min(timeout / 10, 10.0)
+
     def _alive(self) -> bool:
         """The association is open and the meter has not dropped it for inactivity."""
         conn = self._conn
-        idle = self._clock() - self._last_activity
-        return (
-            conn is not None
-            and conn.state == State.READY
-            and idle <= self.settings.profile.inactivity_timeout
-        )
+        return conn is not None and conn.state == State.READY and not self._expired()
 
     def _target(self) -> Association:
         """The association this request runs under: the one ``using`` names; else the one open
@@ -668,12 +673,7 @@ class MeterSession:
         """Shared link, holding the wire: past the inactivity timeout the meter has dropped its
         HDLC connection with the association: disconnect (the DISC's retries go out in this
         hold), then open afresh."""
-        idle = self._clock() - self._last_activity
-        if (
-            self._link_layer_down is None
-            and self._opening_sent
-            and idle > self.settings.profile.inactivity_timeout
-        ):
+        if self._link_layer_down is None and self._opening_sent and self._expired():
             log.debug("session.association_expired", meter=self.meter_id)
             await self._disconnect_link_layer()
         if self._link_layer_down is not None:

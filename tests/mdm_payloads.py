@@ -4,6 +4,7 @@ tests: hypothesis strategies for the normalised records, and batches built from 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import gzip
@@ -57,6 +58,8 @@ events = st.builds(
     obis=obis_codes,
     quality=qualities,
     snapshot=st.lists(readings, max_size=3).map(tuple),
+    esw_bit=st.none() | st.integers(0, 127),
+    alert_id=st.none() | st.from_regex(r"[0-9a-f]{32}", fullmatch=True),
 )
 json_values = st.recursive(
     st.none()
@@ -99,6 +102,20 @@ def reading(meter_id: str = "MTR-1", minutes: int = 0, value: str = "1234.5") ->
         source=Source.PUSH,
         obis="1.0.1.8.0.255",
     )
+
+
+def alert_event(meter_id: str = "MTR-1") -> Event:
+    """The event an alert push announces: ESW bit, no snapshot."""
+    return dataclasses.replace(event(meter_id), source=Source.ALERT, esw_bit=16)
+
+
+def confirmed_event(meter_id: str = "MTR-1") -> Event:
+    """An event read from the log that confirms the alert of ``alert_event``: every field set."""
+    found = event(meter_id)
+    return dataclasses.replace(
+        found, source=Source.PULL, snapshot=(reading(meter_id),), esw_bit=16,
+        alert_id=alert_event(meter_id).event_id,
+    )  # fmt: skip
 
 
 def event(meter_id: str = "MTR-1") -> Event:

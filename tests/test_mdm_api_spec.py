@@ -159,7 +159,7 @@ def full_reading() -> Reading:
     ("name", "fullest", "barest"),
     [
         ("Reading", full_reading().to_json(), mp.reading().to_json()),
-        ("Event", mp.event().to_json(), mp.event().to_json()),
+        ("Event", mp.confirmed_event().to_json(), mp.event().to_json()),
         ("CommandResult", mp.command_result().to_json(), mp.command_result().to_json()),
     ],
 )

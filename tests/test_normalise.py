@@ -342,7 +342,7 @@ def test_a_reading_survives_json(reading: Reading) -> None:
         ({"value": 1.5}, "value: expected a decimal string, got 1.5"),
         ({"value": "lots"}, "value: 'lots' is not a decimal number"),
         ({"timestamp": "2026-01-01T00:00:00"}, "timestamp: .* has no UTC offset"),
-        ({"source": "guess"}, "source: 'guess' is not push, pull or schedule"),
+        ({"source": "guess"}, "source: 'guess' is not push, pull, schedule or alert"),
         ({"quality": ["shiny"]}, "quality: unknown flag 'shiny'"),
         ({"interval": "15m"}, "interval: expected seconds as an integer"),
         ({"quantity": "mood"}, "'mood' is not a canonical quantity"),

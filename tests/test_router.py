@@ -53,12 +53,23 @@ class FakeAccess:
 @dataclass
 class FakeSink:
     results: list[CommandResult] = field(default_factory=list)
+    offered: asyncio.Event = field(default_factory=asyncio.Event)
 
     def offer(self, records: Sequence[CommandResult]) -> asyncio.Future[None]:
         self.results.extend(records)
+        self.offered.set()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future
+
+    async def reported(self, *command_ids: str) -> list[CommandResult]:
+        """The results of these commands once all are offered: the router offers a result
+        after committing the final state, so a command can be final before it is reported."""
+        async with asyncio.timeout(5):
+            while not set(command_ids) <= {r.command_id for r in self.results}:
+                self.offered.clear()
+                await self.offered.wait()
+        return self.results
 
 
 @dataclass
@@ -151,7 +162,7 @@ async def test_a_command_runs_is_audited_and_reported(hes: Hes) -> None:
     assert done.result["requested_by"] == "op:alice"
     states = [s for _, s, _ in await router.audit(cmd.command_id)]
     assert states == ["queued", "sent", "succeeded"]
-    [result] = hes.sink.results
+    [result] = await hes.sink.reported(cmd.command_id)
     assert result.status is CommandStatus.SUCCEEDED
     assert result.command_id == cmd.command_id
     assert [c.command_id for c in await router.find(state="succeeded", meter_id="M1")] == [
@@ -204,7 +215,7 @@ async def test_a_command_that_expires_waiting_is_reported_expired(hes: Hes) -> N
     assert done.state is CommandState.EXPIRED
     assert done.attempts == 0
     assert hes.script.ran == []
-    [result] = hes.sink.results
+    [result] = await hes.sink.reported(cmd.command_id)
     assert result.status is CommandStatus.EXPIRED
     assert "expired" in result.detail
     assert [s for _, s, _ in await router.audit(cmd.command_id)] == ["queued", "expired"]
@@ -278,11 +289,10 @@ async def test_restart_fails_an_interrupted_action_and_reruns_an_interrupted_rea
     assert hes.script.ran.count(read.command_id) == 2
     audit = await again.audit(read.command_id)
     assert [s for _, s, _ in audit] == ["queued", "sent", "queued", "sent", "succeeded"]
-    assert {r.command_id for r in hes.sink.results} == {
-        action.command_id,
-        read.command_id,
-        queued.command_id,
-    }
+    reported = await hes.sink.reported(action.command_id, read.command_id, queued.command_id)
+    assert sorted(r.command_id for r in reported) == sorted(
+        [action.command_id, read.command_id, queued.command_id]
+    )
 
 
 async def test_submit_refuses_what_it_cannot_run(hes: Hes) -> None:

@@ -237,3 +237,28 @@ async def test_shared_hdlc_link_switches_inside_one_hold(hes: Hes) -> None:
     assert link.log == ["hold", "I", "DISC", "SNRM", "I", "I", "I", "release"]
     assert sim.clients == [32, 48]
     assert sim.server.association == "utility"
+
+
+async def test_an_association_is_renewed_a_margin_before_the_meter_drops_it(hes: Hes) -> None:
+    """The meter times silence from its last answer, hesd from that answer's arrival, and the
+    next request takes time to arrive: at 55 s of a 60 s inactivity timeout (inside the 6 s
+    margin) hesd associates afresh rather than send a request the meter may refuse."""
+    session, server = hes.session(), meter()
+    hes_end, meter_end = null_modem(names=("hes", "meter"))
+    hes.start(session.serve(hes_end, WrapperFraming(32)), "meter:M1:link")
+    hes.start(run_meter(meter_end, server), "sim:M1")
+    await until(lambda: session.online)
+    assert await session.get(ENERGY) == 4242
+
+    hes.skew[0] = 53.0  # before the margin: the association is used as it is
+    with capture_logs() as logs:
+        assert await session.get(ENERGY) == 4242
+    assert not [e for e in logs if e["event"] == "session.association_expired"]
+
+    hes.skew[0] = 53.0 + 55.0  # 55 s after the last answer
+    with capture_logs() as logs:
+        assert await session.get(ENERGY) == 4242
+    assert [e["event"] for e in logs if e["event"].startswith("session.associat")] == [
+        "session.association_expired",
+        "session.associated",
+    ]

@@ -1,4 +1,4 @@
-"""The control API: meters, ground truth, events (with the alarm push), faults, stats, and
+"""The control API: meters, ground truth, events (with the alert push), faults, stats, and
 problem+json errors."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from hesd.sim import truth
 from hesd.sim.runner import Simulator
 from hesd.sim.tcp import ServeTransport
 from hesd.sim.transports import Transport
+from protocols.dlms.axdr import BitString
 from tests.test_sim_client import (
     START,
     DlmsClient,
@@ -128,9 +129,15 @@ async def test_an_event_is_logged_and_pushed_to_the_connected_client(
     second = await call(
         http, "POST", f"{url}/meters/{endpoint.meter_id}/events", 201, {"code": first["code"]}
     )
-    assert second["pushed"] is True
+    assert (second["pushed"], second["alert"], second["esw_bit"]) == (True, True, 16)
     pushed = await client.next_notification()
-    assert pushed.body[0] == endpoint.meter.logical_device_name()  # type: ignore[index]
+    # the alert push (conf/vendors/is15959.toml [alerts]): identity, clock, the ESW's bit 16
+    name, clock, esw = pushed.body  # type: ignore[misc]
+    assert name == endpoint.meter.logical_device_name()
+    assert clock == endpoint.meter_clock(sim.clock.now())
+    assert isinstance(esw, BitString)
+    assert esw.bits == "0" * 16 + "1" + "0" * 111
+    assert (await call(http, "GET", f"{url}/stats", 200))["alerts"] == 1
     await pipe.close()
     meter = await call(http, "GET", f"{url}/meters/{endpoint.meter_id}", 200)
     assert meter["truth"]["tamper_count"] == 2

@@ -20,7 +20,7 @@ from hesd.store import (
     Store,
     StoreError,
 )
-from hesd.store.migrations import SCHEMA_VERSION
+from hesd.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from hesd.store.registry import IDENTIFY_BY_SERIAL, IDENTIFY_BY_SYSTEM_TITLE
 from hesd.uplink.outbox import Outbox
 
@@ -69,6 +69,39 @@ async def test_open_migrates_and_uses_wal(tmp_path: Path) -> None:
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
         }
     assert {"meters", "outbox", "commands", "command_audit", "invocation_counters"} <= tables
+
+
+async def test_a_database_at_version_3_gains_the_scheduler_tables_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    """Migration 4 (the scheduler's tables) on a store that hesd with migrations 1..3 wrote
+    (and the later ones after it)."""
+    assert [m[0] for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))  # none skipped
+    path = tmp_path / "state" / "hesd.db"
+    path.parent.mkdir()
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version, _, sql in MIGRATIONS[:3]:
+        conn.executescript(f"BEGIN;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;")
+    conn.execute(
+        "INSERT INTO api_audit (at, listener, client, peer, method, path, status, duration_ms)"
+        " VALUES (1.0, 'socket', 'socket', 'uid:0', 'GET', '/api/v1/status', 200, 0.5)"
+    )
+    conn.close()
+    assert user_version(path) == 3
+    r = Running(await Store.open(store_config(tmp_path)))
+    await r.store.execute(
+        "INSERT INTO read_marks (what, meter_id, last_at, updated_at) VALUES (?, ?, ?, ?)",
+        ("profile:block_load", "M1", 1800.0, 2000.0),
+    )
+    assert await r.store.scalar("SELECT count(*) FROM api_audit") == 1
+    assert await r.store.scalar("SELECT last_at FROM read_marks") == 1800.0
+    await r.close()
+    assert user_version(path) == SCHEMA_VERSION
+    with sqlite3.connect(path) as check:
+        tables = {
+            row[0] for row in check.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+    assert {"api_audit", "schedule_runs", "read_marks", "profile_holes"} <= tables
 
 
 async def test_database_from_a_newer_hesd_is_refused(tmp_path: Path) -> None:

@@ -139,6 +139,7 @@ async def get_status(request: web.Request) -> web.Response:
                 "readings": daemon.readings_normalised,
                 "normalise_errors": daemon.normalise_errors,
             },
+            "alerts": _alerts(daemon),
             "meters": {"total": sum(counts.values()), **counts},
             "outbox": {
                 "depth": outbox.depth,
@@ -160,6 +161,13 @@ async def get_status(request: web.Request) -> web.Response:
             "api": api_status(daemon.config.api, daemon.api_guard, daemon.api_site),
         }
     )
+
+
+def _alerts(daemon: Daemon) -> dict[str, int]:
+    """Alert pushes and the event-log reads that follow them (hesd/alerts.py)."""
+    alerts = daemon.alerts
+    names = ("received", "events", "reads", "read_failures", "unconfirmed")
+    return {name: 0 if alerts is None else getattr(alerts, name) for name in names}
 
 
 async def list_meters(request: web.Request) -> web.Response:
@@ -683,9 +691,12 @@ def build_app(daemon: Daemon, guard: ApiGuard | None = None) -> web.Application:
     add("DELETE", "/api/v1/commands/{command_id:[0-9a-f]{32}}", cancel_command)
     add("GET", "/api/v1/audit", list_calls)
     firmware.add_routes(add)
+    schedules.add_routes(add)
     return app
 
 
-from hesd.api import firmware  # noqa: E402 - its routes use DAEMON and ApiError from above
+# routes kept in their own modules: they use DAEMON and ApiError from above
+from hesd.api import firmware, schedules  # noqa: E402
 
 SCOPES.update(firmware.SCOPES)
+SCOPES.update(schedules.SCOPES)

@@ -4,7 +4,7 @@ A meter answers GET, SET and ACTION through the ``ObjectModel`` protocol of the 
 connection (``get``/``set``/``action`` with the association's name and the simulated time ``now``)
 and offers the transport and the tests a small API: ``set_clock_drift_ppm``, ``inject_event``,
 ``relay_state``, ``firmware_version``, ``signal_quality``, ``set_signal_quality``,
-``take_push_request``, ``push_body`` and ``snapshot``.
+``take_push_request``, ``push_body``, ``alert_body`` and ``snapshot``.
 
 Everything a meter measures is computed from its seed and ``now`` (``hesd.sim.load``,
 ``hesd.sim.truth``); tables shared by every meter of a vendor are built once per vendor profile
@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from adapters.alert_map import ESW_BITS
 from adapters.profile import EventCode, VendorProfile
 from hesd.sim import modem, profiles
 from hesd.sim.events import LOG_SIZE, TAMPER_KINDS, Event, EventLog, category_events
@@ -49,7 +50,7 @@ from protocols.dlms.apdu import (
     DataAccessResult,
     MethodDescriptor,
 )
-from protocols.dlms.axdr import Value
+from protocols.dlms.axdr import BitString, Tag, Typed, Value
 from protocols.dlms.cosem import INTERFACE_CLASSES
 
 __all__ = [
@@ -374,6 +375,27 @@ class SimulatedMeter:
             date_time_octets(self.meter_time(now)),
             *profiles.push_values(self, now),
         )
+
+    def alert_body(self, entry: EventCode, now: float) -> Value | None:
+        """The Data-Notification body of the alert push event ``entry`` raises at ``now``, laid
+        out as the profile's ``[alerts] objects``; None if it raises no alert (its code has no
+        ESW bit). The ESW holds the bit of this event alone: the meter pushes at once, and
+        clears the bits it has pushed."""
+        alerts = self.spec.profile.alerts
+        bit = alerts.bit_of(entry.code)
+        if bit is None:
+            return None
+        clock = date_time_octets(self.meter_time(now))
+        values: dict[str, Value] = {
+            "push_setup": alerts.push_setup.to_bytes(),
+            "logical_device_name": self.logical_device_name(),
+            "serial_number": self.spec.serial_number,
+            "clock": clock,
+            "esw": BitString.from_bits("0" * bit + "1" + "0" * (ESW_BITS - bit - 1)),
+            "event_code": Typed(Tag.LONG_UNSIGNED, entry.code),
+            "event_time": clock,
+        }
+        return tuple(values[name] for name in alerts.objects)
 
     def note_client_system_title(self, title: bytes) -> None:
         """The transport tells the meter its HLS client's system title (security setup)."""

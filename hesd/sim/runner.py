@@ -7,7 +7,7 @@ meters in phase order (no timer per meter). A push needs an open link: in serve 
 a client is connected, in dial mode while the meter's connection is up, over MQTT while the
 broker connection is; serial meters never push. Alarms: ``alarms_per_day`` tamper events per
 meter per simulated day, fleet-wide as a Poisson process, each on a random meter with a
-random tamper kind its vendor logs, followed at once by a push.
+random tamper kind its vendor logs, followed at once by the meter's alert push (``inject``).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from hesd.sim.fleet import Fleet
 from hesd.sim.model import SimulatedMeter
 from hesd.sim.stats import Stats
 from hesd.sim.transports import SimEnv, Transport
+from protocols.dlms.axdr import Value
 
 __all__ = ["SimOptions", "Simulator"]
 
@@ -160,12 +161,13 @@ class Simulator:
 
     # -- pushes and alarms --------------------------------------------------------------------
 
-    def push(self, endpoint: MeterEndpoint, now: float) -> bool:
-        """Push now if the meter has an open link; false if it has none."""
+    def push(self, endpoint: MeterEndpoint, now: float, body: Value | None = None) -> bool:
+        """Push now (``push_body``, or ``body``) if the meter has an open link; false if it has
+        none."""
         sink = endpoint.sink
         if sink is None:
             return False
-        sink.push(now)
+        sink.push(now, body)
         return True
 
     async def _pushes(self) -> None:
@@ -196,13 +198,35 @@ class Simulator:
 
     def inject(self, endpoint: MeterEndpoint, kind: str | int, now: float) -> dict[str, object]:
         """Log an event on the meter and push at once if it is connected (the control API's
-        ``POST .../events``); ``ValueError`` if the vendor has no such event."""
-        entry = endpoint.meter.inject_event(kind, now)
+        ``POST .../events``): the alert push if the event raises one (its vendor's
+        ``[alerts.bits]`` has its code), else the instantaneous push (and over a JSON uplink,
+        which carries no alert, the JSON record). ``ValueError`` if the vendor has no such
+        event."""
+        meter = endpoint.meter
+        entry = meter.inject_event(kind, now)
         self.stats.alarms += 1
-        pushed = self.push(endpoint, now)
-        fields = {"kind": entry.kind, "code": entry.code, "pushed": pushed}
+        body = None if self._json_uplink(endpoint) else meter.alert_body(entry, now)
+        pushed = self.push(endpoint, now, body)
+        if pushed and body is not None:
+            self.stats.alerts += 1
+        alerts = meter.spec.profile.alerts
+        fields = {
+            "kind": entry.kind,
+            "code": entry.code,
+            "pushed": pushed,
+            "alert": body is not None,
+            "esw_bit": alerts.bit_of(entry.code)
+            if body is not None and alerts.carries_esw
+            else None,
+        }
         self.env.log.info("sim.meter.event", meter=endpoint.meter_id, **fields)
         return {"time": _iso(now), "name": entry.name, **fields}
+
+    def _json_uplink(self, endpoint: MeterEndpoint) -> bool:
+        mqtt = endpoint.site.profile.mqtt
+        transport = self.transport
+        json = mqtt is not None and mqtt.payload == "json"
+        return json and transport is not None and transport.mode == "mqtt"
 
     async def _alarms(self) -> None:
         count = len(self.endpoints)

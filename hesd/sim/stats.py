@@ -17,6 +17,7 @@ _COUNTERS = (
     "bytes_out",
     "pushes",  # Data-Notifications sent (scheduled, alarms, identification)
     "alarms",  # events injected (schedule or control API)
+    "alerts",  # alert pushes sent (of the pushes)
     "protocol_errors",  # links closed because the client broke the framing or the protocol
     "frames_dropped",  # HDLC frames for no meter of the bus, or discarded by a link
     "connections",  # links opened (TCP accepted or dialled, HDLC SNRM)
@@ -47,6 +48,7 @@ class Stats:
     bytes_out: int
     pushes: int
     alarms: int
+    alerts: int
     protocol_errors: int
     frames_dropped: int
     connections: int

@@ -126,6 +126,57 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
         """,
     ),
     (
+        4,
+        "scheduler: run records, the newest profile row and event hesd has per meter, holes",
+        """
+        -- One row per run of a schedule (hesd/scheduler.py); the newest keep_runs per schedule.
+        CREATE TABLE schedule_runs (
+            schedule     TEXT NOT NULL,
+            started_at   REAL NOT NULL,
+            trigger      TEXT NOT NULL CHECK (trigger IN ('cron', 'manual')),
+            state        TEXT NOT NULL
+                         CHECK (state IN ('running', 'finished', 'cancelled', 'interrupted')),
+            finished_at  REAL,
+            selected     INTEGER NOT NULL DEFAULT 0,
+            succeeded    INTEGER NOT NULL DEFAULT 0,
+            failed       INTEGER NOT NULL DEFAULT 0,
+            skipped      INTEGER NOT NULL DEFAULT 0,   -- offline at their slot
+            missed       INTEGER NOT NULL DEFAULT 0,   -- not started within the window
+            readings     INTEGER NOT NULL DEFAULT 0,
+            events       INTEGER NOT NULL DEFAULT 0,
+            errors       INTEGER NOT NULL DEFAULT 0,   -- values the meters refused or garbled
+            holes        INTEGER NOT NULL DEFAULT 0,   -- profile intervals found missing
+            max_in_flight       INTEGER NOT NULL DEFAULT 0,  -- the run's requests at once
+            max_link_in_flight  INTEGER NOT NULL DEFAULT 0,  -- ... on one link
+            link_overruns       INTEGER NOT NULL DEFAULT 0,  -- more on a link than it allows
+            detail       TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (schedule, started_at)
+        ) WITHOUT ROWID;
+
+        -- The newest row hesd has of a meter's profile ('profile:block_load') or event log
+        -- ('events:power'), as UNIX seconds: the next scheduled read starts after it.
+        CREATE TABLE read_marks (
+            what        TEXT NOT NULL,
+            meter_id    TEXT NOT NULL,
+            last_at     REAL NOT NULL,
+            updated_at  REAL NOT NULL,
+            PRIMARY KEY (what, meter_id)
+        ) WITHOUT ROWID;
+
+        -- Intervals missing inside a profile read (interval ends, UNIX seconds, inclusive),
+        -- read again by the next runs of a schedule that reads the profile.
+        CREATE TABLE profile_holes (
+            profile     TEXT NOT NULL,
+            meter_id    TEXT NOT NULL,
+            start_at    REAL NOT NULL,
+            end_at      REAL NOT NULL,
+            attempts    INTEGER NOT NULL,
+            found_at    REAL NOT NULL,
+            PRIMARY KEY (profile, meter_id, start_at)
+        ) WITHOUT ROWID;
+        """,
+    ),
+    (
         5,
         "outbox rows hold the records one producer handed over together (a push's readings)",
         """
