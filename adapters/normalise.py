@@ -19,7 +19,12 @@ A ``Normaliser`` holds one vendor profile and its adapter (``adapters/hooks.py``
 * event profile rows (``event_rows``): the vendor's code table gives kind, category, severity;
   the snapshot columns become the event's readings;
 
-and hands every record to the adapter. A value that is not what the profile says (a string for
+and hands every record to the adapter. A row layout (a profile's columns, or the push's) is
+resolved against the profile once (``_Layout``: each column's quantity, OBIS code, power of ten,
+normalised unit, type limits and capture-time column) and reused for every row and push of that
+layout, so a value costs an integer check and its ``Reading``; a value the layout cannot take as
+it is (not an integer, a scaler the meter gave for its column) goes the way of ``reading``, the
+single-value path, which says what is wrong. A value that is not what the profile says (a string for
 a register, a short row, an unknown event code) is a ``NormaliseError`` naming the meter, the
 object and the column; the rest of the rows are still normalised (``profile_rows`` and
 ``event_rows`` collect the errors instead of stopping at the first).
@@ -70,6 +75,7 @@ assert set(_LIMITS) == set(INTEGER_TYPES.values())
 _STATUS_INVALID: Final = 0x01
 _STATUS_DOUBTFUL: Final = 0x02 | 0x04 | 0x08  # doubtful, different clock base, invalid status
 _PUSH_HEAD: Final = ("logical_device_name", "clock")
+_CAPTURES: Final = 4096  # capture times remembered (the most a normaliser holds)
 # AMR profile status bits (IDIS, DSMR P3; adapters.cosem_map.ProfileStatus) → quality. A critical
 # error is data not valid too: the companion specifications set DNV with ERR, and the MDM has no
 # flag of its own for it. Daylight saving says nothing about the value (the row's date-time
@@ -96,6 +102,34 @@ class _Row:
     where: str
     source: Source
     scalers: Mapping[str, ScalerUnit]
+
+
+@dataclass(frozen=True, slots=True)
+class _Value:
+    """One value column of a row layout, resolved against the profile once."""
+
+    index: int  # where its value is in the row
+    name: str
+    spec: Quantity | None  # None: the profile has no such quantity (an error at every row)
+    obis: str
+    exponent: int  # the profile's scaler plus the unit's power of ten (adapters.model.UNITS)
+    factor: int  # the time unit's seconds (60 for min, 3600 for h), else 1
+    unit: str  # the normalised unit; "" with ``normal`` False: the unit has no normalised form
+    normal: bool
+    overflow: frozenset[int]  # raw values at the type's limits (flagged OVERFLOW)
+    interval: int | None
+    capture: int | None  # where its "<quantity>.capture_time" is in the row
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """What each column of a row means: a profile's columns, or the push's."""
+
+    load: LoadProfile
+    columns: tuple[str, ...]
+    clock: int
+    status: int | None
+    values: tuple[_Value, ...]
 
 
 class NormaliseError(HesdError, ValueError):
@@ -129,12 +163,15 @@ def to_si(raw: int, scaler: int, unit: Unit | int, *, count: bool = False) -> tu
 class Normaliser:
     """One vendor's mapping from COSEM values to normalised records."""
 
-    __slots__ = ("_by_name", "adapter", "profile")
+    __slots__ = ("_by_name", "_captures", "_layouts", "adapter", "profile")
 
     def __init__(self, profile: VendorProfile, adapter: VendorAdapter = NULL_ADAPTER) -> None:
         self.profile = profile
         self.adapter = adapter
         self._by_name: dict[str, Quantity] = {q.name: q for q in profile.quantities}
+        self._layouts: dict[tuple[str, tuple[str, ...]], _Layout] = {}
+        # capture times by their octets: a maximum demand's stays the same push after push
+        self._captures: dict[bytes, dt.datetime | None] = {}
 
     # -- single values -----------------------------------------------------------------------
 
@@ -208,15 +245,14 @@ class Normaliser:
     ) -> Batch:
         """Every row of a profile's buffer, as read (rows of the profile's columns)."""
         load = self._profile(profile, meter)
+        layout = self._layout(load, load.columns)
         out = Batch() if batch is None else batch
         for index, row in enumerate(rows):
             where = f"meter {meter.meter_id}: {load.name} ({load.obis}) row {index}"
             try:
                 values = _cells(row, len(load.columns), where)
                 out.readings.extend(
-                    self._cells(
-                        _Row(meter, load, where, source, scalers or {}), load.columns, values
-                    )
+                    self._cells(_Row(meter, load, where, source, scalers or {}), layout, values)
                 )
             except NormaliseError as exc:
                 out.errors.append(exc)
@@ -238,7 +274,8 @@ class Normaliser:
             ):
                 return out
             values = _cells(body, len(columns), where)
-            out.readings.extend(self._cells(_Row(meter, load, where, source, {}), columns, values))
+            layout = self._layout(load, columns)
+            out.readings.extend(self._cells(_Row(meter, load, where, source, {}), layout, values))
         except NormaliseError as exc:
             out.errors.append(exc)
         return out
@@ -333,42 +370,97 @@ class Normaliser:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _cells(self, row: _Row, columns: Sequence[str], values: Sequence[object]) -> list[Reading]:
+    def _cells(self, row: _Row, layout: _Layout, values: Sequence[object]) -> list[Reading]:
         """The readings of one row: all of them, or a ``NormaliseError`` for the first bad cell."""
         meter, load, where = row.meter, row.load, row.where
-        cells = dict(zip(columns, values, strict=True))
-        stamp, quality = self._stamp(cells["clock"], where)
+        stamp, quality = self._stamp(values[layout.clock], where)
         if load.interval:
             stamp = self._align(stamp, load.interval)
-        if STATUS in cells:
-            quality |= self._status_quality(cells[STATUS], where)
+        if layout.status is not None:
+            quality |= self._status_quality(values[layout.status], where)
+        adjust = None if self.adapter is NULL_ADAPTER else self.adapter.adjust_reading
+        meter_id, source, scalers = meter.meter_id, row.source, row.scalers
         readings = []
-        for name in columns:
-            if name in _PUSH_HEAD or name.endswith(CAPTURE_TIME) or name == STATUS:
-                continue
-            spec = self._quantity(name, meter)
+        for column in layout.values:
+            name = column.name
+            if column.spec is None:
+                self._quantity(name, meter)  # raises: the profile has no such quantity
             capture = None
-            if f"{name}{CAPTURE_TIME}" in cells:
-                capture = self._optional_stamp(cells[f"{name}{CAPTURE_TIME}"])
-            interval = (
-                load.interval if spec.measure in _INTERVAL_MEASURES and load.interval else None
-            )
-            try:
+            if column.capture is not None:
+                capture = self._optional_stamp(values[column.capture])
+            raw = values[column.index]
+            if type(raw) is int and column.normal and name not in scalers:
+                reading = Reading(
+                    meter_id,
+                    name,
+                    _scaled(raw * column.factor, column.exponent),
+                    column.unit,
+                    stamp,
+                    source,
+                    column.obis,
+                    column.interval,
+                    quality | Quality.OVERFLOW if raw in column.overflow else quality,
+                    capture,
+                )
+                readings.append(reading if adjust is None else adjust(reading, meter))
+                continue
+            try:  # the single-value path: a scaler from the meter, or what is wrong
                 reading = self.reading(
                     meter,
                     name,
-                    cells[name],
+                    raw,
                     at=stamp,
-                    source=row.source,
-                    scaler_unit=row.scalers.get(name),
+                    source=source,
+                    scaler_unit=scalers.get(name),
                     quality=quality,
                     capture_time=capture,
-                    interval=interval,
+                    interval=column.interval,
                 )
             except NormaliseError as exc:
                 raise NormaliseError(f"{where}: column {name}: {exc}") from None
             readings.append(reading)
         return readings
+
+    def _layout(self, load: LoadProfile, columns: tuple[str, ...]) -> _Layout:
+        """``columns`` of rows of ``load``, resolved once (the profile never changes)."""
+        key = (load.name, columns)
+        layout = self._layouts.get(key)
+        if layout is None:
+            layout = self._layouts[key] = self._resolve(load, columns)
+        return layout
+
+    def _resolve(self, load: LoadProfile, columns: tuple[str, ...]) -> _Layout:
+        where = {name: index for index, name in enumerate(columns)}  # the last, as a dict did
+        values = []
+        for name in columns:
+            if name in _PUSH_HEAD or name.endswith(CAPTURE_TIME) or name == STATUS:
+                continue
+            spec = self._by_name.get(name)
+            symbol = None if spec is None else spec.unit.symbol
+            normal, power = UNITS.get(symbol, ("", 0)) if symbol is not None else ("", 0)
+            known = spec is not None and symbol in UNITS
+            low, high = (0, 0) if spec is None else _LIMITS[spec.type]
+            values.append(
+                _Value(
+                    index=where[name],
+                    name=name,
+                    spec=spec,
+                    obis="" if spec is None else str(spec.obis),
+                    exponent=0 if spec is None else spec.scaler + power,
+                    factor=TIME_UNITS.get(symbol or "", 1),
+                    unit="count" if spec is not None and spec.measure is Measure.COUNT else normal,
+                    normal=known,
+                    overflow=frozenset({high} if low == 0 else {low, high}),
+                    interval=(
+                        load.interval
+                        if spec is not None and spec.measure in _INTERVAL_MEASURES
+                        else None
+                    )
+                    or None,
+                    capture=where.get(f"{name}{CAPTURE_TIME}"),
+                )
+            )
+        return _Layout(load, columns, where["clock"], where.get(STATUS), tuple(values))
 
     def _stamp(self, value: object, where: str) -> tuple[dt.datetime, Quality]:
         try:
@@ -387,10 +479,17 @@ class Normaliser:
 
     def _optional_stamp(self, value: object) -> dt.datetime | None:
         """A capture time: None when the meter has none yet (all fields unspecified)."""
+        if type(value) is bytes and value in self._captures:
+            return self._captures[value]
         try:
-            return self.timestamp(value)[0]
+            stamp: dt.datetime | None = self.timestamp(value)[0]
         except NormaliseError:
-            return None
+            stamp = None
+        if type(value) is bytes:
+            if len(self._captures) >= _CAPTURES:
+                self._captures.clear()
+            self._captures[value] = stamp
+        return stamp
 
     def _date_time(self, value: object, what: str) -> DateTime:
         if isinstance(value, DateTime):
@@ -443,6 +542,16 @@ class Normaliser:
                 f"meter {meter.meter_id}: vendor {self.profile.name} has no {name} profile"
             )
         return load
+
+
+def _scaled(raw: int, exponent: int) -> Decimal:
+    """``raw * 10**exponent``, exactly, without trailing zeros (what ``canonical`` makes of it)."""
+    if exponent >= 0 or not raw:
+        return Decimal(raw * 10**exponent) if exponent > 0 else Decimal(raw)
+    while exponent < 0 and not raw % 10:
+        raw //= 10
+        exponent += 1
+    return Decimal(raw).scaleb(exponent) if exponent else Decimal(raw)
 
 
 def _cells(row: object, width: int, where: str) -> Sequence[object]:

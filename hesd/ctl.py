@@ -240,13 +240,13 @@ def status(ctx: click.Context, as_json: bool, wait: float) -> None:
         ),
         (
             "outbox",
-            f"{outbox['depth']} waiting"
+            f"{outbox['depth']} records waiting"
             + (
                 f", oldest {_age_units(int(outbox['oldest_age_seconds']))}"
                 if outbox["oldest_age_seconds"] is not None
                 else ""
             )
-            + f", {outbox['dead_letters']} dead letters",
+            + f", {outbox['dead_letters']} in dead letters",
         ),
         ("api", _api_text(info.get("api"))),
     ]
@@ -404,7 +404,10 @@ def meters_export(ctx: click.Context, file: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.pass_context
 def outbox(ctx: click.Context, as_json: bool) -> None:
-    """Records waiting for the MDM: depth, age, bytes, in flight, dead letters."""
+    """Records waiting for the MDM: depth, age, bytes, in flight, dead letters.
+
+    Every count is of records (a reading, an event, a command result), however the outbox
+    stores them (a push's readings share a row); the disk use is in bytes."""
     if ctx.invoked_subcommand is not None:
         return
     info = _client(ctx).json("GET", "/api/v1/outbox")
@@ -413,15 +416,18 @@ def outbox(ctx: click.Context, as_json: bool) -> None:
         return
     age = info["oldest_age_seconds"]
     rows = [
-        ("waiting", f"{info['depth']}" + (f", oldest {_age_units(int(age))}" if age else "")),
+        (
+            "waiting",
+            f"{info['depth']} records" + (f", oldest {_age_units(int(age))}" if age else ""),
+        ),
         (
             "disk",
             f"{info['bytes']} of {info['limit_bytes']} bytes"
             + (" (PRESSURE: scheduled reads slowed)" if info["pressure"] else ""),
         ),
-        ("in flight", str(info["in_flight"])),
-        ("dead letters", str(info["dead_letters"])),
-        ("refused", str(info["refused"])),
+        ("in flight", f"{info['in_flight']} records"),
+        ("dead letters", f"{info['dead_letters']} records"),
+        ("refused", f"{info['refused']} records"),
     ]
     forwarding = info["forwarding"]
     if forwarding is None:

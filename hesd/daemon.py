@@ -235,7 +235,9 @@ class Daemon:
             self._store = store
             self._registry = Registry(store)
             self.counters = InvocationCounters(store)
-            self.outbox = Outbox(store, self.config.uplink.max_backlog_bytes)
+            self.outbox = Outbox(
+                store, self.config.uplink.max_backlog_bytes, self.config.uplink.batch_size
+            )
             await self.outbox.load()
             config = self.config
             if config.uplink.url:

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
-import msgpack
 import pytest
 from structlog.testing import capture_logs
 
-from adapters.model import Reading, Source
+from adapters.model import Source
 from adapters.profile import load_profiles
 from adapters.schema import Table
 from hesd.config import ScheduleConfig, SchedulerConfig, StoreConfig
@@ -28,7 +27,7 @@ from hesd.scheduler import RUN_TRANSITIONS, Run, Scheduler, SchedulerError
 from hesd.session import MeterSession
 from hesd.store import MeterEntry, Registry, Store
 from hesd.store.schedules import RUN_FIELDS, RunRecord, ScheduleStore
-from hesd.uplink.outbox import PRESSURE, Outbox
+from hesd.uplink.outbox import PRESSURE, Outbox, payload
 from tests.scheduler_fakes import FakeClock, FakeReader, FakeSink, until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -467,11 +466,10 @@ async def test_its_own_reads_filling_the_real_outbox_pause_the_rest_until_it_dra
     [push] = hes.reader._answer("P-1", step).readings
     push = dataclasses.replace(push, source=Source.PUSH)
 
-    def size(reading: Reading) -> int:
-        return len(msgpack.packb(reading.to_json()))
-
-    # ten pushes are below 90 % of the budget, with one scheduled reading they are not
-    outbox = Outbox(hes.store, int((10 * size(push) + size(scheduled)) / PRESSURE))
+    # ten pushes (one outbox row) are below 90 % of the budget, with one scheduled reading not
+    outbox = Outbox(
+        hes.store, int((len(payload([push] * 10)) + len(payload([scheduled]))) / PRESSURE)
+    )
     scheduler = Scheduler(
         SchedulerConfig("Asia/Kolkata", 0, 1, 3, 100),  # one meter at a time
         defined,

@@ -13,8 +13,8 @@ import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
-import msgpack
 import pytest
 from structlog.testing import capture_logs
 
@@ -24,7 +24,7 @@ from hesd.config import StoreConfig, UplinkConfig, load_config
 from hesd.secrets import Secret, SecretStore
 from hesd.store import Store
 from hesd.uplink.forwarder import Forwarder
-from hesd.uplink.outbox import Outbox, OutboxFull
+from hesd.uplink.outbox import Outbox, OutboxFull, payload
 
 pytestmark = pytest.mark.integration
 TOKEN = "t0ken-for-tests"
@@ -263,6 +263,42 @@ async def test_a_restart_resends_sealed_batches_as_they_were(rig: Rig) -> None:
     assert_complete(rig.mdm, 10, 10)
 
 
+def delete_failures(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == "uplink.delete_failed"]
+
+
+async def test_a_failed_delete_keeps_the_rows_until_a_restart_sends_them_again(rig: Rig) -> None:
+    """A lane does not wait for the DELETE of a batch the MDM took: when that commit fails, the
+    rows stay (in the depth and the disk budget), the error is logged, and the next start sends
+    them again under the same key, which the MDM answers as a duplicate."""
+    await rig.store.execute(
+        "CREATE TRIGGER keep BEFORE DELETE ON outbox BEGIN SELECT RAISE(ABORT, 'disk trouble'); END"
+    )
+    records = interleaved(6, 10)
+    await rig.offer(records)
+    stored = rig.outbox.bytes
+    assert stored > 0
+    with capture_logs() as logs:
+        forwarder = rig.start(batch_size=1000, lanes=2)
+        await rig.mdm.wait_for_records("readings", len(records), timeout=10)
+        async with asyncio.timeout(10):
+            while len(delete_failures(logs)) < len(rig.mdm.batches):  # noqa: ASYNC110 - the lanes
+                await asyncio.sleep(0.02)
+    failed = delete_failures(logs)
+    assert {e["batch"] for e in failed} == {b.key for b in rig.mdm.batches}
+    assert all("disk trouble" in e["error"] for e in failed)
+    assert forwarder.stats.delivered["reading"] == len(records)
+    state = await rig.outbox.state()
+    assert (state.depth, state.bytes) == (len(records), stored)  # nothing released
+    await rig.stop()
+    await rig.store.execute("DROP TRIGGER keep")
+    rig.start(batch_size=1000, lanes=2)
+    await rig.drained()
+    assert rig.mdm.duplicates == len(failed)  # the same batches again, under the same keys
+    assert rig.outbox.bytes == 0
+    assert_complete(rig.mdm, 6, 10)
+
+
 async def test_disk_budget_alarm_backpressure_and_loud_refusal(tmp_path: Path) -> None:
     store = await Store.open(StoreConfig(tmp_path / "hesd.db", 0.0, 1000, 5.0))
     writer = asyncio.create_task(store.run_writer(), name="store:writer")
@@ -279,8 +315,8 @@ def one(n: int, source: Source = Source.PUSH) -> Reading:
 
 
 async def _fill_to_the_budget(store: Store) -> None:
-    push = len(msgpack.packb(one(0).to_json()))
-    scheduled = len(msgpack.packb(one(0, Source.SCHEDULE).to_json()))
+    push = len(payload([one(0)]))
+    scheduled = len(payload([one(0, Source.SCHEDULE)]))
     outbox = Outbox(store, limit=90 * push + 10 * scheduled)  # full after the 100 below
     with capture_logs() as logs:
         for n in range(80):

@@ -17,11 +17,11 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgpack
 import pytest
 
 from bench.mdm_receiver import MdmReceiver
 from hesd.config import load_config
+from hesd.uplink.outbox import record_texts
 from tests.conftest import BIN, HesdProcess, free_port, wait_for, write_config
 from tests.sim_process import START, VENDORS, SimProcess
 
@@ -125,8 +125,10 @@ class Fleet:
         """What the (killed) hesd had committed to its outbox and not yet delivered."""
         path = load_config(self.config).store.path
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-            rows = db.execute("SELECT payload FROM outbox WHERE kind = 'reading'").fetchall()
-        return [msgpack.unpackb(row[0]) for row in rows]
+            rows = db.execute(
+                "SELECT seq, records, payload FROM outbox WHERE kind = 'reading'"
+            ).fetchall()
+        return [json.loads(text) for row in rows for text in record_texts(*row)]
 
     def pushes_sent_before(self, moment: float) -> int:
         count = 0
@@ -236,14 +238,20 @@ def test_dead_letters_are_shown_replayed_and_purged_with_hesctl(
 
     wait_for(lambda: dead()["dead_letters"] > 0, 30, "a dead letter")
     fleet.sim.kill()
+    wait_drained(fleet)  # everything else delivered or parked: the counts stay
     shown = fleet.hesd.hesctl("outbox").stdout
     assert "DEAD BATCH" in shown
     assert refused in shown  # the MDM's answer names the meter
     assert all(r["meter_id"] != refused for r in mdm.readings())
+    parked = dead()
+    # counted in records: whole pushes of 26 readings, batch by batch
+    assert parked["dead_letters"] % 26 == 0
+    assert parked["dead_letters"] == sum(b["records"] for b in parked["dead_batches"])
+    assert f"dead letters  {parked['dead_letters']} records" in shown
 
     mdm.sync(mdm.mdm.reset_faults)
     replayed = fleet.hesd.hesctl("outbox", "replay").stdout
-    assert "records queued again" in replayed
+    assert f"{parked['dead_letters']} records queued again" in replayed
     wait_for(
         lambda: any(r["meter_id"] == refused for r in mdm.readings()), 30, "the replayed meter"
     )
@@ -262,7 +270,9 @@ def test_dead_letters_are_shown_replayed_and_purged_with_hesctl(
     declined = fleet.hesd.hesctl("outbox", "purge", "--dead-letters", stdin="n\n", check=False)
     assert declined.returncode != 0  # asked, and the answer was no
     assert dead()["dead_letters"] > 0
+    wait_drained(fleet)
+    count = dead()["dead_letters"]
     purged = fleet.hesd.hesctl("outbox", "purge", "--dead-letters", "--yes").stdout
-    assert "records deleted" in purged
+    assert f"{count} records deleted" in purged
     assert dead()["dead_letters"] == 0
     fleet.hesd.stop()

@@ -176,6 +176,15 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        5,
+        "outbox rows hold the records one producer handed over together (a push's readings)",
+        """
+        -- a row's records have the seqs seq - records + 1 .. seq (hesd/uplink/outbox.py)
+        ALTER TABLE outbox ADD COLUMN records INTEGER NOT NULL DEFAULT 1
+            CHECK (records BETWEEN 1 AND 10000);
+        """,
+    ),
 )
 
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]

@@ -1,19 +1,37 @@
 """The outbox: every normalised record on disk before hesd counts it as accepted.
 
-``Outbox.offer`` turns readings, events and command results into outbox rows (msgpack of their
-JSON form) and submits them to the store's group-commit writer in one submission: they commit
-together, in the order given, within a few milliseconds, and the returned future resolves once
-they are durable. Sequence numbers (``seq``) grow with every row, so a meter's records keep their
-order. The forwarder (``hesd/uplink/forwarder.py``) deletes rows once the MDM has taken them, or
-parks them as dead letters.
+``Outbox.offer`` turns readings, events and command results into outbox rows and submits them to
+the store's group-commit writer in one submission: they commit together, in the order given,
+within a few milliseconds, and the returned future resolves once they are durable.
 
-The outbox is bounded by ``uplink.max_backlog_bytes`` of stored payload:
+**Records and rows.** What hesd promises about is *records* (a reading, an event, a command
+result): each has its own sequence number, ``seq``, unique and increasing across restarts, which
+the MDM sees; every count hesd shows (depth, in flight, dead letters, refused, delivered,
+``hesctl outbox``, ``GET /api/v1/outbox``) is in records. What SQLite stores is *rows*: a row
+holds the records of one meter and one kind that were offered together, in order (a push's 26
+readings are one row; at most ``row_records``, the uplink's ``batch_size``, per row). A row of
+``records`` records owns the seqs ``seq - records + 1`` .. ``seq`` (its ``seq`` column is the
+last; rows are numbered from the outbox's AUTOINCREMENT counter, ``sqlite_sequence``, in the
+insert itself). Its payload is a msgpack array of the records' wire form, each record's compact
+JSON text (``json_text()``) without its ``seq``, built once here so that the forwarder only
+splices the ``seq`` in. Rows written before schema version 5 hold one record each, a msgpack map
+of its ``to_json()``; the forwarder sends them as it always did (``record_texts``). One row per
+push rather than per reading costs SQLite a twenty-sixth of the inserts, seals and deletes.
+
+A row is batched, sealed, delivered, parked as a dead letter, replayed and purged whole, so the
+forwarder's promises hold per record (``hesd/uplink/forwarder.py``): a meter's records in
+``seq`` order; a batch's key and body fixed once sealed, through retries and restarts; no batch
+of more than ``batch_size`` records (a row written under a larger ``batch_size`` is cut, by
+``split``, into rows of ``batch_size`` before it is batched: each record keeps its seq).
+
+The outbox is bounded by ``uplink.max_backlog_bytes`` of stored payload (rows as stored, dead
+letters included; released when delivered rows are deleted or dead letters purged):
 
 * from 90 % (``pressure``) hesd raises an alarm (``outbox.pressure`` in the log and the status)
   and the scheduler slows its reads;
 * from 100 % pulled and scheduled records are refused (``OutboxFull``): the caller still has them
   and says so; pushes, events and command results go in up to 110 %, then they too are refused;
-* every refusal is logged and counted (``refused``): nothing is dropped silently.
+* every refusal is logged and counted (``refused``, in records): nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -27,23 +45,87 @@ from typing import Final
 import msgpack
 import structlog
 
-from adapters.model import CommandResult, Event, Reading, Source
+from adapters.model import CommandResult, Event, Reading, Source, json_text
 from hesd.store.db import Store
 from protocols.errors import HesdError
 
-__all__ = ["KINDS", "DeadBatch", "Outbox", "OutboxFull", "OutboxState", "Record"]
+__all__ = [
+    "KINDS",
+    "DeadBatch",
+    "Outbox",
+    "OutboxCorrupt",
+    "OutboxFull",
+    "OutboxState",
+    "Record",
+    "RowPart",
+    "payload",
+    "record_texts",
+]
 
 log = structlog.get_logger("hesd.outbox")
 
 KINDS: Final = ("reading", "event", "command_result")
 PRESSURE: Final = 0.9  # of the budget: alarm, slower scheduled reads
 URGENT_ROOM: Final = 1.1  # of the budget: pushes, events and command results still go in
-INSERT: Final = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES (?, ?, ?, ?)"
+ROW_RECORDS: Final = 500  # most records in a row (hesd.toml's uplink.batch_size)
+# A row's seq: the outbox's counter (the last seq ever given, AUTOINCREMENT's) plus its records
+INSERT: Final = (
+    "INSERT INTO outbox (seq, kind, meter_id, created_at, records, payload) VALUES ("
+    "coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'outbox'), 0) + ?4, ?1, ?2, ?3, ?4, ?5)"
+)
+# Cutting a row in two: the first records go to a new row (their last seq is free: it is inside
+# the row's range), the row keeps the rest; both only while the row is pending and unsealed
+SPLIT_OFF: Final = (
+    "INSERT INTO outbox (seq, kind, meter_id, created_at, records, payload, attempts)"
+    " SELECT ?, kind, meter_id, created_at, ?, ?, attempts FROM outbox"
+    " WHERE seq = ? AND state = 'pending' AND batch_key IS NULL"
+)
+SPLIT_KEEP: Final = (
+    "UPDATE outbox SET records = ?, payload = ?"
+    " WHERE seq = ? AND state = 'pending' AND batch_key IS NULL"
+)
 Record = Reading | Event | CommandResult
 
 
 class OutboxFull(HesdError):
     """The outbox is at its disk budget: these records were not accepted."""
+
+
+class OutboxCorrupt(HesdError):
+    """An outbox row whose payload is not what its columns say (a damaged database)."""
+
+
+def payload(records: Sequence[Record]) -> bytes:
+    """The payload of a row holding ``records`` (of one meter and kind, in order)."""
+    data: bytes = msgpack.packb([record.json_text() for record in records])
+    return data
+
+
+def record_texts(seq: int, records: int, payload: bytes) -> list[str]:
+    """The wire form (compact JSON, without ``seq``) of each record of an outbox row.
+
+    ``OutboxCorrupt`` naming the row when the payload is no msgpack, holds other than
+    ``records`` records, or a record that is no JSON object.
+    """
+    try:
+        data = msgpack.unpackb(payload)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise OutboxCorrupt(f"outbox row {seq}: payload is not msgpack: {exc}") from None
+    if isinstance(data, dict):  # a row from before schema version 5: one record, its to_json() map
+        texts = [json_text(data)]
+    elif isinstance(data, list) and all(type(t) is str and t[:1] == "{" for t in data):
+        texts = data
+    else:
+        raise OutboxCorrupt(
+            f"outbox row {seq}: payload is a msgpack {type(data).__name__}, not records"
+        )
+    if len(texts) != records:
+        raise OutboxCorrupt(f"outbox row {seq}: {len(texts)} records in a row of {records}")
+    return texts
+
+
+Payload = bytes  # a row's payload (inside Outbox, ``bytes`` names its property)
+RowPart = tuple[int, int, Payload]  # (seq, records, payload) of a row
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +146,7 @@ class DeadBatch:
     kind: str
     records: int
     oldest: float  # when its oldest record was accepted
-    error: str | None  # the MDM's answer
+    error: str | None  # the MDM's answer, or why the batch could not be sent
 
 
 def _kind(record: Record) -> str:
@@ -81,11 +163,23 @@ def _urgent(record: Record) -> bool:
 
 
 class Outbox:
-    __slots__ = ("_alarm", "_bytes", "_new", "_store", "in_flight", "limit", "refused")
+    __slots__ = (
+        "_alarm",
+        "_bytes",
+        "_new",
+        "_store",
+        "in_flight",
+        "limit",
+        "refused",
+        "row_records",
+    )
 
-    def __init__(self, store: Store, limit: int) -> None:
+    def __init__(self, store: Store, limit: int, row_records: int = ROW_RECORDS) -> None:
+        if not 1 <= row_records <= 10_000:
+            raise ValueError(f"row_records {row_records}: expected 1..10000")
         self._store = store
         self.limit = limit
+        self.row_records = row_records  # at most the uplink's batch_size: a row is never split
         self._bytes = 0
         self._alarm = False
         self._new = asyncio.Event()  # set when rows were committed: the forwarder looks
@@ -117,27 +211,38 @@ class Outbox:
         fails (then nothing of them is stored).
         """
         now = time.time() if now is None else now
-        rows = []
+        rows: list[tuple[str, str, float, int, bytes]] = []
         size = 0
         urgent = True
+        texts: list[str] = []
+        kind = meter_id = ""
         for record in records:
-            payload = msgpack.packb(record.to_json())
-            size += len(payload)
+            this = _kind(record)
+            if this != kind or record.meter_id != meter_id or len(texts) >= self.row_records:
+                if texts:
+                    row = msgpack.packb(texts)
+                    size += len(row)
+                    rows.append((kind, meter_id, now, len(texts), row))
+                kind, meter_id, texts = this, record.meter_id, []
+            texts.append(record.json_text())
             urgent = urgent and _urgent(record)
-            rows.append((_kind(record), record.meter_id, now, payload))
+        if texts:
+            row = msgpack.packb(texts)
+            size += len(row)
+            rows.append((kind, meter_id, now, len(texts), row))
         room = self.limit * (URGENT_ROOM if urgent else 1.0)
         if rows and self._bytes + size > room:
-            self.refused += len(rows)
+            self.refused += len(records)
             log.error(
                 "outbox.full",
-                refused=len(rows),
+                refused=len(records),
                 meters=sorted({r[1] for r in rows})[:10],
                 bytes=self._bytes,
                 limit=self.limit,
                 refused_total=self.refused,
             )
             raise OutboxFull(
-                f"outbox full ({self._bytes} of {self.limit} bytes): {len(rows)} records refused"
+                f"outbox full ({self._bytes} of {self.limit} bytes): {len(records)} records refused"
             )
         self._bytes += size
         self._check_pressure()
@@ -160,6 +265,31 @@ class Outbox:
         self._bytes = max(0, self._bytes - size)
         self._check_pressure()
 
+    async def split(self, seq: int, records: int, payload: Payload, most: int) -> list[RowPart]:
+        """Cut the pending, unsealed row ``seq`` into rows of at most ``most`` records (the
+        uplink's ``batch_size`` went down since it was written), committed before this returns;
+        every record keeps its seq. The parts as ``(seq, records, payload)``, in order.
+
+        ``OutboxCorrupt`` if the payload does not hold ``records`` records (nothing changes);
+        ``StoreError`` if the commit fails (nothing changes either).
+        """
+        texts = record_texts(seq, records, payload)
+        first = seq - records + 1
+        parts: list[RowPart] = []
+        for start in range(0, records, most):
+            chunk = texts[start : start + most]
+            parts.append((first + start + len(chunk) - 1, len(chunk), msgpack.packb(chunk)))
+        *new, kept = parts
+        await self._store.submit(
+            [
+                *((SPLIT_OFF, (part, count, data, seq)) for part, count, data in new),
+                (SPLIT_KEEP, (kept[1], kept[2], seq)),
+            ]
+        )
+        self._bytes += sum(len(data) for _, _, data in parts) - len(payload)
+        self._check_pressure()
+        return parts
+
     async def wait_new(self) -> None:
         await self._new.wait()
         self._new.clear()
@@ -178,7 +308,7 @@ class Outbox:
     async def dead_batches(self, limit: int = 20) -> list[DeadBatch]:
         """The oldest parked batches, with the MDM's answer."""
         rows = await self._store.fetchall(
-            "SELECT batch_key, kind, count(*), min(created_at), max(last_error) FROM outbox"
+            "SELECT batch_key, kind, sum(records), min(created_at), max(last_error) FROM outbox"
             " WHERE state = 'dead' GROUP BY batch_key, kind ORDER BY min(seq) LIMIT ?",
             (limit,),
         )
@@ -188,7 +318,7 @@ class Outbox:
         """Dead letters back to pending, to be batched afresh; how many records. The forwarder
         must be told (``Forwarder.rescan``): its cursor has passed them."""
         count = int(
-            await self._store.scalar("SELECT count(*) FROM outbox WHERE state = 'dead'") or 0
+            await self._store.scalar("SELECT sum(records) FROM outbox WHERE state = 'dead'") or 0
         )
         await self._store.execute(
             "UPDATE outbox SET state = 'pending', batch_key = NULL, last_error = NULL"
@@ -200,7 +330,8 @@ class Outbox:
     async def purge_dead(self) -> int:
         """Delete the dead letters for good; how many records."""
         row = await self._store.fetchone(
-            "SELECT count(*), coalesce(sum(length(payload)), 0) FROM outbox WHERE state = 'dead'"
+            "SELECT coalesce(sum(records), 0), coalesce(sum(length(payload)), 0) FROM outbox"
+            " WHERE state = 'dead'"
         )
         assert row is not None
         await self._store.execute("DELETE FROM outbox WHERE state = 'dead'")
@@ -211,7 +342,8 @@ class Outbox:
     async def state(self, now: float | None = None) -> OutboxState:
         now = time.time() if now is None else now
         row = await self._store.fetchone(
-            "SELECT coalesce(sum(state != 'dead'), 0), coalesce(sum(state = 'dead'), 0),"
+            "SELECT coalesce(sum(CASE WHEN state != 'dead' THEN records END), 0),"
+            " coalesce(sum(CASE WHEN state = 'dead' THEN records END), 0),"
             " min(CASE WHEN state != 'dead' THEN created_at END) FROM outbox"
         )
         assert row is not None
