@@ -3,8 +3,9 @@
 ``build_app(daemon)`` is the socket's application: whoever can open the socket may call every
 route. ``build_app(daemon, guard)`` is the TCP listener's: the same routes behind API keys,
 address allowlists and scopes (``SCOPES``, beside the routes; hesd/api/security.py). Both audit
-every call (hesd/api/audit.py). Errors are ``application/problem+json`` (RFC 9457) with a
-``detail`` that names what was wrong. The reference of every route is ``docs/hes-api.yaml``.
+every call (hesd/api/audit.py). Errors are ``application/problem+json`` (RFC 9457;
+hesd/api/problem.py) with a ``detail`` that names what was wrong. The reference of every route
+is ``docs/hes-api.yaml``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from hesd import __version__
 from hesd.api.audit import AUDIT, audit_middleware, list_calls
 from hesd.api.calls import current_client, note_command
 from hesd.api.listener import api_status
+from hesd.api.problem import ApiError, problem_middleware
 from hesd.api.security import (
     ADMIN,
     COMMAND,
@@ -57,46 +59,9 @@ __all__ = ["SCOPES", "ApiError", "build_app"]
 log = structlog.get_logger("hesd.api")
 
 DAEMON: Final[web.AppKey[Daemon]] = web.AppKey("daemon")
-PROBLEM: Final = "application/problem+json"
 MAX_PAGE: Final = 100_000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class ApiError(HesdError):
-    """An API call that cannot be served; becomes a problem+json response."""
-
-    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.title = title
-        self.detail = detail
-        self.extra = extra
-
-
-def problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM)
-
-
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return problem(exc.status, exc.title, exc.detail, **exc.extra)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        detail = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
-        return problem(exc.status, exc.reason, f"{request.method} {request.path}: {detail}")
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("api.internal_error", method=request.method, path=request.path)
-        return problem(
-            500, "Internal Server Error", "hesd failed to serve this request; see its log"
-        )
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

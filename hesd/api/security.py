@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from aiohttp.typedefs import Middleware
 
 from adapters.schema import ConfigError
 from hesd.api.calls import IPAddress, note_client, peer_address
+from hesd.api.problem import problem
 from hesd.config import API_SCOPES, ApiConfig, IPNetwork
 from hesd.secrets import SecretStore
 
@@ -180,13 +180,9 @@ class ApiGuard:
         self.ssl_context = fresh.ssl_context
 
 
-def _problem(status: int, title: str, detail: str, **headers: str) -> web.Response:
-    # app.problem()'s shape; not imported from there, so that app.py -> security.py stays one-way
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    response = web.Response(
-        status=status, text=json.dumps(body), content_type="application/problem+json"
-    )
-    response.headers.update(headers)
+def _unauthorized(detail: str, challenge: str) -> web.Response:
+    response = problem(401, "Unauthorized", detail)
+    response.headers["WWW-Authenticate"] = challenge
     return response
 
 
@@ -218,26 +214,18 @@ def refusal(
     """
     presented = _presented_key(request)
     if presented is None:
-        return _problem(
-            401,
-            "Unauthorized",
-            "no API key: send Authorization: Bearer <key> (or X-API-Key: <key>)",
-            **{"WWW-Authenticate": REALM},
+        return _unauthorized(
+            "no API key: send Authorization: Bearer <key> (or X-API-Key: <key>)", REALM
         )
     client = None if isinstance(presented, str) else guard.gatekeeper.identify(presented)
     if client is None:
         detail = presented if isinstance(presented, str) else "the API key is not valid"
-        return _problem(
-            401,
-            "Unauthorized",
-            detail,
-            **{"WWW-Authenticate": f'{REALM}, error="invalid_token"'},
-        )
+        return _unauthorized(detail, f'{REALM}, error="invalid_token"')
     note_client(client.name)
     transport = request.transport
     address = peer_address(None if transport is None else transport.get_extra_info("peername"))
     if address is None or not client.allows(address):
-        return _problem(
+        return problem(
             403,
             "Forbidden",
             f"client {client.name} may not call from {address}: the address is not in "
@@ -247,7 +235,7 @@ def refusal(
         needed = scopes.get(request.match_info.handler, ADMIN)
         if needed not in client.scopes:
             has = [s for s in API_SCOPES if s in client.scopes]
-            return _problem(
+            return problem(
                 403,
                 "Forbidden",
                 f"client {client.name} has scope{'s' if len(has) > 1 else ''} "
@@ -255,7 +243,7 @@ def refusal(
             )
     length = request.content_length
     if length is not None and length > guard.max_request_bytes:
-        return _problem(
+        return problem(
             413,
             "Payload Too Large",
             f"the body is {length} bytes; this listener takes at most "
