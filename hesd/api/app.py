@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from adapters.hooks import MeterContext
 from adapters.is15959 import EVENT_CATEGORIES
@@ -54,14 +55,12 @@ from protocols.errors import HesdError
 if TYPE_CHECKING:
     from hesd.daemon import Daemon
 
-__all__ = ["SCOPES", "ApiError", "build_app"]
+__all__ = ["SCOPES", "ApiError", "Handler", "build_app"]
 
 log = structlog.get_logger("hesd.api")
 
 DAEMON: Final[web.AppKey[Daemon]] = web.AppKey("daemon")
 MAX_PAGE: Final = 100_000
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

@@ -18,14 +18,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 
 from hesd.api.calls import ANONYMOUS, SOCKET, close_call, open_call, peer_address, socket_peer
 from hesd.store.db import Statement, Store
@@ -44,8 +44,6 @@ _INSERT: Final = (
     " command_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _COLUMNS: Final = "at, listener, client, peer, method, path, status, duration_ms, command_id"
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)

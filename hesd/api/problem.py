@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from protocols.errors import HesdError
 
@@ -23,8 +23,6 @@ __all__ = ["PROBLEM", "ApiError", "problem", "problem_middleware"]
 log = structlog.get_logger("hesd.api")
 
 PROBLEM: Final = "application/problem+json"
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class ApiError(HesdError):

@@ -27,7 +27,7 @@ from typing import Final
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 
 from adapters.schema import ConfigError
 from hesd.api.calls import IPAddress, note_client, peer_address
@@ -53,8 +53,6 @@ READ: Final = "read"
 COMMAND: Final = "command"
 ADMIN: Final = "admin"
 REALM: Final = 'Bearer realm="hesd"'
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)
