@@ -29,11 +29,11 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from adapters.schema import ConfigError
 from hesd.api.calls import IPAddress, note_client, peer_address
 from hesd.api.problem import problem
 from hesd.config import API_SCOPES, ApiConfig, IPNetwork
 from hesd.secrets import SecretStore
+from hesd.tls import server_context
 
 __all__ = [
     "ADMIN",
@@ -44,7 +44,6 @@ __all__ = [
     "Gatekeeper",
     "guard_expect_handler",
     "guard_middleware",
-    "server_context",
 ]
 
 log = structlog.get_logger("hesd.api")
@@ -118,36 +117,6 @@ class Gatekeeper:
     def admits(self, address: IPAddress) -> bool:
         """Some client may call from ``address``."""
         return any(client.allows(address) for client in self.clients)
-
-
-def server_context(api: ApiConfig, source: str) -> ssl.SSLContext | None:
-    """The server side of TLS for ``api.listen``; None for ``insecure_plaintext``. A file that
-    does not load is a ``ConfigError`` naming ``source`` and the key."""
-    if api.tls_cert_file is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(
-            str(api.tls_cert_file), None if api.tls_key_file is None else str(api.tls_key_file)
-        )
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            source,
-            "api.tls_cert_file",
-            f"cannot load the server certificate and key: {exc.strerror or exc}",
-        ) from None
-    if api.tls_client_ca_file is not None:
-        try:
-            context.load_verify_locations(cafile=str(api.tls_client_ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                source,
-                "api.tls_client_ca_file",
-                f"cannot load CA certificates: {exc.strerror or exc}",
-            ) from None
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
 
 
 class ApiGuard:
