@@ -27,7 +27,14 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from hesd.api.calls import ANONYMOUS, SOCKET, close_call, open_call, peer_address, socket_peer
+from hesd.api.calls import (
+    ANONYMOUS,
+    SOCKET,
+    close_call,
+    open_call,
+    socket_peer,
+    transport_address,
+)
 from hesd.store.db import Statement, Store
 
 __all__ = ["AUDIT", "LISTENERS", "ApiAudit", "ApiCall", "audit_middleware"]
@@ -194,13 +201,10 @@ def audit_middleware(listener: str) -> Middleware:
             raise
         finally:
             close_call(token)
-            transport = request.transport
             if listener == "socket":
-                peer = socket_peer(transport)
+                peer = socket_peer(request.transport)
             else:
-                address = peer_address(
-                    None if transport is None else transport.get_extra_info("peername")
-                )
+                address = transport_address(request.transport)
                 peer = "" if address is None else str(address)
             call = ApiCall(
                 at=at,

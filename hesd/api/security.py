@@ -29,7 +29,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from hesd.api.calls import IPAddress, note_client, peer_address
+from hesd.api.calls import IPAddress, note_client, transport_address
 from hesd.api.problem import problem
 from hesd.config import API_SCOPES, ApiConfig, IPNetwork
 from hesd.secrets import SecretStore
@@ -189,8 +189,7 @@ def refusal(
         detail = presented if isinstance(presented, str) else "the API key is not valid"
         return _unauthorized(detail, f'{REALM}, error="invalid_token"')
     note_client(client.name)
-    transport = request.transport
-    address = peer_address(None if transport is None else transport.get_extra_info("peername"))
+    address = transport_address(request.transport)
     if address is None or not client.allows(address):
         return problem(
             403,
