@@ -46,11 +46,8 @@ PRUNE_INTERVAL: Final = 600.0
 MAX_PENDING: Final = 100_000  # rows waiting for a commit; beyond, the store is stuck anyway
 MAX_PATH: Final = 512
 CLIENT_CLOSED: Final = 499  # the client went away before the answer (nginx's convention)
-_INSERT: Final = (
-    "INSERT INTO api_audit (at, listener, client, peer, method, path, status, duration_ms,"
-    " command_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _COLUMNS: Final = "at, listener, client, peer, method, path, status, duration_ms, command_id"
+_INSERT: Final = f"INSERT INTO api_audit ({_COLUMNS}) VALUES ({', '.join('?' * 9)})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +72,20 @@ class ApiCall:
         if self.duration_ms < 0:
             raise ValueError(f"negative duration {self.duration_ms}")
 
+    def row(self) -> tuple[float | int | str | None, ...]:
+        """The values of ``_COLUMNS``, in their order (the fields of this class)."""
+        return (
+            self.at,
+            self.listener,
+            self.client,
+            self.peer,
+            self.method,
+            self.path,
+            self.status,
+            self.duration_ms,
+            self.command_id,
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "at": datetime.fromtimestamp(self.at, UTC).isoformat(timespec="milliseconds"),
@@ -97,7 +108,6 @@ class ApiAudit:
         self.retention_days = retention_days
         self.max_rows = max_rows
         self._pending: deque[ApiCall] = deque()
-        self.recorded = 0
         self.dropped = 0
         store.add_flusher(self._flush)
 
@@ -110,29 +120,11 @@ class ApiAudit:
                 )
             return
         self._pending.append(call)
-        self.recorded += 1
         self._store.poke()
 
     def _flush(self) -> list[Statement]:
-        rows: list[Statement] = []
-        while self._pending:
-            c = self._pending.popleft()
-            rows.append(
-                (
-                    _INSERT,
-                    (
-                        c.at,
-                        c.listener,
-                        c.client,
-                        c.peer,
-                        c.method,
-                        c.path,
-                        c.status,
-                        c.duration_ms,
-                        c.command_id,
-                    ),
-                )
-            )
+        rows: list[Statement] = [(_INSERT, call.row()) for call in self._pending]
+        self._pending.clear()
         return rows
 
     async def prune(self, now: float | None = None) -> None:
