@@ -44,7 +44,7 @@ from hesd.reads import read_events, read_profile, read_quantities
 from hesd.router import CommandRejected, CommandRouter, CommandState
 from hesd.session import MeterSession, SessionError
 from hesd.store.registry import METER_ID, STATUSES, RegistryConflict
-from hesd.uplink.outbox import Outbox
+from hesd.uplink.outbox import Outbox, OutboxState
 from protocols.dlms import apdu as x
 from protocols.dlms.axdr import Value
 from protocols.dlms.cosem import likely_class
@@ -105,18 +105,7 @@ async def get_status(request: web.Request) -> web.Response:
             },
             "alerts": _alerts(daemon),
             "meters": {"total": sum(counts.values()), **counts},
-            "outbox": {
-                "depth": outbox.depth,
-                "dead_letters": outbox.dead_letters,
-                "bytes": outbox.bytes,
-                "limit_bytes": outbox.limit,
-                "pressure": outbox.pressure,
-                "in_flight": outbox.in_flight,
-                "refused": outbox.refused,
-                "oldest_age_seconds": None
-                if outbox.oldest_age is None
-                else round(outbox.oldest_age, 3),
-            },
+            "outbox": _outbox_json(outbox),
             "store": {
                 "pending_writes": store.pending,
                 "commits": store.commits,
@@ -125,6 +114,20 @@ async def get_status(request: web.Request) -> web.Response:
             "api": api_status(daemon.config.api, daemon.api_guard, daemon.api_site),
         }
     )
+
+
+def _outbox_json(state: OutboxState) -> dict[str, Any]:
+    """The outbox's counts, in ``GET /api/v1/status`` and ``GET /api/v1/outbox`` alike."""
+    return {
+        "depth": state.depth,
+        "dead_letters": state.dead_letters,
+        "bytes": state.bytes,
+        "limit_bytes": state.limit,
+        "pressure": state.pressure,
+        "in_flight": state.in_flight,
+        "refused": state.refused,
+        "oldest_age_seconds": None if state.oldest_age is None else round(state.oldest_age, 3),
+    }
 
 
 def _alerts(daemon: Daemon) -> dict[str, int]:
@@ -478,14 +481,7 @@ async def get_outbox(request: web.Request) -> web.Response:
     dead = await _outbox(daemon).dead_batches()
     return _json(
         {
-            "depth": state.depth,
-            "dead_letters": state.dead_letters,
-            "bytes": state.bytes,
-            "limit_bytes": state.limit,
-            "pressure": state.pressure,
-            "in_flight": state.in_flight,
-            "refused": state.refused,
-            "oldest_age_seconds": None if state.oldest_age is None else round(state.oldest_age, 3),
+            **_outbox_json(state),
             "forwarding": None
             if forwarder is None
             else {
