@@ -245,14 +245,9 @@ def parse_config(doc: Table, base: Path) -> Config:
     """Validate a parsed hesd.toml; ``base`` anchors its relative paths."""
     daemon_t = doc.table("daemon")
     state_dir = daemon_t.path("state_dir", base=base, default="var")
-    secrets_text = daemon_t.string("secrets_file", default="", describe="a path, or empty for none")
     daemon = DaemonConfig(
         state_dir=state_dir,
-        secrets_file=(
-            None
-            if not secrets_text
-            else (Path(secrets_text) if Path(secrets_text).is_absolute() else base / secrets_text)
-        ),
+        secrets_file=_optional_path(daemon_t, "secrets_file", base),
         drain_timeout=daemon_t.number("drain_timeout", lo=0, hi=3600, default=15.0),
     )
     daemon_t.finish()
@@ -396,8 +391,7 @@ def _api_config(table: Table, base: Path, state_dir: Path) -> ApiConfig:
     plaintext = table.boolean("insecure_plaintext", default=False)
     files: dict[str, Path | None] = {}
     for key in ("tls_cert_file", "tls_key_file", "tls_client_ca_file"):
-        text = table.string(key, default="", describe="a path, or empty for none")
-        path = None if not text else (Path(text) if Path(text).is_absolute() else base / text)
+        path = _optional_path(table, key, base)
         if path is not None and listen is None:
             raise table.error(key, "is only used with api.listen")
         if path is not None and plaintext:
@@ -569,13 +563,18 @@ def _serial_port(table: Table) -> SerialPortConfig:
     return port
 
 
+def _optional_path(table: Table, key: str, base: Path) -> Path | None:
+    """A path, or None for an empty string; a relative path is relative to ``base``."""
+    text = table.string(key, default="", describe="a path, or empty for none")
+    return None if not text else (Path(text) if Path(text).is_absolute() else base / text)
+
+
 def _tls_files(
     table: Table, base: Path, section: str, requirement: str, tls: bool
 ) -> dict[str, Path | None]:
     files: dict[str, Path | None] = {}
     for key in ("ca_file", "cert_file", "key_file"):
-        text = table.string(key, default="", describe="a path, or empty for none")
-        path = None if not text else (Path(text) if Path(text).is_absolute() else base / text)
+        path = _optional_path(table, key, base)
         if path is not None and not tls:
             raise table.error(key, f"is only used with {requirement}")
         if path is not None and not path.is_file():

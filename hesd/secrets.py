@@ -90,24 +90,19 @@ class SecretStore:
     def token(self, name: str, named_by: str) -> Secret:
         """The token ``name``; ``ConfigError`` naming the secrets file and ``named_by`` (the
         config key that asked for it) when the file has none."""
-        found = self.tokens.get(name)
-        if found is None:
-            raise ConfigError(
-                self.source or "<no secrets file>",
-                "tokens",
-                f'no token "{name}" (named by {named_by})',
-            )
-        return found
+        return self._named(self.tokens, "tokens", "token", name, named_by)
 
     def api_key(self, name: str, named_by: str) -> Secret:
-        """The API key ``name``; ``ConfigError`` naming the secrets file and ``named_by`` (the
-        config key that asked for it) when the file has none."""
-        found = self.api_keys.get(name)
+        """The API key ``name``; ``ConfigError`` as for ``token``."""
+        return self._named(self.api_keys, "api_keys", "key", name, named_by)
+
+    def _named(
+        self, table: dict[str, Secret], key: str, what: str, name: str, named_by: str
+    ) -> Secret:
+        found = table.get(name)
         if found is None:
             raise ConfigError(
-                self.source or "<no secrets file>",
-                "api_keys",
-                f'no key "{name}" (named by {named_by})',
+                self.source or "<no secrets file>", key, f'no {what} "{name}" (named by {named_by})'
             )
         return found
 

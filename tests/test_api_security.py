@@ -29,7 +29,7 @@ from structlog.testing import capture_logs
 
 from adapters.schema import ConfigError
 from hesd.api.app import SCOPES, build_app
-from hesd.api.audit import ApiAudit
+from hesd.api.audit import ApiAudit, ApiCall
 from hesd.api.listener import ApiSite
 from hesd.api.security import ApiGuard
 from hesd.cli import EX_CONFIG
@@ -628,6 +628,25 @@ async def test_audit_retention_prunes_by_age_and_count(hes: Hes) -> None:
     audit.max_rows = 2
     await audit.prune()
     assert len(await audit.query()) == 2
+
+
+async def test_an_audit_row_reads_back_as_the_call_it_records(hes: Hes) -> None:
+    """``ApiCall.row()`` and ``ApiAudit.query()`` agree on the order of the columns."""
+    audit = hes.daemon.audit
+    assert audit is not None
+    call = ApiCall(
+        at=1_700_000_000.25,
+        listener="tcp",
+        client="mdm",
+        peer="192.0.2.7",
+        method="POST",
+        path="/api/v1/commands",
+        status=202,
+        duration_ms=3.25,
+        command_id="ab" * 16,
+    )
+    audit.record(call)
+    assert await audit.query(limit=1) == [call]
 
 
 # -- a real hesd ------------------------------------------------------------------------------

@@ -82,3 +82,15 @@ def test_secret_cannot_be_pickled() -> None:
 def test_unknown_key_in_keyset(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"keysets\.lot-a\.master_key: unknown key"):
         load_secrets(secrets_file(tmp_path, GOOD + "\n[keysets.lot-a.master_key]\n"))
+
+
+def test_a_token_or_api_key_that_is_not_there_names_what_asked_for_it() -> None:
+    store = load_secrets(None)
+    with pytest.raises(ConfigError) as token:
+        store.token("mdm", "uplink.token")
+    with pytest.raises(ConfigError) as key:
+        store.api_key("mdm-prod", "hesd.toml api.clients.mdm.key")
+    assert str(token.value) == '<no secrets file>: tokens: no token "mdm" (named by uplink.token)'
+    assert str(key.value) == (
+        '<no secrets file>: api_keys: no key "mdm-prod" (named by hesd.toml api.clients.mdm.key)'
+    )

@@ -3,8 +3,9 @@
 ``build_app(daemon)`` is the socket's application: whoever can open the socket may call every
 route. ``build_app(daemon, guard)`` is the TCP listener's: the same routes behind API keys,
 address allowlists and scopes (``SCOPES``, beside the routes; hesd/api/security.py). Both audit
-every call (hesd/api/audit.py). Errors are ``application/problem+json`` (RFC 9457) with a
-``detail`` that names what was wrong. The reference of every route is ``docs/hes-api.yaml``.
+every call (hesd/api/audit.py). Errors are ``application/problem+json`` (RFC 9457;
+hesd/api/problem.py) with a ``detail`` that names what was wrong. The reference of every route
+is ``docs/hes-api.yaml``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from adapters.hooks import MeterContext
 from adapters.is15959 import EVENT_CATEGORIES
@@ -27,6 +29,7 @@ from hesd import __version__
 from hesd.api.audit import AUDIT, audit_middleware, list_calls
 from hesd.api.calls import current_client, note_command
 from hesd.api.listener import api_status
+from hesd.api.problem import ApiError, problem_middleware
 from hesd.api.security import (
     ADMIN,
     COMMAND,
@@ -41,7 +44,7 @@ from hesd.reads import read_events, read_profile, read_quantities
 from hesd.router import CommandRejected, CommandRouter, CommandState
 from hesd.session import MeterSession, SessionError
 from hesd.store.registry import METER_ID, STATUSES, RegistryConflict
-from hesd.uplink.outbox import Outbox
+from hesd.uplink.outbox import Outbox, OutboxState
 from protocols.dlms import apdu as x
 from protocols.dlms.axdr import Value
 from protocols.dlms.cosem import likely_class
@@ -52,51 +55,12 @@ from protocols.errors import HesdError
 if TYPE_CHECKING:
     from hesd.daemon import Daemon
 
-__all__ = ["SCOPES", "ApiError", "build_app"]
+__all__ = ["SCOPES", "ApiError", "Handler", "build_app"]
 
 log = structlog.get_logger("hesd.api")
 
 DAEMON: Final[web.AppKey[Daemon]] = web.AppKey("daemon")
-PROBLEM: Final = "application/problem+json"
 MAX_PAGE: Final = 100_000
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class ApiError(HesdError):
-    """An API call that cannot be served; becomes a problem+json response."""
-
-    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.title = title
-        self.detail = detail
-        self.extra = extra
-
-
-def problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
-    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM)
-
-
-@web.middleware
-async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return problem(exc.status, exc.title, exc.detail, **exc.extra)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        detail = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
-        return problem(exc.status, exc.reason, f"{request.method} {request.path}: {detail}")
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("api.internal_error", method=request.method, path=request.path)
-        return problem(
-            500, "Internal Server Error", "hesd failed to serve this request; see its log"
-        )
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -141,18 +105,7 @@ async def get_status(request: web.Request) -> web.Response:
             },
             "alerts": _alerts(daemon),
             "meters": {"total": sum(counts.values()), **counts},
-            "outbox": {
-                "depth": outbox.depth,
-                "dead_letters": outbox.dead_letters,
-                "bytes": outbox.bytes,
-                "limit_bytes": outbox.limit,
-                "pressure": outbox.pressure,
-                "in_flight": outbox.in_flight,
-                "refused": outbox.refused,
-                "oldest_age_seconds": None
-                if outbox.oldest_age is None
-                else round(outbox.oldest_age, 3),
-            },
+            "outbox": _outbox_json(outbox),
             "store": {
                 "pending_writes": store.pending,
                 "commits": store.commits,
@@ -161,6 +114,20 @@ async def get_status(request: web.Request) -> web.Response:
             "api": api_status(daemon.config.api, daemon.api_guard, daemon.api_site),
         }
     )
+
+
+def _outbox_json(state: OutboxState) -> dict[str, Any]:
+    """The outbox's counts, in ``GET /api/v1/status`` and ``GET /api/v1/outbox`` alike."""
+    return {
+        "depth": state.depth,
+        "dead_letters": state.dead_letters,
+        "bytes": state.bytes,
+        "limit_bytes": state.limit,
+        "pressure": state.pressure,
+        "in_flight": state.in_flight,
+        "refused": state.refused,
+        "oldest_age_seconds": None if state.oldest_age is None else round(state.oldest_age, 3),
+    }
 
 
 def _alerts(daemon: Daemon) -> dict[str, int]:
@@ -514,14 +481,7 @@ async def get_outbox(request: web.Request) -> web.Response:
     dead = await _outbox(daemon).dead_batches()
     return _json(
         {
-            "depth": state.depth,
-            "dead_letters": state.dead_letters,
-            "bytes": state.bytes,
-            "limit_bytes": state.limit,
-            "pressure": state.pressure,
-            "in_flight": state.in_flight,
-            "refused": state.refused,
-            "oldest_age_seconds": None if state.oldest_age is None else round(state.oldest_age, 3),
+            **_outbox_json(state),
             "forwarding": None
             if forwarder is None
             else {

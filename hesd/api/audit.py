@@ -18,16 +18,23 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 
-from hesd.api.calls import ANONYMOUS, SOCKET, close_call, open_call, peer_address, socket_peer
+from hesd.api.calls import (
+    ANONYMOUS,
+    SOCKET,
+    close_call,
+    open_call,
+    socket_peer,
+    transport_address,
+)
 from hesd.store.db import Statement, Store
 
 __all__ = ["AUDIT", "LISTENERS", "ApiAudit", "ApiCall", "audit_middleware"]
@@ -39,13 +46,8 @@ PRUNE_INTERVAL: Final = 600.0
 MAX_PENDING: Final = 100_000  # rows waiting for a commit; beyond, the store is stuck anyway
 MAX_PATH: Final = 512
 CLIENT_CLOSED: Final = 499  # the client went away before the answer (nginx's convention)
-_INSERT: Final = (
-    "INSERT INTO api_audit (at, listener, client, peer, method, path, status, duration_ms,"
-    " command_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 _COLUMNS: Final = "at, listener, client, peer, method, path, status, duration_ms, command_id"
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_INSERT: Final = f"INSERT INTO api_audit ({_COLUMNS}) VALUES ({', '.join('?' * 9)})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,20 @@ class ApiCall:
         if self.duration_ms < 0:
             raise ValueError(f"negative duration {self.duration_ms}")
 
+    def row(self) -> tuple[float | int | str | None, ...]:
+        """The values of ``_COLUMNS``, in their order (the fields of this class)."""
+        return (
+            self.at,
+            self.listener,
+            self.client,
+            self.peer,
+            self.method,
+            self.path,
+            self.status,
+            self.duration_ms,
+            self.command_id,
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "at": datetime.fromtimestamp(self.at, UTC).isoformat(timespec="milliseconds"),
@@ -92,7 +108,6 @@ class ApiAudit:
         self.retention_days = retention_days
         self.max_rows = max_rows
         self._pending: deque[ApiCall] = deque()
-        self.recorded = 0
         self.dropped = 0
         store.add_flusher(self._flush)
 
@@ -105,29 +120,11 @@ class ApiAudit:
                 )
             return
         self._pending.append(call)
-        self.recorded += 1
         self._store.poke()
 
     def _flush(self) -> list[Statement]:
-        rows: list[Statement] = []
-        while self._pending:
-            c = self._pending.popleft()
-            rows.append(
-                (
-                    _INSERT,
-                    (
-                        c.at,
-                        c.listener,
-                        c.client,
-                        c.peer,
-                        c.method,
-                        c.path,
-                        c.status,
-                        c.duration_ms,
-                        c.command_id,
-                    ),
-                )
-            )
+        rows: list[Statement] = [(_INSERT, call.row()) for call in self._pending]
+        self._pending.clear()
         return rows
 
     async def prune(self, now: float | None = None) -> None:
@@ -196,13 +193,10 @@ def audit_middleware(listener: str) -> Middleware:
             raise
         finally:
             close_call(token)
-            transport = request.transport
             if listener == "socket":
-                peer = socket_peer(transport)
+                peer = socket_peer(request.transport)
             else:
-                address = peer_address(
-                    None if transport is None else transport.get_extra_info("peername")
-                )
+                address = transport_address(request.transport)
                 peer = "" if address is None else str(address)
             call = ApiCall(
                 at=at,

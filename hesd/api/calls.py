@@ -27,6 +27,7 @@ __all__ = [
     "open_call",
     "peer_address",
     "socket_peer",
+    "transport_address",
 ]
 
 SOCKET: Final = "socket"  # the client of every call on the unix socket
@@ -86,6 +87,11 @@ def peer_address(peername: object) -> IPAddress | None:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+def transport_address(transport: asyncio.BaseTransport | None) -> IPAddress | None:
+    """The IP address of the TCP peer on ``transport`` (``peer_address``), or None."""
+    return peer_address(None if transport is None else transport.get_extra_info("peername"))
 
 
 _UCRED: Final = struct.Struct("3i")  # struct ucred: pid, uid, gid (socket(7), SO_PEERCRED)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,12 +27,13 @@ from typing import Final
 
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Middleware
+from aiohttp.typedefs import Handler, Middleware
 
-from adapters.schema import ConfigError
-from hesd.api.calls import IPAddress, note_client, peer_address
+from hesd.api.calls import IPAddress, note_client, transport_address
+from hesd.api.problem import problem
 from hesd.config import API_SCOPES, ApiConfig, IPNetwork
 from hesd.secrets import SecretStore
+from hesd.tls import server_context
 
 __all__ = [
     "ADMIN",
@@ -44,7 +44,6 @@ __all__ = [
     "Gatekeeper",
     "guard_expect_handler",
     "guard_middleware",
-    "server_context",
 ]
 
 log = structlog.get_logger("hesd.api")
@@ -53,8 +52,6 @@ READ: Final = "read"
 COMMAND: Final = "command"
 ADMIN: Final = "admin"
 REALM: Final = 'Bearer realm="hesd"'
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,36 +119,6 @@ class Gatekeeper:
         return any(client.allows(address) for client in self.clients)
 
 
-def server_context(api: ApiConfig, source: str) -> ssl.SSLContext | None:
-    """The server side of TLS for ``api.listen``; None for ``insecure_plaintext``. A file that
-    does not load is a ``ConfigError`` naming ``source`` and the key."""
-    if api.tls_cert_file is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(
-            str(api.tls_cert_file), None if api.tls_key_file is None else str(api.tls_key_file)
-        )
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(
-            source,
-            "api.tls_cert_file",
-            f"cannot load the server certificate and key: {exc.strerror or exc}",
-        ) from None
-    if api.tls_client_ca_file is not None:
-        try:
-            context.load_verify_locations(cafile=str(api.tls_client_ca_file))
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                source,
-                "api.tls_client_ca_file",
-                f"cannot load CA certificates: {exc.strerror or exc}",
-            ) from None
-        context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
 class ApiGuard:
     """What protects the TCP listener: its clients and its TLS context (both replaced on
     SIGHUP, for new connections and requests), the body limit, and what it refused."""
@@ -180,13 +147,9 @@ class ApiGuard:
         self.ssl_context = fresh.ssl_context
 
 
-def _problem(status: int, title: str, detail: str, **headers: str) -> web.Response:
-    # app.problem()'s shape; not imported from there, so that app.py -> security.py stays one-way
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    response = web.Response(
-        status=status, text=json.dumps(body), content_type="application/problem+json"
-    )
-    response.headers.update(headers)
+def _unauthorized(detail: str, challenge: str) -> web.Response:
+    response = problem(401, "Unauthorized", detail)
+    response.headers["WWW-Authenticate"] = challenge
     return response
 
 
@@ -218,26 +181,17 @@ def refusal(
     """
     presented = _presented_key(request)
     if presented is None:
-        return _problem(
-            401,
-            "Unauthorized",
-            "no API key: send Authorization: Bearer <key> (or X-API-Key: <key>)",
-            **{"WWW-Authenticate": REALM},
+        return _unauthorized(
+            "no API key: send Authorization: Bearer <key> (or X-API-Key: <key>)", REALM
         )
     client = None if isinstance(presented, str) else guard.gatekeeper.identify(presented)
     if client is None:
         detail = presented if isinstance(presented, str) else "the API key is not valid"
-        return _problem(
-            401,
-            "Unauthorized",
-            detail,
-            **{"WWW-Authenticate": f'{REALM}, error="invalid_token"'},
-        )
+        return _unauthorized(detail, f'{REALM}, error="invalid_token"')
     note_client(client.name)
-    transport = request.transport
-    address = peer_address(None if transport is None else transport.get_extra_info("peername"))
+    address = transport_address(request.transport)
     if address is None or not client.allows(address):
-        return _problem(
+        return problem(
             403,
             "Forbidden",
             f"client {client.name} may not call from {address}: the address is not in "
@@ -247,7 +201,7 @@ def refusal(
         needed = scopes.get(request.match_info.handler, ADMIN)
         if needed not in client.scopes:
             has = [s for s in API_SCOPES if s in client.scopes]
-            return _problem(
+            return problem(
                 403,
                 "Forbidden",
                 f"client {client.name} has scope{'s' if len(has) > 1 else ''} "
@@ -255,7 +209,7 @@ def refusal(
             )
     length = request.content_length
     if length is not None and length > guard.max_request_bytes:
-        return _problem(
+        return problem(
             413,
             "Payload Too Large",
             f"the body is {length} bytes; this listener takes at most "
