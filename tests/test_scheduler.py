@@ -23,7 +23,8 @@ from hesd.daemon import build_normalisers
 from hesd.router import CommandKind, CommandRouter, Outcome
 from hesd.schedule_budget import Budget, link_of
 from hesd.schedule_reads import READ_AHEAD, Step
-from hesd.scheduler import RUN_TRANSITIONS, Run, Scheduler, SchedulerError
+from hesd.schedule_run import RUN_TRANSITIONS, Run
+from hesd.scheduler import Scheduler, SchedulerError
 from hesd.session import MeterSession
 from hesd.store import MeterEntry, Registry, Store
 from hesd.store.schedules import RUN_FIELDS, RunRecord, ScheduleStore
