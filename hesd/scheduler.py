@@ -295,8 +295,8 @@ class Scheduler:
             log.info(
                 "scheduler.run_started", schedule=name, trigger=run.trigger, meters=len(meters)
             )
-            known = await self._known(run.schedule)
-            await self._dispatch(run, meters, known)
+            run.known = await self._known(run.schedule)
+            await self._dispatch(run, meters)
         except Exception as exc:  # a bug must end this run, not the scheduler
             log.exception("scheduler.run_crashed", schedule=name)
             run.stop(f"internal error: {exc!r}")
@@ -347,7 +347,7 @@ class Scheduler:
                 known.marks[f"events:{category}"] = await self._db.marks(f"events:{category}")
         return known
 
-    async def _dispatch(self, run: Run, meters: list[MeterRecord], known: Plan) -> None:
+    async def _dispatch(self, run: Run, meters: list[MeterRecord]) -> None:
         """Make each meter ready at its slot (``_pump`` starts it when there is room), then
         wait for the reads to end; what cannot start within the window is missed."""
         spread = run.schedule.window * SPREAD if run.schedule.jitter == "hash" else 0.0
@@ -355,7 +355,6 @@ class Scheduler:
             ((slot_fraction(run.schedule.name, m.meter_id) * spread, m) for m in meters),
             key=lambda item: (item[0], item[1].meter_id),
         )
-        run.known = known
         for index, (offset, record) in enumerate(order):
             slot = run.started_at + offset
             if slot > self._clock.now() and not run.stopping:
@@ -454,17 +453,18 @@ class Scheduler:
     async def _meter(self, run: Run, record: MeterRecord) -> None:
         meter_id = record.meter_id
         counts = run.counts
-        known = run.known
         try:
             if not await self._reader.reachable(meter_id):
                 counts["skipped"] += 1
                 return
-            steps = plan(run.schedule, record.entry, self._normalisers(), known, self._clock.now())
+            steps = plan(
+                run.schedule, record.entry, self._normalisers(), run.known, self._clock.now()
+            )
             failure = ""
             for step in steps:
                 await self._commands_first(run, meter_id)
                 batch = await self._request(run, record, step)
-                failure = failure or await self._deliver(run, record, step, batch, known)
+                failure = failure or await self._deliver(run, record, step, batch)
             if failure:
                 run.failed(meter_id, failure)
             else:
@@ -513,13 +513,11 @@ class Scheduler:
             if not self._link_load[key]:
                 del self._link_load[key]
 
-    async def _deliver(
-        self, run: Run, record: MeterRecord, step: Step, batch: Batch, known: Plan
-    ) -> str:
+    async def _deliver(self, run: Run, record: MeterRecord, step: Step, batch: Batch) -> str:
         """Records to the outbox (durably), then marks and holes; returns a failure, or ""."""
         meter_id = record.meter_id
         now = self._clock.now()
-        marks = known.marks.setdefault(step.mark_key, {})
+        marks = run.known.marks.setdefault(step.mark_key, {})
         mark = marks.get(meter_id)
         readings = batch.readings
         events = batch.events
