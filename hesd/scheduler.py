@@ -78,6 +78,7 @@ log = structlog.get_logger("hesd.scheduler")
 
 SPREAD: Final = 0.9  # of the window: where slots go; the rest is slack
 PRESSURE_POLL: Final = 1.0  # seconds between looks at the outbox while paused
+SELECT_PAGE: Final = 5000  # meters per registry query while a run selects its group
 
 
 class SchedulerError(HesdError):
@@ -330,9 +331,9 @@ class Scheduler:
         found: list[MeterRecord] = []
         after = ""
         while True:
-            page = await self._registry.select(vendor=vendor, after=after, limit=5000)
+            page = await self._registry.select(vendor=vendor, after=after, limit=SELECT_PAGE)
             found.extend(r for r in page if _selects(schedule, r))
-            if len(page) < 5000:
+            if len(page) < SELECT_PAGE:
                 return found
             after = page[-1].meter_id
 

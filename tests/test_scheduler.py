@@ -199,6 +199,33 @@ async def test_a_cron_run_reads_its_group_and_is_recorded(hes: Hes) -> None:
     assert stored.to_json() == last
 
 
+async def test_a_run_selects_its_group_across_registry_pages(
+    hes: Hes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("hesd.scheduler.SELECT_PAGE", 2)
+    await hes.meters(
+        *(entry(f"A-{n}", tags=(("feeder", "F1"),)) for n in range(1, 6)),
+        entry("A-3b", transport="serial", address="/dev/ttyA:17", tags=(("feeder", "F1"),)),
+        entry("B-1", tags=(("feeder", "F2"),)),
+    )
+    defined = schedules(
+        q={
+            "cron": "@daily",
+            "read": {"quantities": ["energy_active_import"]},
+            "transports": ["tcp-in"],
+            "tags": {"feeder": "F1"},
+            "jitter": "none",
+        }
+    )
+    scheduler = hes.scheduler(defined)
+    await hes.start(scheduler)
+    run = scheduler.trigger("q")
+    await finish(run)
+    assert hes.reader is not None
+    assert sorted(m for m, *_ in hes.reader.log) == ["A-1", "A-2", "A-3", "A-4", "A-5"]
+    assert status_of(scheduler, "q")["last_run"]["selected"] == 5
+
+
 async def test_the_last_run_survives_a_restart_and_a_cut_run_is_interrupted(hes: Hes) -> None:
     await hes.meters(entry("A-1"))
     defined = schedules(
