@@ -54,7 +54,6 @@ from typing import Any, Final, Protocol
 
 import structlog
 
-from adapters.is15959 import EVENT_CATEGORIES
 from adapters.normalise import Batch, Normaliser
 from hesd.config import ScheduleConfig, SchedulerConfig
 from hesd.schedule_budget import Budget, link_of
@@ -344,7 +343,7 @@ class Scheduler:
             known.marks[key] = await self._db.marks(key)
             known.holes = await self._db.holes(read.profile)
         elif read.events:
-            for category in EVENT_CATEGORIES if read.events == "all" else (read.events,):
+            for category in read.categories:
                 known.marks[f"events:{category}"] = await self._db.marks(f"events:{category}")
         return known
 
