@@ -85,6 +85,13 @@ class ScheduledRead:
             raise ValueError(f"no event category {self.events!r}")
 
     @property
+    def categories(self) -> tuple[str, ...]:
+        """The event categories an events read reads (every one for "all"); () for the others."""
+        if not self.events:
+            return ()
+        return EVENT_CATEGORIES if self.events == "all" else (self.events,)
+
+    @property
     def kind(self) -> str:
         return "quantities" if self.quantities else "profile" if self.profile else "events"
 

@@ -34,7 +34,6 @@ from typing import Final, Protocol
 import structlog
 
 from adapters.hooks import MeterContext
-from adapters.is15959 import EVENT_CATEGORIES
 from adapters.model import Source
 from adapters.normalise import Batch, Normaliser
 from hesd.config import ScheduleConfig
@@ -175,7 +174,7 @@ def plan(
     meter_id = entry.meter_id
     if read.events:
         steps = []
-        for category in EVENT_CATEGORIES if read.events == "all" else (read.events,):
+        for category in read.categories:
             mark = known.marks.get(f"events:{category}", {}).get(meter_id)
             start = floor if mark is None else max(floor, mark + 1)
             steps.append(Step("events", category, start=min(start, horizon), end=horizon))

@@ -29,7 +29,8 @@ read starts: the scheduler logs ``scheduler.paused`` once, shows ``paused`` in i
 added to the window: what could not start in it is missed, and a profile's back-fill reads it
 at the next run.
 
-Run records (``hesd/store/schedules.py``) are written at the start and the end of each run, so
+A run's states, counts and waiting meters are ``hesd/schedule_run.py``'s ``Run``. Run records
+(``hesd/store/schedules.py``) are written at the start and the end of each run, so
 ``hesctl schedule`` shows the last run after a restart. When hesd stops, a run in progress
 ends ``cancelled`` ("hesd is stopping"; its reads in flight are cancelled, what they had
 delivered stays); one that a crash cut short is still ``running`` on disk and becomes
@@ -46,16 +47,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import enum
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import structlog
 
-from adapters.is15959 import EVENT_CATEGORIES
 from adapters.normalise import Batch, Normaliser
 from hesd.config import ScheduleConfig, SchedulerConfig
 from hesd.schedule_budget import Budget, link_of
@@ -67,18 +65,19 @@ from hesd.schedule_reads import (
     plan,
     slot_fraction,
 )
+from hesd.schedule_run import Run
 from hesd.store import MeterRecord, Registry, Statement, Store
-from hesd.store.schedules import RUN_FIELDS, RunRecord, ScheduleStore, iso, set_mark
+from hesd.store.schedules import RunRecord, ScheduleStore, iso, set_mark
 from hesd.uplink.outbox import Record
-from protocols.errors import HesdError, LocalProtocolError
+from protocols.errors import HesdError
 
-__all__ = ["RUN_TRANSITIONS", "Clock", "Commands", "Scheduler", "Sink", "WallClock"]
+__all__ = ["Clock", "Commands", "Scheduler", "SchedulerError", "Sink", "WallClock"]
 
 log = structlog.get_logger("hesd.scheduler")
 
 SPREAD: Final = 0.9  # of the window: where slots go; the rest is slack
 PRESSURE_POLL: Final = 1.0  # seconds between looks at the outbox while paused
-LOGGED_FAILURES: Final = 20  # per run; the rest are counted
+SELECT_PAGE: Final = 5000  # meters per registry query while a run selects its group
 
 
 class SchedulerError(HesdError):
@@ -118,70 +117,6 @@ class Sink(Protocol):
     def pressure(self) -> bool: ...
 
     def offer(self, records: Sequence[Record]) -> asyncio.Future[None]: ...
-
-
-class RunState(enum.StrEnum):
-    RUNNING = "running"
-    FINISHED = "finished"
-    CANCELLED = "cancelled"
-
-
-RUN_TRANSITIONS: Final[Mapping[RunState, frozenset[RunState]]] = {
-    RunState.RUNNING: frozenset({RunState.FINISHED, RunState.CANCELLED}),
-    RunState.FINISHED: frozenset(),
-    RunState.CANCELLED: frozenset(),
-}
-
-
-@dataclass(slots=True, eq=False)
-class Run:
-    """A run in progress."""
-
-    schedule: ScheduleConfig
-    trigger: str
-    started_at: float
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RUN_FIELDS, 0))
-    state: RunState = RunState.RUNNING
-    done: int = 0  # meters whose read has ended (any outcome)
-    stopping: str = ""  # why no new reads start (a reload, hesd stopping)
-    detail: str = ""
-    finished_at: float | None = None
-    wake: asyncio.Event = field(default_factory=asyncio.Event)  # stop() was called
-    progress: asyncio.Event = field(default_factory=asyncio.Event)  # a meter's read ended
-    ready: dict[str, deque[MeterRecord]] = field(default_factory=dict)  # at their slot, by link
-    known: Plan = field(default_factory=Plan)  # marks and holes, loaded at the start
-    jobs: set[asyncio.Task[None]] = field(default_factory=set)
-    task: asyncio.Task[None] | None = None
-
-    @property
-    def deadline(self) -> float:
-        return self.started_at + self.schedule.window
-
-    def move(self, to: RunState, now: float) -> None:
-        if to not in RUN_TRANSITIONS[self.state]:
-            raise LocalProtocolError(f"run of {self.schedule.name}: {self.state} → {to}")
-        self.state, self.finished_at = to, now
-
-    def stop(self, reason: str) -> None:
-        if not self.stopping:
-            self.stopping = reason
-        self.wake.set()
-
-    def note(self, error: str) -> None:
-        if not self.detail:
-            self.detail = error
-
-    def record(self) -> RunRecord:
-        counts = tuple(self.counts[name] for name in RUN_FIELDS)
-        return RunRecord(
-            self.schedule.name,
-            self.started_at,
-            self.trigger,
-            self.state.value,
-            self.finished_at,
-            counts,
-            self.detail,
-        )
 
 
 class Scheduler:
@@ -360,8 +295,8 @@ class Scheduler:
             log.info(
                 "scheduler.run_started", schedule=name, trigger=run.trigger, meters=len(meters)
             )
-            known = await self._known(run.schedule)
-            await self._dispatch(run, meters, known)
+            run.known = await self._known(run.schedule)
+            await self._dispatch(run, meters)
         except Exception as exc:  # a bug must end this run, not the scheduler
             log.exception("scheduler.run_crashed", schedule=name)
             run.stop(f"internal error: {exc!r}")
@@ -369,9 +304,7 @@ class Scheduler:
             if run.jobs:  # reads in flight finish (hesd stopping has cancelled them)
                 await asyncio.gather(*list(run.jobs), return_exceptions=True)
             now = self._clock.now()
-            run.move(RunState.CANCELLED if run.stopping else RunState.FINISHED, now)
-            if run.stopping:
-                run.detail = run.stopping + (f"; {run.detail}" if run.detail else "")
+            run.end(now)
             record = run.record()
             ratio = record.success_ratio
             log.info(
@@ -397,9 +330,9 @@ class Scheduler:
         found: list[MeterRecord] = []
         after = ""
         while True:
-            page = await self._registry.select(vendor=vendor, after=after, limit=5000)
+            page = await self._registry.select(vendor=vendor, after=after, limit=SELECT_PAGE)
             found.extend(r for r in page if _selects(schedule, r))
-            if len(page) < 5000:
+            if len(page) < SELECT_PAGE:
                 return found
             after = page[-1].meter_id
 
@@ -410,11 +343,11 @@ class Scheduler:
             known.marks[key] = await self._db.marks(key)
             known.holes = await self._db.holes(read.profile)
         elif read.events:
-            for category in EVENT_CATEGORIES if read.events == "all" else (read.events,):
+            for category in read.categories:
                 known.marks[f"events:{category}"] = await self._db.marks(f"events:{category}")
         return known
 
-    async def _dispatch(self, run: Run, meters: list[MeterRecord], known: Plan) -> None:
+    async def _dispatch(self, run: Run, meters: list[MeterRecord]) -> None:
         """Make each meter ready at its slot (``_pump`` starts it when there is room), then
         wait for the reads to end; what cannot start within the window is missed."""
         spread = run.schedule.window * SPREAD if run.schedule.jitter == "hash" else 0.0
@@ -422,7 +355,6 @@ class Scheduler:
             ((slot_fraction(run.schedule.name, m.meter_id) * spread, m) for m in meters),
             key=lambda item: (item[0], item[1].meter_id),
         )
-        run.known = known
         for index, (offset, record) in enumerate(order):
             slot = run.started_at + offset
             if slot > self._clock.now() and not run.stopping:
@@ -431,7 +363,7 @@ class Scheduler:
             if run.stopping:
                 break
             if self._clock.now() >= run.deadline:
-                self._missed(run, len(order) - index)
+                run.missed(len(order) - index)
                 break
             link, _ = link_of(record.entry, self._per_destination)
             run.ready.setdefault(link, deque()).append(record)
@@ -442,7 +374,7 @@ class Scheduler:
             if run.stopping:
                 run.ready.clear()  # a cancelled run leaves them uncounted
             elif run.ready and now >= run.deadline:
-                self._missed(run, sum(map(len, run.ready.values())))
+                run.missed(sum(map(len, run.ready.values())))
                 run.ready.clear()
             if not run.ready and not run.jobs:
                 break
@@ -454,11 +386,6 @@ class Scheduler:
             if run.ready and not self._sink.pressure:
                 self._resumed(self._clock.now())
                 self._pump()
-
-    def _missed(self, run: Run, count: int) -> None:
-        run.counts["missed"] += count
-        run.done += count
-        run.note(f"{count} meters could not start within the window")
 
     def _pump(self) -> None:
         """Start ready meters while the budget and their links have room: runs of higher
@@ -526,40 +453,32 @@ class Scheduler:
     async def _meter(self, run: Run, record: MeterRecord) -> None:
         meter_id = record.meter_id
         counts = run.counts
-        known = run.known
         try:
             if not await self._reader.reachable(meter_id):
                 counts["skipped"] += 1
                 return
-            steps = plan(run.schedule, record.entry, self._normalisers(), known, self._clock.now())
+            steps = plan(
+                run.schedule, record.entry, self._normalisers(), run.known, self._clock.now()
+            )
             failure = ""
             for step in steps:
                 await self._commands_first(run, meter_id)
                 batch = await self._request(run, record, step)
-                failure = failure or await self._deliver(run, record, step, batch, known)
+                failure = failure or await self._deliver(run, record, step, batch)
             if failure:
-                self._failed(run, meter_id, failure)
+                run.failed(meter_id, failure)
             else:
                 counts["succeeded"] += 1
         except asyncio.CancelledError:
             raise
         except HesdError as exc:
-            self._failed(run, meter_id, str(exc))
+            run.failed(meter_id, str(exc))
         except Exception as exc:  # a bug: logged, this meter counted failed
             counts["failed"] += 1
             run.note(f"internal error: {exc!r}")
             log.exception("scheduler.read_crashed", schedule=run.schedule.name, meter=meter_id)
         finally:
             run.done += 1
-
-    @staticmethod
-    def _failed(run: Run, meter_id: str, error: str) -> None:
-        run.counts["failed"] += 1
-        run.note(error)
-        if run.counts["failed"] <= LOGGED_FAILURES:
-            log.warning(
-                "scheduler.read_failed", schedule=run.schedule.name, meter=meter_id, error=error
-            )
 
     async def _commands_first(self, run: Run, meter_id: str) -> None:
         """Let the router's commands for this meter run first (until the window ends)."""
@@ -594,13 +513,11 @@ class Scheduler:
             if not self._link_load[key]:
                 del self._link_load[key]
 
-    async def _deliver(
-        self, run: Run, record: MeterRecord, step: Step, batch: Batch, known: Plan
-    ) -> str:
+    async def _deliver(self, run: Run, record: MeterRecord, step: Step, batch: Batch) -> str:
         """Records to the outbox (durably), then marks and holes; returns a failure, or ""."""
         meter_id = record.meter_id
         now = self._clock.now()
-        marks = known.marks.setdefault(step.mark_key, {})
+        marks = run.known.marks.setdefault(step.mark_key, {})
         mark = marks.get(meter_id)
         readings = batch.readings
         events = batch.events

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from adapters.is15959 import EVENT_CATEGORIES
 from adapters.schema import ConfigError
 from hesd import config_schedules
 from hesd.config import load_config
@@ -172,3 +173,11 @@ def test_errors_name_the_key(tmp_path: Path, text: str, error: str) -> None:
 
 def test_transports_agree_with_the_registry() -> None:
     assert config_schedules.TRANSPORTS == TRANSPORTS
+
+
+def test_an_events_read_names_its_categories() -> None:
+    read = config_schedules.ScheduledRead
+    assert read(events="all").categories == EVENT_CATEGORIES
+    assert read(events="power").categories == ("power",)
+    assert read(profile="block_load").categories == ()
+    assert read(quantities=("energy_active_import",)).categories == ()

@@ -23,7 +23,8 @@ from hesd.daemon import build_normalisers
 from hesd.router import CommandKind, CommandRouter, Outcome
 from hesd.schedule_budget import Budget, link_of
 from hesd.schedule_reads import READ_AHEAD, Step
-from hesd.scheduler import RUN_TRANSITIONS, Run, Scheduler, SchedulerError
+from hesd.schedule_run import RUN_TRANSITIONS, Run
+from hesd.scheduler import Scheduler, SchedulerError
 from hesd.session import MeterSession
 from hesd.store import MeterEntry, Registry, Store
 from hesd.store.schedules import RUN_FIELDS, RunRecord, ScheduleStore
@@ -196,6 +197,33 @@ async def test_a_cron_run_reads_its_group_and_is_recorded(hes: Hes) -> None:
     assert last["detail"] == "meter A-3: no answer"
     stored = (await ScheduleStore(hes.store).last_runs())["daily"]
     assert stored.to_json() == last
+
+
+async def test_a_run_selects_its_group_across_registry_pages(
+    hes: Hes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("hesd.scheduler.SELECT_PAGE", 2)
+    await hes.meters(
+        *(entry(f"A-{n}", tags=(("feeder", "F1"),)) for n in range(1, 6)),
+        entry("A-3b", transport="serial", address="/dev/ttyA:17", tags=(("feeder", "F1"),)),
+        entry("B-1", tags=(("feeder", "F2"),)),
+    )
+    defined = schedules(
+        q={
+            "cron": "@daily",
+            "read": {"quantities": ["energy_active_import"]},
+            "transports": ["tcp-in"],
+            "tags": {"feeder": "F1"},
+            "jitter": "none",
+        }
+    )
+    scheduler = hes.scheduler(defined)
+    await hes.start(scheduler)
+    run = scheduler.trigger("q")
+    await finish(run)
+    assert hes.reader is not None
+    assert sorted(m for m, *_ in hes.reader.log) == ["A-1", "A-2", "A-3", "A-4", "A-5"]
+    assert status_of(scheduler, "q")["last_run"]["selected"] == 5
 
 
 async def test_the_last_run_survives_a_restart_and_a_cut_run_is_interrupted(hes: Hes) -> None:

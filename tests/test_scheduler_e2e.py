@@ -5,62 +5,30 @@ shows the run and its success ratio, also after a restart."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 import sqlite3
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.mdm_receiver import MdmReceiver
 from tests.conftest import HesdProcess, wait_for, write_config
 from tests.sim_process import SimProcess
+from tests.test_uplink_e2e import TOKEN, ReceiverThread
 
 pytestmark = pytest.mark.integration
 
-TOKEN = "scheduler-e2e-token"
 METERS = 24
 StartHesd = Callable[..., HesdProcess]
 
 
-class Mdm:
-    """The reference receiver on its own event loop, so the test may block on hesctl."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="mdm", daemon=True)
-        self.thread.start()
-        self.receiver = MdmReceiver(token=TOKEN)
-        self.url: str = self._call(self.receiver.start())
-
-    def _call(self, coro: Any) -> Any:
-        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result(timeout=30)
-
-    def readings(self) -> list[dict[str, Any]]:
-        async def take() -> list[dict[str, Any]]:
-            return list(self.receiver.records("readings"))
-
-        found: list[dict[str, Any]] = self._call(take())
-        return found
-
-    def close(self) -> None:
-        self._call(self.receiver.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
 @pytest.fixture
-def mdm() -> Iterator[Mdm]:
-    receiver = Mdm()
+def mdm() -> Iterator[ReceiverThread]:
+    receiver = ReceiverThread()
     yield receiver
     receiver.close()
 
@@ -71,7 +39,10 @@ def _schedules(hesd: HesdProcess) -> dict[str, Any]:
 
 
 def test_a_scheduled_bulk_read_reaches_the_mdm_and_hesctl_shows_it(
-    start_hesd: StartHesd, sim_process: Callable[..., SimProcess], tmp_path: Path, mdm: Mdm
+    start_hesd: StartHesd,
+    sim_process: Callable[..., SimProcess],
+    tmp_path: Path,
+    mdm: ReceiverThread,
 ) -> None:
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     sim = sim_process(

@@ -11,13 +11,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
 from aiohttp import web
 
-from hesd.api.app import DAEMON, ApiError, Handler
+from hesd.api.app import DAEMON, ApiError, Handler, _json
 from hesd.api.security import COMMAND, READ
 from hesd.config_schedules import SCHEDULE_NAME
 from hesd.scheduler import Scheduler, SchedulerError
@@ -32,10 +31,6 @@ def _scheduler(request: web.Request) -> Scheduler:
     if scheduler is None:
         raise ApiError(503, "Service Unavailable", "the scheduler is not running")
     return scheduler
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, text=json.dumps(data), content_type="application/json")
 
 
 def _named(request: web.Request) -> tuple[Scheduler, str]:
