@@ -213,7 +213,6 @@ class Outbox:
         now = time.time() if now is None else now
         rows: list[tuple[str, str, float, int, bytes]] = []
         size = 0
-        urgent = True
         texts: list[str] = []
         kind = meter_id = ""
         for record in records:
@@ -225,13 +224,11 @@ class Outbox:
                     rows.append((kind, meter_id, now, len(texts), row))
                 kind, meter_id, texts = this, record.meter_id, []
             texts.append(record.json_text())
-            urgent = urgent and _urgent(record)
         if texts:
             row = msgpack.packb(texts)
             size += len(row)
             rows.append((kind, meter_id, now, len(texts), row))
-        room = self.limit * (URGENT_ROOM if urgent else 1.0)
-        if rows and self._bytes + size > room:
+        if rows and self._over_budget(records, size):
             self.refused += len(records)
             log.error(
                 "outbox.full",
@@ -249,6 +246,14 @@ class Outbox:
         future = self._store.submit([(INSERT, row) for row in rows]) if rows else _done()
         future.add_done_callback(self._committed(size))
         return future
+
+    def _over_budget(self, records: Sequence[Record], size: int) -> bool:
+        """``size`` more bytes of ``records`` exceed the budget: 100 %, or 110 % if every record
+        is urgent (``_urgent``; asked only past 100 %, the records' kinds and sources)."""
+        total = self._bytes + size
+        return total > self.limit and (
+            total > self.limit * URGENT_ROOM or not all(map(_urgent, records))
+        )
 
     def _committed(self, size: int) -> Callable[[asyncio.Future[None]], None]:
         def done(future: asyncio.Future[None]) -> None:
