@@ -71,6 +71,9 @@ _LIMITS: Final = {  # A-XDR integer types: (min, max) (IEC 62056-6-2 §4.1.5)
     Tag.LONG64_UNSIGNED: (0, (1 << 64) - 1),
 }
 assert set(_LIMITS) == set(INTEGER_TYPES.values())
+_OVERFLOW: Final = {  # raw values flagged OVERFLOW: the type's limits, but 0 of an unsigned
+    tag: frozenset({high} if low == 0 else {low, high}) for tag, (low, high) in _LIMITS.items()
+}
 # IEC 62056-6-2 §4.1.6.1 clock status bits
 _STATUS_INVALID: Final = 0x01
 _STATUS_DOUBTFUL: Final = 0x02 | 0x04 | 0x08  # doubtful, different clock base, invalid status
@@ -125,8 +128,6 @@ class _Value:
 class _Layout:
     """What each column of a row means: a profile's columns, or the push's."""
 
-    load: LoadProfile
-    columns: tuple[str, ...]
     clock: int
     status: int | None
     values: tuple[_Value, ...]
@@ -214,8 +215,7 @@ class Normaliser:
             value, normal = to_si(raw, scaler, unit, count=spec.measure is Measure.COUNT)
         except ValueError as exc:
             raise NormaliseError(f"meter {meter.meter_id}: {quantity}: {exc}") from None
-        low, high = _LIMITS[spec.type]
-        if raw in (low, high) and not (low == 0 and raw == 0):
+        if raw in _OVERFLOW[spec.type]:
             quality |= Quality.OVERFLOW
         reading = Reading(
             meter_id=meter.meter_id,
@@ -431,36 +431,33 @@ class Normaliser:
 
     def _resolve(self, load: LoadProfile, columns: tuple[str, ...]) -> _Layout:
         where = {name: index for index, name in enumerate(columns)}  # the last, as a dict did
-        values = []
-        for name in columns:
-            if name in _PUSH_HEAD or name.endswith(CAPTURE_TIME) or name == STATUS:
-                continue
-            spec = self._by_name.get(name)
-            symbol = None if spec is None else spec.unit.symbol
-            normal, power = UNITS.get(symbol, ("", 0)) if symbol is not None else ("", 0)
-            known = spec is not None and symbol in UNITS
-            low, high = (0, 0) if spec is None else _LIMITS[spec.type]
-            values.append(
-                _Value(
-                    index=where[name],
-                    name=name,
-                    spec=spec,
-                    obis="" if spec is None else str(spec.obis),
-                    exponent=0 if spec is None else spec.scaler + power,
-                    factor=TIME_UNITS.get(symbol or "", 1),
-                    unit="count" if spec is not None and spec.measure is Measure.COUNT else normal,
-                    normal=known,
-                    overflow=frozenset({high} if low == 0 else {low, high}),
-                    interval=(
-                        load.interval
-                        if spec is not None and spec.measure in _INTERVAL_MEASURES
-                        else None
-                    )
-                    or None,
-                    capture=where.get(f"{name}{CAPTURE_TIME}"),
-                )
-            )
-        return _Layout(load, columns, where["clock"], where.get(STATUS), tuple(values))
+        values = tuple(
+            self._value(load, name, where[name], where.get(f"{name}{CAPTURE_TIME}"))
+            for name in columns
+            if name not in _PUSH_HEAD and not name.endswith(CAPTURE_TIME) and name != STATUS
+        )
+        return _Layout(where["clock"], where.get(STATUS), values)
+
+    def _value(self, load: LoadProfile, name: str, index: int, capture: int | None) -> _Value:
+        """The value column ``name`` of rows of ``load``, at ``index``."""
+        spec = self._by_name.get(name)
+        if spec is None:  # an error at every row (``_cells``): nothing else is used
+            return _Value(index, name, None, "", 0, 1, "", False, frozenset(), None, capture)
+        symbol = spec.unit.symbol
+        normal, power = UNITS.get(symbol, ("", 0))
+        return _Value(
+            index=index,
+            name=name,
+            spec=spec,
+            obis=str(spec.obis),
+            exponent=spec.scaler + power,
+            factor=TIME_UNITS.get(symbol, 1),
+            unit="count" if spec.measure is Measure.COUNT else normal,
+            normal=symbol in UNITS,
+            overflow=_OVERFLOW[spec.type],
+            interval=(load.interval or None) if spec.measure in _INTERVAL_MEASURES else None,
+            capture=capture,
+        )
 
     def _stamp(self, value: object, where: str) -> tuple[dt.datetime, Quality]:
         try:

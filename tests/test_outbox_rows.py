@@ -6,6 +6,7 @@ still sent exactly as they were."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import gzip
 import json
@@ -219,6 +220,21 @@ async def test_the_budget_thresholds_with_rows_of_26(rig: Rig) -> None:
     assert events.count("outbox.full") == 2
     assert events.count("outbox.pressure_cleared") == 1
     assert outbox.bytes == 0
+
+
+async def test_past_100_percent_an_offer_goes_in_only_if_every_record_is_urgent(rig: Rig) -> None:
+    """Between 100 and 110 % of the budget, an offer goes in only when all its records may use
+    that room: one pulled reading among 25 pushed keeps the whole offer out."""
+    pushed = push("M01", 0)
+    mixed = [*pushed[:25], dataclasses.replace(pushed[25], source=Source.PULL)]
+    size = len(payload(pushed))
+    assert len(payload(mixed)) == size  # "pull" and "push": the same bytes
+    limit = size * 100 // 105  # one push is 105 % of it
+    with pytest.raises(OutboxFull, match="26 records refused"):
+        Outbox(rig.store, limit).offer(mixed)
+    await Outbox(rig.store, limit).offer(pushed)
+    with pytest.raises(OutboxFull, match="26 records refused"):
+        Outbox(rig.store, size * 100 // 115).offer(pushed)  # past 110 %
 
 
 async def test_rows_larger_than_batch_size_are_cut_before_they_are_batched(rig: Rig) -> None:

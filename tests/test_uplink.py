@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import random
+import re
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -340,3 +341,16 @@ async def _fill_to_the_budget(store: Store) -> None:
     event = Event("M1", "magnet_tamper", "other", "major", True, 201, "magnet", T0, Source.PUSH, "")
     with pytest.raises(OutboxFull):
         outbox.offer([event])
+
+
+def test_every_log_event_of_the_outbox_and_the_forwarder_is_in_architecture_md() -> None:
+    """docs/architecture.md names what the outbox, the forwarder and the push path log."""
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "architecture.md").read_text()
+    sources = ("hesd/uplink/outbox.py", "hesd/uplink/forwarder.py", "hesd/daemon.py")
+    pattern = re.compile(
+        r'log\.(?:warning|error|info|exception)\(\s*"((?:outbox|uplink|daemon)\.\w+)"'
+    )
+    named = {e for path in sources for e in pattern.findall((root / path).read_text())}
+    assert {"outbox.full", "uplink.dead_letter", "daemon.records_lost"} <= named
+    assert sorted(e for e in named if f"`{e}`" not in doc) == []

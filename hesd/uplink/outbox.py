@@ -97,7 +97,12 @@ class OutboxCorrupt(HesdError):
 
 def payload(records: Sequence[Record]) -> bytes:
     """The payload of a row holding ``records`` (of one meter and kind, in order)."""
-    data: bytes = msgpack.packb([record.json_text() for record in records])
+    return _pack([record.json_text() for record in records])
+
+
+def _pack(texts: list[str]) -> bytes:
+    """The payload of a row from its records' wire form (``record_texts`` reads it back)."""
+    data: bytes = msgpack.packb(texts)
     return data
 
 
@@ -211,27 +216,18 @@ class Outbox:
         fails (then nothing of them is stored).
         """
         now = time.time() if now is None else now
-        rows: list[tuple[str, str, float, int, bytes]] = []
-        size = 0
-        urgent = True
+        runs: list[tuple[str, str, list[str]]] = []  # kind, meter, the records' wire form
         texts: list[str] = []
         kind = meter_id = ""
         for record in records:
             this = _kind(record)
             if this != kind or record.meter_id != meter_id or len(texts) >= self.row_records:
-                if texts:
-                    row = msgpack.packb(texts)
-                    size += len(row)
-                    rows.append((kind, meter_id, now, len(texts), row))
                 kind, meter_id, texts = this, record.meter_id, []
+                runs.append((kind, meter_id, texts))
             texts.append(record.json_text())
-            urgent = urgent and _urgent(record)
-        if texts:
-            row = msgpack.packb(texts)
-            size += len(row)
-            rows.append((kind, meter_id, now, len(texts), row))
-        room = self.limit * (URGENT_ROOM if urgent else 1.0)
-        if rows and self._bytes + size > room:
+        rows = [(kind, meter_id, now, len(texts), _pack(texts)) for kind, meter_id, texts in runs]
+        size = sum(len(row[4]) for row in rows)
+        if rows and self._over_budget(records, size):
             self.refused += len(records)
             log.error(
                 "outbox.full",
@@ -249,6 +245,14 @@ class Outbox:
         future = self._store.submit([(INSERT, row) for row in rows]) if rows else _done()
         future.add_done_callback(self._committed(size))
         return future
+
+    def _over_budget(self, records: Sequence[Record], size: int) -> bool:
+        """``size`` more bytes of ``records`` exceed the budget: 100 %, or 110 % if every record
+        is urgent (``_urgent``; asked only past 100 %, the records' kinds and sources)."""
+        total = self._bytes + size
+        return total > self.limit and (
+            total > self.limit * URGENT_ROOM or not all(map(_urgent, records))
+        )
 
     def _committed(self, size: int) -> Callable[[asyncio.Future[None]], None]:
         def done(future: asyncio.Future[None]) -> None:
@@ -278,7 +282,7 @@ class Outbox:
         parts: list[RowPart] = []
         for start in range(0, records, most):
             chunk = texts[start : start + most]
-            parts.append((first + start + len(chunk) - 1, len(chunk), msgpack.packb(chunk)))
+            parts.append((first + start + len(chunk) - 1, len(chunk), _pack(chunk)))
         *new, kept = parts
         await self._store.submit(
             [
