@@ -28,10 +28,12 @@ from dataclasses import dataclass
 from typing import Final
 
 from adapters.alert_map import ALERT_OBJECTS
+from adapters.cosem_map import EventCode
 from adapters.hooks import MeterContext
 from adapters.is15959 import EVENT_CATEGORIES, UNKNOWN_KIND
 from adapters.model import NO_CODE, Event, Quality, Source
 from adapters.normalise import NormaliseError, Normaliser
+from adapters.profile import VendorProfile
 from protocols.dlms.axdr import BitString, Typed
 from protocols.dlms.calendar import DateTime
 
@@ -153,29 +155,15 @@ def _event(
     at: dt.datetime,
     quality: Quality,
 ) -> Event:
+    """The event of ``code`` (ESW bit ``bit``'s, or the pushed one) from the vendor's code
+    table, or of kind ``unknown`` when the bit or the code is not in the profile."""
     profile = normaliser.profile
     entry = None if code is None else profile.events.code(code)
     if entry is None:
-        if code is None:
-            name = f"ESW bit {bit}: not in [alerts.bits] of vendor profile {profile.name}"
-        else:
-            name = f"event code {code}: not in [event_codes] of vendor profile {profile.name}"
+        entry = _unknown(profile, code, bit)
         obis = profile.alerts.esw if bit is not None else profile.alerts.push_setup
-        return Event(
-            meter_id=meter.meter_id,
-            kind=UNKNOWN_KIND,
-            category=_UNKNOWN_CATEGORY,
-            severity=_UNKNOWN_SEVERITY,
-            occurrence=True,
-            code=NO_CODE if code is None else code,
-            name=name,
-            timestamp=at,
-            source=Source.ALERT,
-            obis=str(obis),
-            quality=quality,
-            esw_bit=bit,
-        )
-    log = profile.events.profiles[EVENT_CATEGORIES.index(entry.category)]
+    else:
+        obis = profile.events.profiles[EVENT_CATEGORIES.index(entry.category)]
     return Event(
         meter_id=meter.meter_id,
         kind=entry.kind,
@@ -186,7 +174,24 @@ def _event(
         name=entry.name,
         timestamp=at,
         source=Source.ALERT,
-        obis=str(log),
+        obis=str(obis),
         quality=quality,
         esw_bit=bit,
+    )
+
+
+def _unknown(profile: VendorProfile, code: int | None, bit: int | None) -> EventCode:
+    """What hesd says of a bit the profile does not map (``code`` None) or a code its table
+    lacks."""
+    if code is None:
+        name = f"ESW bit {bit}: not in [alerts.bits] of vendor profile {profile.name}"
+    else:
+        name = f"event code {code}: not in [event_codes] of vendor profile {profile.name}"
+    return EventCode(
+        code=NO_CODE if code is None else code,
+        name=name,
+        category=_UNKNOWN_CATEGORY,
+        kind=UNKNOWN_KIND,
+        severity=_UNKNOWN_SEVERITY,
+        occurrence=True,
     )

@@ -31,16 +31,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import contextlib
 import random
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Final
@@ -49,26 +45,30 @@ import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.mdm_receiver import Batch, MdmReceiver
-from bench.report import loadavg, machine, median_of, write_report
-from bench.sessions import (
-    BIN,
-    ENV,
-    REPO,
+from bench.harness import (
+    MDM_TOKEN,
+    LoopThread,
+    Round,
     cpu_seconds,
     free_port,
+    hesd_toml,
+    import_inventory,
+    log_lines,
+    mdm_secrets,
+    percentile,
+    sim_api,
     sim_command,
     status,
-    stop,
-    wait_ready,
+    uplink_toml,
+    work_directory,
     write_fleet_files,
 )
+from bench.mdm_receiver import Batch, MdmReceiver
+from bench.report import loadavg, machine, median_of, write_report
 from hesd.config import load_config
-from hesd.ctl import Client
 from hesd.sim.events import TAMPER_KINDS
 
 TARGET_P99_S: Final = 5.0  # the mission: tamper alerts reach the MDM within seconds
-TOKEN: Final = "bench-mdm-token"  # noqa: S105 - the benchmark's own receiver
 KINDS: Final = sorted(TAMPER_KINDS)
 
 
@@ -76,15 +76,13 @@ class Arrivals:
     """The reference receiver on its own thread and event loop, noting when events arrived."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="mdm", daemon=True)
-        self.thread.start()
+        self.thread = LoopThread(asyncio.new_event_loop(), timeout=30)
         self.lock = threading.Lock()
         self.events: list[tuple[float, dict[str, Any]]] = []  # (received_at, record)
         self.mdm = MdmReceiver(
-            token=TOKEN, validate=False, keep_records=False, on_batch=self._on_batch
+            token=MDM_TOKEN, validate=False, keep_records=False, on_batch=self._on_batch
         )
-        self.url: str = self.call(self.mdm.start())
+        self.url: str = self.thread.call(self.mdm.start())
 
     def _on_batch(self, batch: Batch, records: list[dict[str, Any]]) -> None:
         if batch.kind == "events":
@@ -95,33 +93,9 @@ class Arrivals:
         with self.lock:
             return list(self.events)
 
-    def call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
-
     def close(self) -> None:
-        self.call(self.mdm.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def log_events(log: Path, event: str) -> list[dict[str, Any]]:
-    """hesd's JSON log lines with this event name."""
-    lines = (json.loads(line) for line in log.read_text().splitlines() if line.startswith("{"))
-    return [line for line in lines if line.get("event") == event]
-
-
-def post_alarm(control: str, meter_id: str, kind: str) -> dict[str, Any]:
-    body = json.dumps({"kind": kind}).encode()
-    url = f"http://{control}/api/v1/meters/{meter_id}/events"
-    with urllib.request.urlopen(urllib.request.Request(url, body), timeout=10) as answer:
-        result: dict[str, Any] = json.loads(answer.read())
-    return result
+        self.thread.call(self.mdm.stop())
+        self.thread.close()
 
 
 def match(
@@ -152,68 +126,26 @@ def match(
     return alert_s, log_s, extra
 
 
-def write_config(work: Path, here: Path, port: int, url: str, args: argparse.Namespace) -> Path:
-    defaults = load_config(None)
-    batch_delay = defaults.uplink.batch_delay if args.batch_delay is None else args.batch_delay
-    coalesce = defaults.alerts.coalesce if args.coalesce is None else args.coalesce
-    config = here / "hesd.toml"
-    config.write_text(
-        f'[daemon]\nstate_dir = "state"\nsecrets_file = "{work / "secrets.toml"}"\n'
-        "drain_timeout = 10.0\n"
-        '[log]\nformat = "json"\nlevel = "info"\n'
-        f'[vendors]\ndir = "{REPO / "conf" / "vendors"}"\n'
-        f'[tcp]\nlisten = ["127.0.0.1:{port}"]\n'
-        f'[uplink]\nurl = "{url}"\nhes_id = "bench"\ntoken = "mdm"\n'
-        f"batch_delay = {batch_delay}\ntimeout = 10.0\nbackoff_initial = 0.1\nbackoff_max = 1.0\n"
-        f"[alerts]\ncoalesce = {coalesce}\n"
-    )
-    return config
-
-
 def round_(args: argparse.Namespace, work: Path, index: int) -> dict[str, Any]:
     here = work / f"round-{index}"
     here.mkdir()
     port, control = free_port(), free_port()
-    arrivals = Arrivals()
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        config = write_config(work, here, port, arrivals.url, args)
-        client = Client(here / "state" / "hesd.sock", timeout=60)
-        hesd_log = here / "hesd.log"
-        with hesd_log.open("w") as out:
-            daemon = subprocess.Popen(
-                [str(BIN / "hesd"), "run", "--config", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=ENV,
-            )
-        processes.append(daemon)
-        wait_ready(client, daemon, hesd_log)
-        socket = str(client.path)
-        subprocess.run(
-            [str(BIN / "hesctl"), "--socket", socket, "meters", "import", str(work / "sim.csv")],
-            check=True,
-            capture_output=True,
-            env=ENV,
+    with contextlib.closing(Arrivals()) as arrivals, Round(here) as fleet:
+        config = hesd_toml(
+            work / "secrets.toml",
+            port,
+            uplink_toml(arrivals.url, args.batch_delay),
+            f"[alerts]\ncoalesce = {args.coalesce}\n",
         )
-        with (here / "sim.log").open("w") as out:
-            sim = subprocess.Popen(
-                sim_command(
-                    args.meters, port, here,
-                    *("--push-interval", "0", "--control", f"127.0.0.1:{control}"),
-                ),
-                stdout=subprocess.DEVNULL,
-                stderr=out,
-                env=ENV,
-            )  # fmt: skip
-        processes.append(sim)
-        deadline = time.monotonic() + 60
-        while status(client)["meters"]["online"] < args.meters:
-            if sim.poll() is not None or daemon.poll() is not None:
-                raise SystemExit(f"bench: a process exited early; logs in {here}")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"bench: the fleet was not online in 60 s; logs in {here}")
-            time.sleep(0.1)
+        daemon, client = fleet.hesd(config)
+        import_inventory(client, work / "sim.csv")
+        fleet.sim(
+            sim_command(
+                args.meters, port, here,
+                *("--push-interval", "0", "--control", f"127.0.0.1:{control}"),
+            )
+        )  # fmt: skip
+        fleet.wait_online(client, args.meters, 60)
         meters = [f"SIM-is15959-{i + 1:06d}" for i in range(args.meters)]
         rng = random.Random(index)
         alarms: list[tuple[float, str, str]] = []
@@ -225,7 +157,7 @@ def round_(args: argparse.Namespace, work: Path, index: int) -> dict[str, Any]:
                 time.sleep(delay)
             meter_id, kind = meters[i % len(meters)], rng.choice(KINDS)
             sent = time.time()
-            answer = post_alarm(f"127.0.0.1:{control}", meter_id, kind)
+            answer = sim_api(control, f"/meters/{meter_id}/events", {"kind": kind}, timeout=10)
             if not (answer["pushed"] and answer["alert"]):
                 raise SystemExit(f"bench: {meter_id} did not push its alert: {answer}")
             alarms.append((sent, meter_id, kind))
@@ -238,7 +170,7 @@ def round_(args: argparse.Namespace, work: Path, index: int) -> dict[str, Any]:
             time.sleep(0.1)
         hesd_cpu = cpu_seconds(daemon.pid) - cpu
         counts = status(client)["alerts"]
-        read_s = [line["seconds"] for line in log_events(hesd_log, "alerts.read")]
+        read_s = [line["seconds"] for line in log_lines(here / "hesd.log", "alerts.read")]
         alert_s, log_s, extra = match(alarms, arrivals.snapshot())
         if not alert_s or not log_s:
             raise SystemExit(f"bench: no alert or no logged event arrived; logs in {here}")
@@ -261,11 +193,6 @@ def round_(args: argparse.Namespace, work: Path, index: int) -> dict[str, Any]:
             "records_beyond_one_per_source": extra,
             "hesd_cpu_s": hesd_cpu,
         }
-    finally:
-        codes = stop(processes)
-        arrivals.close()
-        if any(codes):
-            print(f"bench: exit statuses {codes}; logs in {here}", file=sys.stderr)
 
 
 def main() -> None:
@@ -282,23 +209,17 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))  # warnings only
-    defaults = load_config(None)
+    defaults = load_config(None)  # what the options leave out: hesd.toml's
+    if args.batch_delay is None:
+        args.batch_delay = defaults.uplink.batch_delay
+    if args.coalesce is None:
+        args.coalesce = defaults.alerts.coalesce
     machine_before = machine()
-    params = {
-        **vars(args),
-        "batch_delay": defaults.uplink.batch_delay
-        if args.batch_delay is None
-        else args.batch_delay,
-        "coalesce": defaults.alerts.coalesce if args.coalesce is None else args.coalesce,
-    }
-    work = Path(tempfile.mkdtemp(prefix="hesd-bench-alerts-", dir=args.dir))
+    params = vars(args)
     rounds = []
-    try:
+    with work_directory("hesd-bench-alerts-", keep=args.keep, parent=args.dir) as work:
         write_fleet_files(args.meters, work)
-        (work / "secrets.toml").write_text(
-            (work / "sim.toml").read_text() + f'\n[tokens]\nmdm = "{TOKEN}"\n'
-        )
-        (work / "secrets.toml").chmod(0o600)
+        mdm_secrets(work)
         print(
             f"{'round':>5} {'alarms':>6} {'arrived':>7} {'alert p50':>9} {'p99':>6} "
             f"{'log p50':>8} {'p99':>6} {'reads':>5} {'read p50':>8} {'cpu s':>5}"
@@ -314,11 +235,6 @@ def main() -> None:
                 f"{r['hesd_cpu_s']:>5.1f}",
                 flush=True,
             )
-    finally:
-        if args.keep:
-            print(f"work directory: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
     median = median_of(rounds)
     print(
         f"medians of {args.repeat}: alert → MDM p50 {median['alert_p50_s'] * 1000:,.0f} ms, "

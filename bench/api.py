@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import shutil
 import signal
 import sqlite3
@@ -43,13 +41,11 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import BIN, ENV, REPO, cpu_seconds, percentile, status, wait_ready
 from bench.report import write_report
-from bench.sessions import cpu_seconds
+from hesd.ctl import Client
 from tests.pki import make_pki
 
-REPO: Final = Path(__file__).resolve().parent.parent
-BIN: Final = Path(sys.executable).parent
-ENV: Final = {k: v for k, v in os.environ.items() if k not in ("HESD_CONFIG", "HESD_SOCKET")}
 KEY: Final = "bench-" + "5a17" * 10
 PATH: Final = "/api/v1/vendors"
 CASES: Final = ("socket", "tls keep-alive", "tls new connection")
@@ -69,30 +65,14 @@ def start_hesd(work: Path) -> tuple[subprocess.Popen[bytes], Path, str]:
         f'tls_key_file = "{pki.server_key}"\n'
         '[api.clients.bench]\nscopes = ["read"]\nallow = ["127.0.0.1"]\n'
     )
-    log = (work / "hesd.log").open("wb")
-    proc = subprocess.Popen(
-        [str(BIN / "hesd"), "run", "--config", str(config)], stderr=log, env=ENV, cwd=work
-    )
-    sock = work / "state" / "hesd.sock"
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(
-                f"bench: hesd exited {proc.returncode}: {(work / 'hesd.log').read_text()}"
-            )
-        if sock.exists():
-            done = subprocess.run(
-                [str(BIN / "hesctl"), "--socket", str(sock), "status", "--json"],
-                capture_output=True,
-                text=True,
-                check=False,
-                env=ENV,
-            )
-            if done.returncode == 0:
-                return proc, sock, json.loads(done.stdout)["api"]["listen"]
-        if time.monotonic() > deadline:
-            raise SystemExit("bench: hesd did not come up in 30 s")
-        time.sleep(0.05)
+    log = work / "hesd.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(BIN / "hesd"), "run", "--config", str(config)], stderr=out, env=ENV, cwd=work
+        )
+    client = Client(work / "state" / "hesd.sock")
+    wait_ready(client, proc, log)
+    return proc, client.path, status(client)["api"]["listen"]
 
 
 @dataclass(frozen=True)
@@ -135,14 +115,13 @@ async def run_case(case: str, target: Target, args: argparse.Namespace) -> dict[
         cpu0, t0 = cpu_seconds(pid), time.monotonic()
         await asyncio.gather(*(worker(t0 + seconds) for _ in range(concurrency)))
         elapsed, cpu = time.monotonic() - t0, cpu_seconds(pid) - cpu0
-    latencies.sort()
     calls = len(latencies)
     return {
         "calls": calls,
         "failures": failures,
         "calls_per_s": calls / elapsed,
-        "p50_ms": 1000 * latencies[calls // 2],
-        "p99_ms": 1000 * latencies[min(calls - 1, int(calls * 0.99))],
+        "p50_ms": 1000 * percentile(latencies, 0.50),
+        "p99_ms": 1000 * percentile(latencies, 0.99),
         "hesd_cpu_us_per_call": 1e6 * cpu / calls,
     }
 

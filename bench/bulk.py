@@ -1,7 +1,7 @@
 """The bulk scheduler at fleet scale: a scheduled read of 10,000 meters, within its budgets.
 
 Runs a real ``hesd run`` and a real ``hesd-sim --meters N --mode dial`` on the same machine
-(bench/sessions.py's harness). In each of ``--repeat`` rounds (a fresh hesd, store and simulator):
+(bench/harness.py). In each of ``--repeat`` rounds (a fresh hesd, store and simulator):
 
 * hesd runs on a generated hesd.toml: state in a temporary directory, ``[tcp]`` on a free
   loopback port, the simulator's keys as ``secrets_file``, JSON logs at level info,
@@ -38,32 +38,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.report import loadavg, machine, print_results, write_report
-from bench.sessions import (
-    BIN,
-    ENV,
-    REPO,
+from bench.harness import (
+    Round,
     cpu_seconds,
     free_port,
     hesd_command,
+    hesd_toml,
+    import_inventory,
     raise_nofile,
     sim_command,
     status,
-    stop,
-    wait_ready,
+    work_directory,
     write_fleet_files,
 )
+from bench.report import loadavg, machine, print_results, write_report
 from hesd.ctl import Client
 
 LINK_BUDGET: Final = 1  # a dialling (tcp-in) meter is a link of its own
@@ -137,53 +133,20 @@ def run_round(args: argparse.Namespace, work: Path, index: int) -> dict[str, Any
     here = work / f"round-{index}"
     here.mkdir()
     port = free_port()
-    config = here / "hesd.toml"
-    config.write_text(
-        f'[daemon]\nstate_dir = "state"\nsecrets_file = "{work / "sim.toml"}"\n'
-        "drain_timeout = 10.0\n"
-        '[log]\nformat = "json"\nlevel = "info"\n'
-        f'[vendors]\ndir = "{REPO / "conf" / "vendors"}"\n'
-        f'[tcp]\nlisten = ["127.0.0.1:{port}"]\n'
-        f"[limits]\nmax_requests = {args.max_requests}\n"
-        f"[scheduler]\nreserved_requests = {args.reserved}\nmax_in_flight = {args.max_in_flight}\n"
-        + schedules(args.window)
+    config = hesd_toml(
+        work / "sim.toml",
+        port,
+        f"[limits]\nmax_requests = {args.max_requests}\n",
+        f"[scheduler]\nreserved_requests = {args.reserved}\nmax_in_flight = {args.max_in_flight}\n",
+        schedules(args.window),
     )
-    client = Client(here / "state" / "hesd.sock", timeout=60)
-    hesd_log = here / "hesd.log"
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        with hesd_log.open("w") as out:
-            daemon = subprocess.Popen(
-                [*hesd_command(args.profile, index), "run", "--config", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=ENV,
-            )
-        processes.append(daemon)
-        wait_ready(client, daemon, hesd_log)
-        inventory = str(work / "sim.csv")
-        subprocess.run(
-            [str(BIN / "hesctl"), "--socket", str(client.path), "meters", "import", inventory],
-            check=True,
-            capture_output=True,
-            env=ENV,
+    with Round(here) as round_:
+        daemon, client = round_.hesd(config, hesd_command(args.profile, index))
+        import_inventory(client, work / "sim.csv")
+        sim = round_.sim(
+            sim_command(args.meters, port, here, "--push-interval", str(args.push_interval))
         )
-        with (here / "sim.log").open("w") as out:
-            sim = subprocess.Popen(
-                sim_command(args.meters, port, here, "--push-interval", str(args.push_interval)),
-                stdout=subprocess.DEVNULL,
-                stderr=out,
-                env=ENV,
-            )
-        processes.append(sim)
-        started = time.monotonic()
-        while status(client)["meters"]["online"] < args.meters:
-            if sim.poll() is not None or daemon.poll() is not None:
-                raise SystemExit(f"bench: a process exited early; logs in {here}")
-            if time.monotonic() - started > args.online_timeout:
-                raise SystemExit(f"bench: not all {args.meters} meters online; logs in {here}")
-            time.sleep(0.1)
-        online_s = time.monotonic() - started
+        online_s, _ = round_.wait_online(client, args.meters, args.online_timeout)
         scheduled_max = client.json("GET", "/api/v1/schedules")["budget"]["scheduled_max"]
         pids = (daemon.pid, sim.pid)
         fast = run_schedule(client, "fast", pids, FAST_WINDOW + 120)
@@ -194,10 +157,6 @@ def run_round(args: argparse.Namespace, work: Path, index: int) -> dict[str, Any
             "spread": measures(spread, args.window, scheduled_max),
             "outbox_depth": status(client)["outbox"]["depth"],
         }
-    finally:
-        codes = stop(processes)
-        if any(codes):
-            print(f"bench: exit statuses {codes}; logs in {here}", file=sys.stderr)
 
 
 def main() -> None:
@@ -221,9 +180,8 @@ def main() -> None:
     args = parser.parse_args()
     nofile = raise_nofile(args.meters + 1000)
     load_before = loadavg()
-    work = Path(tempfile.mkdtemp(prefix="hesd-bench-bulk-"))
     rounds = []
-    try:
+    with work_directory("hesd-bench-bulk-", keep=args.keep) as work:
         write_fleet_files(args.meters, work)
         for index in range(1, args.repeat + 1):
             r = run_round(args, work, index)
@@ -236,11 +194,6 @@ def main() -> None:
                 f"{r['fast']['scheduled_max']}",
                 flush=True,
             )
-    finally:
-        if args.keep:
-            print(f"work directory: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
     def median(run: str, key: str) -> float:
         return float(statistics.median(r[run][key] for r in rounds))

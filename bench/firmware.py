@@ -34,14 +34,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import BIN, ENV, REPO, epoch, free_port, sim_api, stop, wait_ready
 from bench.report import write_report
-from bench.sessions import BIN, ENV, REPO, free_port, stop, wait_ready
 from hesd.ctl import Client
 from hesd.sim.image import BLOCK_SIZE, build_image
 
@@ -57,13 +56,6 @@ def _vendors(work: Path) -> Path:
     return vendors
 
 
-def _sim_api(port: int, path: str, body: dict[str, Any] | None = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1{path}", data)
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
-        return json.loads(response.read())
-
-
 def _wait_for(predicate: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -73,9 +65,7 @@ def _wait_for(predicate: Any, timeout: float, what: str) -> None:
 
 
 def _seconds(command: dict[str, Any]) -> float:
-    start = dt.datetime.fromisoformat(command["created_at"].replace("Z", "+00:00"))
-    end = dt.datetime.fromisoformat(command["updated_at"].replace("Z", "+00:00"))
-    return (end - start).total_seconds()
+    return epoch(command["updated_at"]) - epoch(command["created_at"])
 
 
 def run_round(
@@ -95,12 +85,12 @@ def run_round(
     )
     sha = hashlib.sha256(image).hexdigest()
     before = {
-        m: _sim_api(control, f"/meters/{m}")["truth"]["image"]["blocks_received"] for m in meters
+        m: sim_api(control, f"/meters/{m}")["truth"]["image"]["blocks_received"] for m in meters
     }
     for m in meters:
         faults = [f"latency={latency}"] if latency != "0ms" else []
         faults += [f"cut_block={blocks // 2}"] if cut else []
-        _sim_api(control, f"/meters/{m}/faults", {"spec": ",".join(faults)})
+        sim_api(control, f"/meters/{m}/faults", {"spec": ",".join(faults)})
     started = time.monotonic()
     ids = []
     for m in meters:
@@ -134,7 +124,7 @@ def run_round(
     if failed:
         raise RuntimeError(f"{len(failed)} upgrades failed: {failed[:3]}")
     received = sum(
-        _sim_api(control, f"/meters/{m}")["truth"]["image"]["blocks_received"] - before[m]
+        sim_api(control, f"/meters/{m}")["truth"]["image"]["blocks_received"] - before[m]
         for m in meters
     )
     per_meter = [_seconds(c) for c in finals.values()]

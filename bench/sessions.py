@@ -31,16 +31,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
-import resource
-import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -49,12 +42,22 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import (
+    Round,
+    cpu_seconds,
+    free_port,
+    hesd_command,
+    hesd_toml,
+    import_inventory,
+    percentile,
+    raise_nofile,
+    sim_command,
+    status,
+    work_directory,
+    write_fleet_files,
+)
 from bench.report import loadavg, machine, print_results, write_report
-from hesd.ctl import Client, Unreachable
 
-REPO: Final = Path(__file__).resolve().parent.parent
-BIN: Final = Path(sys.executable).parent
-ENV: Final = {k: v for k, v in os.environ.items() if k not in ("HESD_CONFIG", "HESD_SOCKET")}
 ENERGY: Final = "3/1.0.1.8.0.255:2"
 TARGET_ONLINE_S: Final = 60.0
 TARGET_BYTES_PER_SESSION: Final = 20_000
@@ -80,98 +83,7 @@ def settled_rss_kib(pid: int, seconds: float) -> int:
     return int(statistics.median(samples))
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, all its threads (``/proc/PID/stat``)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def raise_nofile(needed: int) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        raise SystemExit(
-            f"bench: the hard limit of open files is {hard} and hesd needs {needed}: raise it "
-            "(ulimit -Hn as root, or LimitNOFILE= under systemd)"
-        )
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def sim_command(meters: int, port: int, work: Path, *extra: str) -> list[str]:
-    return [
-        str(BIN / "hesd-sim"),
-        *("--meters", str(meters), "--mode", "dial", "--hes", f"127.0.0.1:{port}"),
-        *("--seed", "1", "--stats-interval", "0", "--log-format", "json"),
-        *("--inventory-out", str(work / "sim.csv"), "--secrets-out", str(work / "sim.toml")),
-        *extra,
-    ]
-
-
-def hesd_command(profile: Path | None, index: int) -> list[str]:
-    if profile is None:
-        return [str(BIN / "hesd")]
-    profile.mkdir(parents=True, exist_ok=True)
-    out = profile / f"hesd-round-{index}.prof"
-    return [sys.executable, "-m", "cProfile", "-o", str(out), str(BIN / "hesd")]
-
-
-def write_fleet_files(meters: int, work: Path) -> None:
-    """The inventory and keys hesd needs, from a short simulator run that reaches no hesd."""
-    with (work / "sim-files.log").open("w") as log:
-        subprocess.run(
-            sim_command(meters, free_port(), work, "--duration", "0.2", "--ramp", "60"),
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            env=ENV,
-            check=True,
-            timeout=120,
-        )
-
-
-def stop(processes: list[subprocess.Popen[bytes]]) -> list[int]:
-    codes = []
-    for process in reversed(processes):
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            codes.append(process.wait(timeout=60))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            codes.append(process.wait())
-    return codes
-
-
 # -- hesd's API ---------------------------------------------------------------------------------
-
-
-def status(client: Client) -> dict[str, Any]:
-    code, _, body = client.request("GET", "/api/v1/status")
-    if code != 200:
-        raise RuntimeError(f"GET /api/v1/status answered {code}: {body[:200]!r}")
-    result: dict[str, Any] = json.loads(body)
-    return result
-
-
-def wait_ready(client: Client, daemon: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if daemon.poll() is not None:
-            raise SystemExit(f"bench: hesd exited {daemon.returncode}:\n{log.read_text()}")
-        try:
-            if status(client)["state"] == "running":
-                return
-        except Unreachable:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"bench: hesd did not start within 30 s:\n{log.read_text()}")
 
 
 async def read_pass(
@@ -208,11 +120,6 @@ async def read_pass(
         return time.perf_counter() - started, latencies, failures
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 # -- one round ----------------------------------------------------------------------------------
 
 
@@ -220,67 +127,23 @@ def run_round(args: argparse.Namespace, work: Path, index: int) -> dict[str, Any
     here = work / f"round-{index}"
     here.mkdir()
     port = free_port()
-    config = here / "hesd.toml"
-    config.write_text(
-        f'[daemon]\nstate_dir = "state"\nsecrets_file = "{work / "sim.toml"}"\n'
-        "drain_timeout = 10.0\n"
-        '[log]\nformat = "json"\nlevel = "info"\n'
-        f'[vendors]\ndir = "{REPO / "conf" / "vendors"}"\n'
-        f'[tcp]\nlisten = ["127.0.0.1:{port}"]\n'
-        f"[limits]\nmax_requests = {max(2000, args.concurrency)}\n"
+    config = hesd_toml(
+        work / "sim.toml", port, f"[limits]\nmax_requests = {max(2000, args.concurrency)}\n"
     )
-    client = Client(here / "state" / "hesd.sock", timeout=60)
-    hesd_log = here / "hesd.log"
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        with hesd_log.open("w") as out:
-            daemon = subprocess.Popen(
-                [*hesd_command(args.profile, index), "run", "--config", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=ENV,
-            )
-        processes.append(daemon)
-        wait_ready(client, daemon, hesd_log)
+    with Round(here) as round_:
+        daemon, client = round_.hesd(config, hesd_command(args.profile, index))
         time.sleep(args.settle)
         empty_kib = settled_rss_kib(daemon.pid, args.settle)
         started = time.perf_counter()
-        subprocess.run(
-            [
-                str(BIN / "hesctl"),
-                "--socket",
-                str(client.path),
-                "meters",
-                "import",
-                str(work / "sim.csv"),
-            ],
-            check=True,
-            capture_output=True,
-            env=ENV,
-        )
+        import_inventory(client, work / "sim.csv")
         import_s = time.perf_counter() - started
 
         hesd_cpu = cpu_seconds(daemon.pid)
-        with (here / "sim.log").open("w") as out:
-            started = time.monotonic()
-            sim = subprocess.Popen(
-                sim_command(args.meters, port, here), stdout=subprocess.DEVNULL, stderr=out, env=ENV
-            )
-        processes.append(sim)
-        half_s = None
-        while True:
-            elapsed = time.monotonic() - started
-            if sim.poll() is not None or daemon.poll() is not None:
-                raise SystemExit(f"bench: a process exited early; logs in {here}")
-            online = status(client)["meters"]["online"]
-            if half_s is None and online >= args.meters / 2:
-                half_s = elapsed
-            if online >= args.meters:
-                break
-            if elapsed > args.online_timeout:
-                raise SystemExit(f"bench: {online} of {args.meters} online after {elapsed:.0f} s")
-            time.sleep(0.1)
-        online_s = elapsed
+        started = time.monotonic()
+        sim = round_.sim(sim_command(args.meters, port, here))
+        online_s, half_s = round_.wait_online(
+            client, args.meters, args.online_timeout, since=started
+        )
         hesd_cpu = cpu_seconds(daemon.pid) - hesd_cpu
         sim_cpu = cpu_seconds(sim.pid)
         active = status(client)["sessions"]["active"]
@@ -326,10 +189,6 @@ def run_round(args: argparse.Namespace, work: Path, index: int) -> dict[str, Any
             "first_reads": passes[0],
             "associated_reads": passes[1],
         }
-    finally:
-        codes = stop(processes)
-        if any(codes):
-            print(f"bench: exit statuses {codes}; logs in {here}", file=sys.stderr)
 
 
 # -- main -------------------------------------------------------------------------------------
@@ -348,9 +207,8 @@ def main() -> None:
     args = parser.parse_args()
     nofile = raise_nofile(args.meters + 1000)
     load_before = loadavg()
-    work = Path(tempfile.mkdtemp(prefix="hesd-bench-"))
     rounds = []
-    try:
+    with work_directory("hesd-bench-", keep=args.keep) as work:
         write_fleet_files(args.meters, work)
         for index in range(1, args.repeat + 1):
             r = run_round(args, work, index)
@@ -362,11 +220,6 @@ def main() -> None:
                 f"{r['associated_reads']['reads_per_s']:,.0f} reads/s",
                 flush=True,
             )
-    finally:
-        if args.keep:
-            print(f"work directory: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
     def median(*path: str) -> float:
         values = []

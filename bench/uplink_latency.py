@@ -43,19 +43,13 @@ hesd's sessions close and its outbox drains, and every push is accounted for:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import math
-import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -66,28 +60,35 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import pushgen
-from bench.mdm_receiver import Batch, MdmReceiver
-from bench.report import loadavg, median_of
-from bench.sessions import (
-    BIN,
+from bench.harness import (
     ENV,
+    MDM_TOKEN,
     REPO,
+    LoopThread,
+    Round,
     cpu_seconds,
+    epoch,
     free_port,
     hesd_command,
+    hesd_toml,
+    import_inventory,
+    log_lines,
+    mdm_secrets,
     raise_nofile,
+    sim_api,
     sim_command,
     status,
     stop,
-    wait_ready,
+    uplink_toml,
+    work_directory,
     write_fleet_files,
 )
-from hesd.ctl import Client
+from bench.mdm_receiver import Batch, MdmReceiver
+from bench.report import loadavg, median_of
 
 __all__ = ["TARGET_P99_S", "Load", "latency", "tally"]
 
 TARGET_P99_S: Final = 2.0
-TOKEN: Final = "bench-mdm-token"  # noqa: S105 - the benchmark's own receiver
 Push = tuple[str, str]  # (meter id, timestamp) as the MDM sees them
 
 
@@ -135,16 +136,15 @@ class Arrivals:
     processes and hesctl), noting when each push's readings were stored."""
 
     def __init__(self, cheap: bool = False) -> None:
-        self.loop = uvloop.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="mdm", daemon=True)
-        self.thread.start()
+        self.thread = LoopThread(uvloop.new_event_loop(), timeout=60)
+        self.call = self.thread.call
         # per push: [readings stored, store time of the last]
         self.pushes: dict[Push, list[float]] = {}
         self.mdm: MdmReceiver | CheapReceiver = (
-            CheapReceiver(TOKEN, self._on_batch)
+            CheapReceiver(MDM_TOKEN, self._on_batch)
             if cheap
             else MdmReceiver(
-                token=TOKEN, validate=False, keep_records=False, on_batch=self._on_batch
+                token=MDM_TOKEN, validate=False, keep_records=False, on_batch=self._on_batch
             )
         )
         self.url: str = self.call(self.mdm.start())
@@ -178,14 +178,9 @@ class Arrivals:
         result: dict[Push, tuple[int, float]] = self.call(copy())
         return result
 
-    def call(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
-
     def close(self) -> None:
         self.call(self.mdm.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+        self.thread.close()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -251,36 +246,35 @@ class Load:
 
 
 def start_load(
-    args: argparse.Namespace, load: Load, here: Path, port: int, control: int
+    args: argparse.Namespace, load: Load, fleet: Round, port: int, control: int
 ) -> subprocess.Popen[bytes]:
+    here = fleet.here
     if load.mode == "frames":
         with (here / "pushgen.log").open("w") as log:
-            return subprocess.Popen(
-                [
-                    sys.executable,
-                    str(REPO / "bench" / "pushgen.py"),
-                    *("--hes", f"127.0.0.1:{port}", "--meters", str(load.meters)),
-                    *("--rate", f"{load.rate:g}", "--out", str(here / "sent.json")),
-                ],
-                stdin=subprocess.PIPE,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=ENV,
+            return fleet.add(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(REPO / "bench" / "pushgen.py"),
+                        *("--hes", f"127.0.0.1:{port}", "--meters", str(load.meters)),
+                        *("--rate", f"{load.rate:g}", "--out", str(here / "sent.json")),
+                    ],
+                    stdin=subprocess.PIPE,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=ENV,
+                )
             )
-    with (here / "sim.log").open("w") as out:
-        return subprocess.Popen(
-            sim_command(
-                load.meters,
-                port,
-                here,
-                *("--push-interval", "900", "--time-scale", f"{sim_scale(load):g}"),
-                *("--start", "2026-01-01T00:00:00Z", "--ramp", str(args.ramp)),
-                *("--control", f"127.0.0.1:{control}"),
-            ),
-            stdout=subprocess.DEVNULL,
-            stderr=out,
-            env=ENV,
+    return fleet.sim(
+        sim_command(
+            load.meters,
+            port,
+            here,
+            *("--push-interval", "900", "--time-scale", f"{sim_scale(load):g}"),
+            *("--start", "2026-01-01T00:00:00Z", "--ramp", str(args.ramp)),
+            *("--control", f"127.0.0.1:{control}"),
         )
+    )
 
 
 def sim_scale(load: Load) -> float:
@@ -288,15 +282,10 @@ def sim_scale(load: Load) -> float:
 
 
 def sim_line(log: Path, event: str) -> dict[str, Any]:
-    for line in log.read_text().splitlines():
-        if f'"{event}"' in line:
-            found: dict[str, Any] = json.loads(line)
-            return found
+    """The simulator's first log line ``event``."""
+    for line in log_lines(log, event):
+        return line
     raise SystemExit(f"bench: no {event} in {log}")
-
-
-def _epoch(text: str) -> float:
-    return float(dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
 
 
 def _tell(process: subprocess.Popen[bytes], line: bytes) -> None:
@@ -320,84 +309,44 @@ def latency_round(args: argparse.Namespace, work: Path, index: int, load: Load) 
     here.mkdir()
     port = free_port()
     control = free_port()
-    arrivals = Arrivals(cheap=args.receiver == "cheap")
-    processes: list[subprocess.Popen[bytes]] = []
-    try:
-        config = here / "hesd.toml"
-        config.write_text(
-            f'[daemon]\nstate_dir = "state"\nsecrets_file = "{work / "secrets.toml"}"\n'
-            "drain_timeout = 10.0\n"
-            '[log]\nformat = "json"\nlevel = "info"\n'
-            f'[vendors]\ndir = "{REPO / "conf" / "vendors"}"\n'
-            f'[tcp]\nlisten = ["127.0.0.1:{port}"]\n'
-            f'[uplink]\nurl = "{arrivals.url}"\nhes_id = "bench"\ntoken = "mdm"\n'
-            f"batch_delay = {args.batch_delay}\ntimeout = 10.0\n"
-            "backoff_initial = 0.1\nbackoff_max = 1.0\n"
-        )
-        client = Client(here / "state" / "hesd.sock", timeout=60)
-        hesd_log = here / "hesd.log"
-        with hesd_log.open("w") as out:
-            daemon = subprocess.Popen(
-                [*hesd_command(args.profile, index), "run", "--config", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=ENV,
-            )
-        processes.append(daemon)
-        wait_ready(client, daemon, hesd_log)
-        hesctl = [str(BIN / "hesctl"), "--socket", str(client.path)]
-        inventory = work / "sim.csv"  # the largest fleet's: the others are its first meters
-        subprocess.run(
-            [*hesctl, "meters", "import", str(inventory)], check=True, capture_output=True, env=ENV
-        )
-        pusher = start_load(args, load, here, port, control)
-        processes.append(pusher)
-        deadline = time.monotonic() + args.online_timeout
-        while status(client)["meters"]["online"] < load.meters:
-            if pusher.poll() is not None or daemon.poll() is not None:
-                raise SystemExit(f"bench: a process exited early; logs in {here}")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"bench: the fleet was not online in {args.online_timeout} s")
-            time.sleep(0.2)
+    with (
+        contextlib.closing(Arrivals(cheap=args.receiver == "cheap")) as arrivals,
+        Round(here) as fleet,
+    ):
+        config = hesd_toml(work / "secrets.toml", port, uplink_toml(arrivals.url, args.batch_delay))
+        daemon, client = fleet.hesd(config, hesd_command(args.profile, index))
+        # the largest fleet's inventory: the others are its first meters
+        import_inventory(client, work / "sim.csv")
+        pusher = start_load(args, load, fleet, port, control)
+        fleet.wait_online(client, load.meters, args.online_timeout, every=0.2)
         if load.mode == "frames":
             _tell(pusher, b"go\n")
         time.sleep(args.warmup)  # the warm-up itself
 
-        def sim_stats() -> dict[str, Any]:
-            url = f"http://127.0.0.1:{control}/api/v1/stats"
-            with urllib.request.urlopen(url) as answer:
-                stats: dict[str, Any] = json.loads(answer.read())
-            return stats
-
         def sim_pushes() -> int:
             """Pushes of readings the simulator sent: a meter's first push on each connection
             is its identification, which hesd takes as such (no readings)."""
-            stats = sim_stats()
+            stats = sim_api(control, "/stats")
             return int(stats["pushes"]) - int(stats["connections"])
 
-        info = status(client)
-        start = time.time()
-        before = {
-            "sim": sim_pushes() if load.mode == "sim" else 0,
-            "hesd": info["records"]["pushes"],
-            "commits": info["store"]["commits"],
-            "hesd_cpu": cpu_seconds(daemon.pid),
-            "load_cpu": cpu_seconds(pusher.pid),
-            "receiver_cpu": arrivals.cpu(),
-        }
-        load_before = loadavg()
+        def sample() -> dict[str, Any]:
+            """The counters the window is measured by, now."""
+            info = status(client)
+            return {
+                "time": time.time(),
+                "sim": sim_pushes() if load.mode == "sim" else 0,
+                "hesd": info["records"]["pushes"],
+                "commits": info["store"]["commits"],
+                "hesd_cpu": cpu_seconds(daemon.pid),
+                "load_cpu": cpu_seconds(pusher.pid),
+                "receiver_cpu": arrivals.cpu(),
+                "loadavg": loadavg(),
+            }
+
+        before = sample()
         time.sleep(args.seconds)  # the measured window itself
-        info = status(client)
-        end = time.time()
-        after = {
-            "sim": sim_pushes() if load.mode == "sim" else 0,
-            "hesd": info["records"]["pushes"],
-            "commits": info["store"]["commits"],
-            "hesd_cpu": cpu_seconds(daemon.pid),
-            "load_cpu": cpu_seconds(pusher.pid),
-            "receiver_cpu": arrivals.cpu(),
-        }
-        load_after = loadavg()
+        after = sample()
+        start, end = before["time"], after["time"]
         elapsed = end - start
         if load.mode == "frames":
             _tell(pusher, b"stop\n")
@@ -406,16 +355,16 @@ def latency_round(args: argparse.Namespace, work: Path, index: int, load: Load) 
             sent, ambiguous = pushgen.sent_pushes(report)
             sent_total: int = report["sent"]
         else:
-            connections = int(sim_stats()["connections"])  # identifications
+            connections = int(sim_api(control, "/stats")["connections"])  # identifications
             stop([pusher])
             ready = sim_line(here / "sim.log", "sim.ready")
-            ready_wall, ready_sim = _epoch(ready["timestamp"]), _epoch(ready["sim_time"])
+            ready_wall, ready_sim = epoch(ready["timestamp"]), epoch(ready["sim_time"])
             scale = sim_scale(load)
             sent_total = int(sim_line(here / "sim.log", "sim.stopping")["pushes"]) - connections
             ambiguous = 0
 
             def sent_at(key: Push) -> float:
-                return ready_wall + (_epoch(key[1]) - ready_sim) / scale
+                return ready_wall + (epoch(key[1]) - ready_sim) / scale
 
         closed = wait_until(
             "hesd's sessions closed",
@@ -451,7 +400,11 @@ def latency_round(args: argparse.Namespace, work: Path, index: int, load: Load) 
             "load_cpu_share": (after["load_cpu"] - before["load_cpu"]) / elapsed,
             "receiver_cpu_share": (after["receiver_cpu"] - before["receiver_cpu"]) / elapsed,
             "hesd_commits_per_s": (after["commits"] - before["commits"]) / elapsed,
-            "loadavg_1min": [float(load_before[0]), float(load_after[0])] if load_before else [],
+            "loadavg_1min": (
+                [float(before["loadavg"][0]), float(after["loadavg"][0])]
+                if before["loadavg"]
+                else []
+            ),
             "pushes": {
                 "sent": sent_total,
                 "hesd": final["records"]["pushes"],
@@ -465,15 +418,6 @@ def latency_round(args: argparse.Namespace, work: Path, index: int, load: Load) 
             "outbox_refused": final["outbox"]["refused"],
             "drained": drained,
         }
-    finally:
-        for process in processes:
-            if process.stdin is not None and process.poll() is None:
-                with contextlib.suppress(OSError):
-                    process.stdin.close()  # the generator's end of input: it stops
-        codes = stop(processes)
-        arrivals.close()
-        if any(codes):
-            print(f"bench: exit statuses {codes}; logs in {here}", file=sys.stderr)
 
 
 MEDIAN_KEYS: Final = (
@@ -498,14 +442,10 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
             meters = args.push_meters if mode == "frames" else round(rate * args.push_every)
             loads.append(Load(mode, rate, meters))
     raise_nofile(max(load.meters for load in loads) + 1000)
-    work = Path(tempfile.mkdtemp(prefix="hbu-", dir=args.dir))
     cases: dict[str, Any] = {}
-    try:
+    with work_directory("hbu-", keep=args.keep, parent=args.dir) as work:
         write_fleet_files(max(load.meters for load in loads), work)
-        (work / "secrets.toml").write_text(
-            (work / "sim.toml").read_text() + f'\n[tokens]\nmdm = "{TOKEN}"\n'
-        )
-        (work / "secrets.toml").chmod(0o600)
+        mdm_secrets(work)
         for load in loads:
             rounds = []
             for index in range(1, args.repeat + 1):
@@ -534,9 +474,4 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
             }
             case = cases[f"{load.mode} {load.rate:g}/s"]
             case["meets_target"] = case["median"]["p99_s"] <= TARGET_P99_S and not case["lost"]
-    finally:
-        if args.keep:
-            print(f"work directory: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
     return cases

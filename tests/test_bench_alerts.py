@@ -3,35 +3,23 @@ receiver (no speed assertions: those are the benchmark's, in docs/benchmarks.md)
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.bench_run import run_bench
 
-REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration
 
 
 def test_alerts_bench_runs(tmp_path: Path) -> None:
     out = tmp_path / "alerts.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "bench/alerts.py",
-            *("--repeat", "1", "--dir", str(tmp_path), "--out", str(out)),
-            *("--meters", "10", "--alarms", "20", "--rate", "20"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    report = run_bench(
+        "alerts.py",
+        *("--repeat", "1", "--dir", str(tmp_path)),
+        *("--meters", "10", "--alarms", "20", "--rate", "20"),
+        out=out,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(out.read_text())
     assert report["params"]["coalesce"] == 1.0  # hesd.toml's
     [round_] = report["rounds"]
     assert round_["alarms"] == round_["alerts_arrived"] == round_["logged_arrived"] == 20

@@ -3,30 +3,18 @@ are the benchmark's, in docs/benchmarks.md)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.bench_run import run_bench
 
-REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration
 
 
 def test_api_bench_runs(tmp_path: Path) -> None:
     out = tmp_path / "api.json"
-    done = subprocess.run(
-        [sys.executable, "bench/api.py", "--seconds", "0.3", "--repeat", "1", "--out", str(out)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(out.read_text())
+    report = run_bench("api.py", "--seconds", "0.3", "--repeat", "1", out=out)
     assert set(report["medians"]) == {"socket", "tls keep-alive", "tls new connection"}
     (round_,) = report["rounds"]
     assert round_["hesd_exit"] == 0

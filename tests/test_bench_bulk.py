@@ -3,34 +3,20 @@ and a spread one (no speed assertions: those are the benchmark's, in docs/benchm
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.bench_run import run_bench
 
-REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration
 
 
 def test_bulk_bench_runs(tmp_path: Path) -> None:
     out = tmp_path / "bulk.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "bench/bulk.py",
-            *("--meters", "50", "--repeat", "1", "--window", "4", "--out", str(out)),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=100,
-        check=False,
+    report = run_bench(
+        "bulk.py", *("--meters", "50", "--repeat", "1", "--window", "4"), out=out, timeout=100
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(out.read_text())
     results = report["results"]
     assert results["meters"] == 50
     assert results["budget_kept"] is True

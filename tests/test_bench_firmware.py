@@ -3,35 +3,23 @@ with a cut (no speed assertions: those are the benchmark's, in docs/benchmarks.m
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.bench_run import run_bench
 
-REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration
 
 
 def test_firmware_bench_runs(tmp_path: Path) -> None:
     out = tmp_path / "firmware.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "bench/firmware.py",
-            *("--meters", "2", "--kib", "4", "--repeat", "1"),
-            *("--dir", str(tmp_path), "--out", str(out)),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    report = run_bench(
+        "firmware.py",
+        *("--meters", "2", "--kib", "4", "--repeat", "1"),
+        *("--dir", str(tmp_path)),
+        out=out,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(out.read_text())
     for case in ("clean", "cut"):
         [result] = report["rounds"][case]
         assert result["blocks"] == 22

@@ -3,35 +3,24 @@ timing or memory assertions: those are the benchmark's, in docs/benchmarks.md)."
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.bench_run import run_bench
 
-REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.integration
 
 
 def test_sessions_bench_runs(tmp_path: Path) -> None:
     out = tmp_path / "sessions.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "bench/sessions.py",
-            *("--meters", "50", "--repeat", "1", "--concurrency", "8"),
-            *("--settle", "0.05", "--out", str(out)),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
+    report = run_bench(
+        "sessions.py",
+        *("--meters", "50", "--repeat", "1", "--concurrency", "8"),
+        *("--settle", "0.05"),
+        out=out,
         timeout=100,
-        check=False,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(out.read_text())
     results = report["results"]
     assert results["meters"] == 50
     assert results["read_failures"] == 0

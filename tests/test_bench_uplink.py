@@ -4,40 +4,27 @@ push accounted for (no speed assertions: those are the benchmark's, in docs/benc
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.pushgen import build_frames, sent_pushes
 from bench.uplink_latency import tally
+from tests.bench_run import run_bench
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_uplink_bench_runs(tmp_path: Path) -> None:
     out = tmp_path / "uplink.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "bench/uplink.py",
-            *("--repeat", "1", "--dir", str(tmp_path), "--out", str(out)),
-            *("--records", "2000", "--meters", "50", "--batch-sizes", "100", "--lanes", "2"),
-            *("--load", "both", "--rates", "40", "--push-meters", "20", "--push-every", "0.5"),
-            *("--seconds", "2", "--warmup", "0.5"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    report = run_bench(
+        "uplink.py",
+        *("--repeat", "1", "--dir", str(tmp_path)),
+        *("--records", "2000", "--meters", "50", "--batch-sizes", "100", "--lanes", "2"),
+        *("--load", "both", "--rates", "40", "--push-meters", "20", "--push-every", "0.5"),
+        *("--seconds", "2", "--warmup", "0.5"),
+        out=out,
     )
-    assert done.returncode == 0, done.stdout + done.stderr
-    report = json.loads(out.read_text())
     throughput = report["throughput"]
     assert set(throughput["cases"]) == {"batch_size 100, lanes 2", "batch_size 500, lanes 4"}
     assert throughput["default"] == "batch_size 500, lanes 4"  # hesd.toml's

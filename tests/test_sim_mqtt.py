@@ -98,3 +98,19 @@ async def test_json_vendor_pushes_records(mosquitto: Broker) -> None:
     for field in layout.values:
         expected = truth.value(endpoint.meter, field.quantity, now).scaleb(-field.scaler)
         assert Decimal(str(record[field.field])) == round(expected, 6)
+
+
+async def test_an_alarm_over_a_json_uplink_is_the_json_record_not_an_alert(
+    mosquitto: Broker,
+) -> None:
+    """JSON records carry no alert: a tamper of a JSON vendor's meter is followed by its JSON
+    record; a DLMS meter over MQTT pushes its alert."""
+    sim = make_sim([("meghdoot", 1), ("is15959", 1)])
+    async with running(sim, mqtt(mosquitto, "sim-alarm")):
+        json_meter, dlms_meter = sim.endpoints
+        now = sim.clock.now()
+        json_alarm = sim.inject(json_meter, "magnet_tamper", now)
+        dlms_alarm = sim.inject(dlms_meter, "magnet_tamper", now)
+    assert (json_alarm["pushed"], json_alarm["alert"], json_alarm["esw_bit"]) == (True, False, None)
+    assert (dlms_alarm["pushed"], dlms_alarm["alert"], dlms_alarm["esw_bit"]) == (True, True, 16)
+    assert sim.stats.alerts == 1

@@ -172,7 +172,7 @@ async def get_meter(request: web.Request) -> web.Response:
 
 def _limiter(meter: SimulatedMeter, raw: tuple[int, int, int, int, int]) -> dict[str, object]:
     """The limiter's registers as the meter holds them, and the scaler of what it monitors."""
-    monitored = meter.tables.quantities.get("active_power")
+    monitored = meter.tables.limiter_monitored
     active, normal, emergency, over, under = raw
     return {
         "monitored": None if monitored is None else str(monitored.obis),

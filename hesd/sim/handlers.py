@@ -266,7 +266,7 @@ def _disconnect_action(
 def _limiter(
     meter: SimulatedMeter, _d: ObjectDef, index: int, _a: str, _n: float
 ) -> Value | DataAccessResult:
-    monitored = meter.tables.quantities.get("active_power")
+    monitored = meter.tables.limiter_monitored
     kind = monitored.type if monitored else Tag.DOUBLE_LONG_UNSIGNED
     active, normal, emergency, over, under = meter.limiter
     script = DISCONNECT_SCRIPT.to_bytes()
@@ -293,7 +293,7 @@ def _limiter(
 
 
 def _set_limiter(meter: SimulatedMeter, index: int, value: Value, now: float) -> DataAccessResult:
-    monitored = meter.tables.quantities.get("active_power")
+    monitored = meter.tables.limiter_monitored
     kind = monitored.type if monitored else Tag.DOUBLE_LONG_UNSIGNED
     number = _integer(value, kind if index in (3, 4, 5) else Tag.DOUBLE_LONG_UNSIGNED)
     if number is None:

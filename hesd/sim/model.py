@@ -225,7 +225,7 @@ class SimulatedMeter:
         """(threshold active, normal, emergency, min over s, min under s) as registers hold them."""
         if self._limiter is not None:
             return self._limiter
-        monitored = self.tables.quantities.get("active_power")
+        monitored = self.tables.limiter_monitored
         scaler = monitored.scaler if monitored else 0
         normal, emergency = (
             w * 10**-scaler if scaler <= 0 else w // 10**scaler for w in _LOAD_LIMIT_W

@@ -147,6 +147,11 @@ class VendorTables:
     def nameplate_columns(self) -> tuple[tuple[Kind, ObisCode], ...]:
         return nameplate_columns(self.profile)
 
+    @property
+    def limiter_monitored(self) -> Quantity | None:
+        """What the limiter (IC 71) monitors: active power, if the vendor's meters have it."""
+        return self.quantities.get("active_power")
+
 
 def nameplate_columns(profile: VendorProfile) -> tuple[tuple[Kind, ObisCode], ...]:
     objects = profile.objects

@@ -30,6 +30,7 @@ from hesd.sim.events import TAMPER_KINDS
 from hesd.sim.faults import FaultPlan, FaultSpecError, MeterFaults, parse_faults
 from hesd.sim.fleet import Fleet
 from hesd.sim.model import SimulatedMeter
+from hesd.sim.mqtt import MqttTransport
 from hesd.sim.stats import Stats
 from hesd.sim.transports import SimEnv, Transport
 from protocols.dlms.axdr import Value
@@ -223,10 +224,8 @@ class Simulator:
         return {"time": _iso(now), "name": entry.name, **fields}
 
     def _json_uplink(self, endpoint: MeterEndpoint) -> bool:
-        mqtt = endpoint.site.profile.mqtt
         transport = self.transport
-        json = mqtt is not None and mqtt.payload == "json"
-        return json and transport is not None and transport.mode == "mqtt"
+        return isinstance(transport, MqttTransport) and transport.is_json(endpoint)
 
     async def _alarms(self) -> None:
         count = len(self.endpoints)
