@@ -164,20 +164,7 @@ def _event(
         obis = profile.alerts.esw if bit is not None else profile.alerts.push_setup
     else:
         obis = profile.events.profiles[EVENT_CATEGORIES.index(entry.category)]
-    return Event(
-        meter_id=meter.meter_id,
-        kind=entry.kind,
-        category=entry.category,
-        severity=entry.severity,
-        occurrence=entry.occurrence,
-        code=entry.code,
-        name=entry.name,
-        timestamp=at,
-        source=Source.ALERT,
-        obis=str(obis),
-        quality=quality,
-        esw_bit=bit,
-    )
+    return entry.event(meter.meter_id, at, Source.ALERT, str(obis), quality, esw_bit=bit)
 
 
 def _unknown(profile: VendorProfile, code: int | None, bit: int | None) -> EventCode:

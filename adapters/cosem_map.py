@@ -11,14 +11,16 @@ Format reference: ``docs/vendors.md``.
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Final
+from typing import Any, Final
 
 from adapters import is15959
 from adapters.is15959 import Measure
+from adapters.model import Event, Quality, Source
 from adapters.schema import ConfigError, Table, format_value
 from protocols.dlms.axdr import Tag
 from protocols.dlms.cosem import Unit
@@ -155,6 +157,32 @@ class EventCode:
     kind: str  # normalised kind, is15959.EVENT_KINDS
     severity: str  # is15959.SEVERITIES
     occurrence: bool  # False for a restoration (the end of a condition)
+
+    def event(
+        self,
+        meter_id: str,
+        timestamp: dt.datetime,
+        source: Source,
+        obis: str,
+        quality: Quality,
+        **more: Any,
+    ) -> Event:
+        """The normalised event this entry describes, logged at ``timestamp`` in ``obis``
+        (``more``: the snapshot, an alert's ESW bit)."""
+        return Event(
+            meter_id=meter_id,
+            kind=self.kind,
+            category=self.category,
+            severity=self.severity,
+            occurrence=self.occurrence,
+            code=self.code,
+            name=self.name,
+            timestamp=timestamp,
+            source=source,
+            obis=obis,
+            quality=quality,
+            **more,
+        )
 
 
 @dataclass(frozen=True, slots=True)

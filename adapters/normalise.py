@@ -353,20 +353,7 @@ class Normaliser:
             self.reading(meter, name, raw, at=stamp, source=source, quality=quality)
             for name, raw in zip(log.snapshot, cells[2:], strict=True)
         )
-        return Event(
-            meter_id=meter.meter_id,
-            kind=entry.kind,
-            category=entry.category,
-            severity=entry.severity,
-            occurrence=entry.occurrence,
-            code=entry.code,
-            name=entry.name,
-            timestamp=stamp,
-            source=source,
-            obis=obis,
-            quality=quality,
-            snapshot=snapshot,
-        )
+        return entry.event(meter.meter_id, stamp, source, obis, quality, snapshot=snapshot)
 
     # -- internals ---------------------------------------------------------------------------
 
