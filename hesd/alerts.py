@@ -53,7 +53,7 @@ from hesd.router import MeterAccess
 from hesd.schedule_reads import READ_AHEAD
 from hesd.session import MeterSession, SessionError
 from hesd.store import Statement, Store
-from hesd.store.schedules import iso, set_mark
+from hesd.store.schedules import ScheduleStore, iso, read_mark, set_mark
 from hesd.uplink.outbox import Record
 from protocols.errors import HesdError
 
@@ -154,6 +154,7 @@ class Alerts:
     ) -> None:
         self.config = config
         self._store = store
+        self._marks = ScheduleStore(store)
         self._access = access
         self._normalisers = normalisers
         self._sink = sink
@@ -277,17 +278,10 @@ class Alerts:
             if idle is not None:
                 idle.set()
 
-    async def _mark(self, meter_id: str, category: str) -> float | None:
-        row = await self._store.fetchone(
-            "SELECT last_at FROM read_marks WHERE what = ? AND meter_id = ?",
-            (f"events:{category}", meter_id),
-        )
-        return None if row is None else float(row[0])
-
     async def _read(self, meter_id: str, pending: _Pending) -> None:
         started = self._clock()
         categories: list[str] = [c for c in EVENT_CATEGORIES if c in pending.categories]
-        marks = {c: await self._mark(meter_id, c) for c in categories}
+        marks = {c: await self._marks.mark(read_mark("events", c), meter_id) for c in categories}
         end = max(started, pending.latest) + READ_AHEAD
         first = pending.earliest - self.config.lookback
         spans = {c: (min(first if m is None else m, end), end) for c, m in marks.items()}
@@ -306,7 +300,7 @@ class Alerts:
             errors.extend(batch.errors)
             newest = max((e.timestamp.timestamp() for e in batch.events), default=None)
             if newest is not None and (mark is None or newest > mark):
-                statements.append(set_mark(f"events:{category}", meter_id, newest, now))
+                statements.append(set_mark(read_mark("events", category), meter_id, newest, now))
         # alerts that came during the read may already be in what it got: confirmed now, they
         # are not sent again by the next read
         later = self._pending.get(meter_id)

@@ -41,7 +41,7 @@ from hesd.reads import read_events, read_profile, read_quantities
 from hesd.router import MeterAccess
 from hesd.session import MeterSession, SessionError
 from hesd.store import MeterEntry, Statement
-from hesd.store.schedules import Hole, add_hole, drop_hole, iso
+from hesd.store.schedules import Hole, add_hole, drop_hole, iso, read_mark
 from protocols.errors import HesdError
 
 __all__ = [
@@ -93,7 +93,7 @@ class Step:
     @property
     def mark_key(self) -> str:
         """The ``read_marks`` key this step advances."""
-        return f"{self.kind}:{self.what}"
+        return read_mark(self.kind, self.what)
 
 
 @dataclass(slots=True)
@@ -175,7 +175,7 @@ def plan(
     if read.events:
         steps = []
         for category in read.categories:
-            mark = known.marks.get(f"events:{category}", {}).get(meter_id)
+            mark = known.marks.get(read_mark("events", category), {}).get(meter_id)
             start = floor if mark is None else max(floor, mark + 1)
             steps.append(Step("events", category, start=min(start, horizon), end=horizon))
         return steps
@@ -192,7 +192,7 @@ def plan(
         for h in known.holes.get(meter_id, ())
         if h.end_at >= floor
     ]
-    mark = known.marks.get(f"profile:{read.profile}", {}).get(meter_id)
+    mark = known.marks.get(read_mark("profile", read.profile), {}).get(meter_id)
     start = floor if mark is None else max(floor, mark + 1)
     chunk = max(86400.0, load.interval * CHUNK_ROWS) if load.interval else horizon - start
     while True:

@@ -67,7 +67,13 @@ from hesd.schedule_reads import (
 )
 from hesd.schedule_run import Run
 from hesd.store import MeterRecord, Registry, Statement, Store
-from hesd.store.schedules import RunRecord, ScheduleStore, iso, set_mark
+from hesd.store.schedules import (
+    RunRecord,
+    ScheduleStore,
+    iso,
+    read_mark,
+    set_mark,
+)
 from hesd.uplink.outbox import Record
 from protocols.errors import HesdError
 
@@ -339,12 +345,13 @@ class Scheduler:
     async def _known(self, schedule: ScheduleConfig) -> Plan:
         read, known = schedule.read, Plan()
         if read.profile:
-            key = f"profile:{read.profile}"
+            key = read_mark("profile", read.profile)
             known.marks[key] = await self._db.marks(key)
             known.holes = await self._db.holes(read.profile)
         elif read.events:
             for category in read.categories:
-                known.marks[f"events:{category}"] = await self._db.marks(f"events:{category}")
+                key = read_mark("events", category)
+                known.marks[key] = await self._db.marks(key)
         return known
 
     async def _dispatch(self, run: Run, meters: list[MeterRecord]) -> None:

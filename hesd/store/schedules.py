@@ -191,6 +191,13 @@ class ScheduleStore:
 
     # -- marks and holes ---------------------------------------------------------------------
 
+    async def mark(self, what: str, meter_id: str) -> float | None:
+        """The newest row hesd has of ``what`` for one meter, or None."""
+        row = await self._store.fetchone(
+            "SELECT last_at FROM read_marks WHERE what = ? AND meter_id = ?", (what, meter_id)
+        )
+        return None if row is None else float(row[0])
+
     async def marks(self, what: str) -> dict[str, float]:
         """Per meter, the newest row hesd has of ``what`` (``profile:NAME``, ``events:CAT``)."""
         rows = await self._store.fetchall(
@@ -213,6 +220,12 @@ class ScheduleStore:
     async def write(self, statements: list[Statement]) -> None:
         if statements:
             await self._store.submit(statements)
+
+
+def read_mark(kind: str, name: str) -> str:
+    """``read_marks.what`` of a load profile (``profile:block_load``) or an event log
+    (``events:power``; shared by schedules and alert reads)."""
+    return f"{kind}:{name}"
 
 
 def set_mark(what: str, meter_id: str, at: float, now: float) -> Statement:
