@@ -53,7 +53,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/sim.py
 	$(BIN)/python bench/sessions.py
 	$(BIN)/python bench/uplink.py
+	$(BIN)/python bench/uplink_stages.py
 	$(BIN)/python bench/bulk.py
+	$(BIN)/python bench/alerts.py
+	$(BIN)/python bench/firmware.py
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache .hypothesis
