@@ -48,7 +48,7 @@ from adapters.is15959 import EVENT_CATEGORIES, UNKNOWN_KIND
 from adapters.model import Event, Source
 from adapters.normalise import Batch, NormaliseError, Normaliser
 from hesd.config_alerts import AlertsConfig
-from hesd.reads import read_events
+from hesd.reads import read_events, reading_with
 from hesd.router import MeterAccess
 from hesd.schedule_reads import READ_AHEAD
 from hesd.session import MeterSession, SessionError
@@ -361,11 +361,7 @@ class Alerts:
     async def _read_logs(
         self, session: MeterSession, spans: dict[str, tuple[float, float]]
     ) -> dict[str, Batch]:
-        profile = session.settings.profile
-        normaliser = self._normalisers().get(profile.name)
-        if normaliser is None:
-            raise SessionError(f"meter {session.meter_id}: no normaliser for vendor {profile.name}")
-        meter = MeterContext(session.meter_id, profile.name, session.firmware, profile.model)
+        normaliser, meter = reading_with(session, self._normalisers())
         found = {}
         for category, (start, end) in spans.items():
             found[category] = await read_events(

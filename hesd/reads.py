@@ -18,14 +18,14 @@ in the batch; the other values are kept.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from adapters.cosem_map import register_columns
 from adapters.hooks import MeterContext
 from adapters.is15959 import EVENT_CATEGORIES
 from adapters.model import Source
 from adapters.normalise import Batch, NormaliseError, Normaliser
-from hesd.session import MeterSession
+from hesd.session import MeterSession, SessionError
 from protocols.dlms import apdu as x
 from protocols.dlms.axdr import Value
 from protocols.dlms.calendar import DateTime
@@ -33,7 +33,19 @@ from protocols.dlms.cosem import ScalerUnit
 from protocols.dlms.obis import ObisCode
 from protocols.errors import RemoteProtocolError
 
-__all__ = ["read_events", "read_profile", "read_quantities"]
+__all__ = ["read_events", "read_profile", "read_quantities", "reading_with"]
+
+
+def reading_with(
+    session: MeterSession, normalisers: Mapping[str, Normaliser]
+) -> tuple[Normaliser, MeterContext]:
+    """What reads of ``session``'s meter normalise with: its vendor's normaliser and the meter as
+    adapters see it. A vendor no longer loaded (dropped by a SIGHUP) is a SessionError."""
+    profile = session.settings.profile
+    normaliser = normalisers.get(profile.name)
+    if normaliser is None:
+        raise SessionError(f"meter {session.meter_id}: no normaliser for vendor {profile.name}")
+    return normaliser, MeterContext(session.meter_id, profile.name, session.firmware, profile.model)
 
 
 async def read_quantities(

@@ -33,13 +33,12 @@ from typing import Final, Protocol
 
 import structlog
 
-from adapters.hooks import MeterContext
 from adapters.model import Source
 from adapters.normalise import Batch, Normaliser
 from hesd.config import ScheduleConfig
-from hesd.reads import read_events, read_profile, read_quantities
+from hesd.reads import read_events, read_profile, read_quantities, reading_with
 from hesd.router import MeterAccess
-from hesd.session import MeterSession, SessionError
+from hesd.session import MeterSession
 from hesd.store import MeterEntry, Statement
 from hesd.store.schedules import Hole, add_hole, drop_hole, iso, read_mark
 from protocols.errors import HesdError
@@ -130,11 +129,7 @@ class SessionReader:
 
     async def read(self, meter_id: str, step: Step) -> Batch:
         async def run(session: MeterSession) -> Batch:
-            profile = session.settings.profile
-            normaliser = self._normalisers().get(profile.name)
-            if normaliser is None:
-                raise SessionError(f"meter {meter_id}: no normaliser for vendor {profile.name}")
-            meter = MeterContext(meter_id, profile.name, session.firmware, profile.model)
+            normaliser, meter = reading_with(session, self._normalisers())
             if step.kind == "quantities":
                 return await read_quantities(
                     session, normaliser, meter, step.quantities, source=Source.SCHEDULE
