@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import enum
 import hashlib
 import time
 from collections.abc import Callable, Mapping
@@ -52,6 +51,7 @@ import structlog
 
 from hesd.command_settings import acting
 from hesd.firmware_images import ImageNotFound, ImageStore, Target, identifier_text, iso, target_of
+from hesd.image_transfer import TransferStatus
 from hesd.router import Command, CommandKind, CommandRejected, Outcome
 from hesd.session import MeterSession, SessionError
 from protocols.dlms import apdu as x
@@ -77,19 +77,6 @@ CLOCK_CLASS: Final = 8
 DATA_CLASS: Final = 1
 POLL_INTERVAL: Final = 1.0  # seconds between reads of image_transfer_status
 ACTIVATE_NOW_WITHIN: Final = 60.0  # an activate_at closer than this activates at once
-
-
-class TransferStatus(enum.IntEnum):
-    """image_transfer_status (Blue Book 4.4.6, attribute 6)."""
-
-    NOT_INITIATED = 0
-    INITIATED = 1
-    VERIFICATION_INITIATED = 2
-    VERIFICATION_SUCCESSFUL = 3
-    VERIFICATION_FAILED = 4
-    ACTIVATION_INITIATED = 5
-    ACTIVATION_SUCCESSFUL = 6
-    ACTIVATION_FAILED = 7
 
 
 _RESUMABLE: Final = frozenset(

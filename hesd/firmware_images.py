@@ -4,7 +4,7 @@
 streamed to a temporary file (hashed and counted on the way, refused past
 ``[firmware] max_image_bytes``), fsynced and renamed, so that a crash leaves an image whole or
 absent; a small ``<sha256>.json`` beside it says when it arrived and, for an image in a format
-hesd can read (the hesd-sim format, ``hesd.sim.image``), the firmware version it activates.
+hesd can read (the hesd-sim format, ``hesd.image_transfer``), the firmware version it activates.
 Leftovers of an interrupted upload are removed at start. An image that an unfinished upgrade
 uses is kept (``images_in_use``; the API refuses to delete it).
 
@@ -33,8 +33,8 @@ from typing import Any, Final
 import msgpack
 import structlog
 
+from hesd.image_transfer import parse_image
 from hesd.router import CommandRejected
-from hesd.sim.image import parse_image
 from hesd.store import Store
 from protocols.errors import HesdError
 

@@ -5,6 +5,7 @@ progress; the image routes of the API."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import datetime as dt
@@ -536,6 +537,24 @@ async def test_the_image_store_keeps_images_whole_and_once(tmp_path: Path) -> No
     assert [i.sha256 for i in store.list()] == [info.sha256]
     store.delete(info.sha256)
     assert store.list() == []
+
+
+@pytest.mark.parametrize(
+    "module", ["firmware.py", "firmware_images.py", "image_transfer.py", "api/firmware.py"]
+)
+def test_the_daemon_reads_images_without_the_simulator(module: str) -> None:
+    """The image format and image_transfer_status are hesd.image_transfer's, which hesd-sim
+    shares: the daemon's firmware code does not import the simulator."""
+    tree = ast.parse((REPO / "hesd" / module).read_text())
+    imported = [
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    ] + [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    ]
+    assert not [name for name in imported if name.startswith("hesd.sim")]
 
 
 # -- the router: progress, the kind's time cap ----------------------------------------------------
