@@ -41,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -50,7 +49,15 @@ from typing import Any, Final
 import structlog
 
 from hesd.command_settings import acting
-from hesd.firmware_images import ImageNotFound, ImageStore, Target, identifier_text, iso, target_of
+from hesd.firmware_images import (
+    ImageDamaged,
+    ImageNotFound,
+    ImageStore,
+    Target,
+    identifier_text,
+    iso,
+    target_of,
+)
 from hesd.image_transfer import TransferStatus
 from hesd.router import Command, CommandKind, CommandRejected, Outcome
 from hesd.session import MeterSession, SessionError
@@ -539,11 +546,9 @@ def firmware_kind(
     async def run(session: MeterSession, cmd: Command) -> Outcome:
         try:
             target = target_of(cmd.params, images)
-            image = await images.read(target.sha256)
-        except (CommandRejected, ImageNotFound) as exc:
+            image = await images.read(target.sha256)  # checked against its SHA-256
+        except (CommandRejected, ImageNotFound, ImageDamaged) as exc:
             return Outcome(False, str(exc))
-        if hashlib.sha256(image).hexdigest() != target.sha256:
-            return Outcome(False, f"image {target.sha256}: the stored file is damaged")
         upgrade = Upgrade(session, cmd, target, image, verify_timeout=verify_timeout, clock=clock)
         try:
             return await upgrade.run()

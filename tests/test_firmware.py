@@ -30,6 +30,7 @@ from hesd.daemon import Daemon, build_normalisers
 from hesd.firmware import MeterImage, TransferStatus, firmware_kind, missing_blocks, resume_point
 from hesd.firmware_images import (
     FirmwareError,
+    ImageDamaged,
     ImageStore,
     ImageTooLarge,
     Target,
@@ -357,6 +358,23 @@ async def test_the_meter_already_running_the_version_is_left_alone(
         "the meter already runs 2.0.0: nothing sent",
     )
     assert not any(r.startswith("act") for r in session.requests)
+
+
+async def test_a_damaged_stored_image_is_not_sent(store: tuple[ImageStore, list[str]]) -> None:
+    images_, (sha, _, _) = store
+    path = images_.directory / sha
+    damaged = bytearray(path.read_bytes())
+    damaged[10] ^= 1
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(ImageDamaged, match=f"image {sha}: the stored file is damaged"):
+        await images_.read(sha)
+    session = SimSession(sim_meter())
+    outcome = await upgrade(kind(images_), session, command({"image": sha}))
+    assert (outcome.succeeded, outcome.detail) == (
+        False,
+        f"image {sha}: the stored file is damaged",
+    )
+    assert session.requests == []
 
 
 async def test_a_sent_activation_is_repeated_only_if_the_meter_shows_it_never_arrived(
