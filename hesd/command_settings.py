@@ -61,12 +61,13 @@ def acting(run: RunKind) -> RunKind:
 
 
 def integer_of(value: Value | x.DataAccessResult | None) -> int | None:
-    """An integer the meter sent (plain or typed), None if it sent something else."""
-    if isinstance(value, Typed) and isinstance(value.value, int):
-        return value.value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return None
+    """An integer the meter sent (plain or typed), None if it sent something else (a boolean
+    is not an integer here)."""
+    if isinstance(value, Typed):
+        value = value.value  # type: ignore[assignment]
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
 
 
 # -- load limit (IC 71) --------------------------------------------------------------------------

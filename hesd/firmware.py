@@ -48,7 +48,7 @@ from typing import Any, Final
 
 import structlog
 
-from hesd.command_settings import acting
+from hesd.command_settings import acting, integer_of
 from hesd.firmware_images import (
     ImageDamaged,
     ImageNotFound,
@@ -150,14 +150,6 @@ def missing_blocks(state: MeterImage, total: int, start: int) -> list[int]:
     return [n for n in range(start, total) if bitmap[n] != "1"]
 
 
-def _int(value: Value | x.DataAccessResult | None) -> int | None:
-    if isinstance(value, Typed):
-        value = value.value  # type: ignore[assignment]
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value
-
-
 def _octets(value: object) -> bytes | None:
     if isinstance(value, Typed):
         value = value.value
@@ -174,7 +166,7 @@ def _to_activate(value: Value | x.DataAccessResult) -> tuple[tuple[int, bytes], 
     for item in value:
         inner = item.value if isinstance(item, Typed) else item
         if isinstance(inner, list | tuple) and len(inner) >= 2:
-            size, identifier = _int(inner[0]), _octets(inner[1])
+            size, identifier = integer_of(inner[0]), _octets(inner[1])
             if size is not None and identifier is not None:
                 found.append((size, identifier))
     return tuple(found)
@@ -224,7 +216,7 @@ class Upgrade:
 
     async def status(self) -> TransferStatus:
         answer = await self._get(6)
-        number = _int(answer)
+        number = integer_of(answer)
         try:
             return TransferStatus(-1 if number is None else number)
         except ValueError:
@@ -234,7 +226,7 @@ class Upgrade:
             ) from None
 
     async def state(self) -> MeterImage:
-        size, enabled = _int(await self._get(2)), await self._get(5)
+        size, enabled = integer_of(await self._get(2)), await self._get(5)
         if size is None or size < 1 or not isinstance(enabled, bool):
             raise SessionError(
                 f"meter {self.meter}: image transfer {self.obis}: unreadable image_block_size "
@@ -244,7 +236,7 @@ class Upgrade:
         return MeterImage(
             block_size=size,
             bitmap=bits.bits if isinstance(bits, BitString) else None,
-            first_missing=_int(await self._get(4)),
+            first_missing=integer_of(await self._get(4)),
             enabled=enabled,
             status=await self.status(),
             to_activate=_to_activate(await self._get(7)),

@@ -14,6 +14,7 @@ from typing import Any, cast
 import pytest
 
 from adapters.profile import VendorProfile, load_profiles
+from hesd.command_settings import integer_of
 from hesd.commands import command_kinds
 from hesd.daemon import build_normalisers
 from hesd.router import Command, CommandRejected, CommandState
@@ -362,3 +363,12 @@ def test_push_setup_parameters_are_checked() -> None:
             check(params)
     check({"destination": "[2001:db8::1]:4059"})
     check({"destination": "hes.example.net:4059", "communication_window": []})
+
+
+def test_integer_of_takes_plain_and_typed_integers_only() -> None:
+    """What the kinds (and hesd.firmware) accept as an integer the meter sent."""
+    assert integer_of(7) == 7
+    assert integer_of(Typed(Tag.DOUBLE_LONG_UNSIGNED, 4138)) == 4138
+    assert integer_of(Typed(Tag.ENUM, 2)) == 2
+    for other in (True, Typed(Tag.BOOLEAN, True), b"\x07", "7", 7.0, None, (1, 2)):
+        assert integer_of(other) is None, other
