@@ -293,6 +293,37 @@ async def test_limit_on_the_read_association_is_refused_by_the_meter() -> None:
     assert meter.model.limiter[1] == 10_000
 
 
+class DeafMeter(ModelMeter):
+    """Answers every SET with success and keeps what it had."""
+
+    async def set(self, attr: x.AttributeDescriptor, value: Value) -> x.DataAccessResult:
+        self.sets.append((self.association, attr.class_id, attr.attribute))
+        return x.DataAccessResult.SUCCESS
+
+
+async def test_a_setting_the_meter_does_not_keep_fails_the_read_back() -> None:
+    profile = load_profiles(VENDORS, ("is15959",), source="t")["is15959"]
+    spec = MeterSpec("M1", "00000001", b"SIM00001", 7, profile)
+    meter = DeafMeter(Settings(profile), SimulatedMeter(spec))
+    limit = await run_on(meter, "limit", threshold_normal=7500)
+    assert (limit.succeeded, limit.detail) == (
+        False,
+        "read-back does not confirm: {'threshold_normal': 10000}",
+    )
+    assert limit.data["changed"] == ["threshold_normal"]
+    assert limit.data["after"]["threshold_normal"] == 10_000
+    push = await run_on(meter, "push_setup", destination="10.9.8.7:4059", number_of_retries=5)
+    before = push.data["before"]
+    assert (push.succeeded, push.detail) == (
+        False,
+        "read-back does not confirm: "
+        f"{{'destination': {before['destination']!r}, "
+        f"'number_of_retries': {before['number_of_retries']!r}}}",
+    )
+    assert push.data["after"] == before
+    assert push.data["changed"] == ["destination", "number_of_retries"]
+
+
 def test_limit_parameters_are_checked() -> None:
     check = command_kinds(dict)["limit"].check
     for params, message in (
