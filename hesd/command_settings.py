@@ -30,7 +30,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
@@ -61,12 +61,47 @@ def acting(run: RunKind) -> RunKind:
 
 
 def integer_of(value: Value | x.DataAccessResult | None) -> int | None:
-    """An integer the meter sent (plain or typed), None if it sent something else."""
-    if isinstance(value, Typed) and isinstance(value.value, int):
-        return value.value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    return None
+    """An integer the meter sent (plain or typed), None if it sent something else (a boolean
+    is not an integer here)."""
+    if isinstance(value, Typed):
+        value = value.value  # type: ignore[assignment]
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
+
+
+def _check_names(kind: str, p: Mapping[str, Any], names: Iterable[str]) -> None:
+    """``p`` names at least one of ``names`` and nothing else."""
+    known = ", ".join(names)
+    unknown = sorted(set(p) - set(names))
+    if unknown:
+        raise CommandRejected(f"{kind}: unknown parameter {unknown[0]!r} (known: {known})")
+    if not p:
+        raise CommandRejected(f"{kind}: give at least one of {known}")
+
+
+def _confirmed(
+    wanted: Mapping[str, Any],
+    after: Mapping[str, Any],
+    shown: Mapping[str, Any],
+    order: Iterable[str],
+    *,
+    changed: list[str],
+    data: dict[str, Any],
+) -> Outcome:
+    """The outcome of the read-back: succeeded only if every ``wanted`` value is ``after``
+    (``shown`` is ``after`` as the result gives it; ``order``, the parameters' order)."""
+    data["after"] = shown
+    data["changed"] = changed
+    wrong = {name: shown[name] for name in wanted if after[name] != wanted[name]}
+    if wrong:
+        return Outcome(False, f"read-back does not confirm: {wrong}", data=data)
+    detail = ", ".join(f"{name} {shown[name]}" for name in order if name in wanted)
+    return Outcome(
+        True,
+        f"set, confirmed by read-back: {detail}" if changed else f"already {detail}",
+        data=data,
+    )
 
 
 # -- load limit (IC 71) --------------------------------------------------------------------------
@@ -93,12 +128,7 @@ def limit_kinds() -> dict[str, CommandKind]:
 
 
 def _check_limit(p: Mapping[str, Any]) -> None:
-    known = ", ".join(LIMIT_ATTRIBUTES)
-    unknown = sorted(set(p) - set(LIMIT_ATTRIBUTES))
-    if unknown:
-        raise CommandRejected(f"limit: unknown parameter {unknown[0]!r} (known: {known})")
-    if not p:
-        raise CommandRejected(f"limit: give at least one of {known}")
+    _check_names("limit", p, LIMIT_ATTRIBUTES)
     for name, value in p.items():
         if name in THRESHOLDS:
             number = isinstance(value, int | float) and not isinstance(value, bool)
@@ -249,18 +279,8 @@ async def _limit(session: MeterSession, params: Mapping[str, Any]) -> Outcome:
             data["set_result"] = {name: result.name.lower()}
             return Outcome(False, f"the meter refused {name}: {result.name}", data=data)
     after = await _limits(session, limiter)
-    data["after"] = _limit_data(after, monitored)
-    data["changed"] = changed
-    wrong = [name for name in wanted if after[name] != wanted[name]]
-    if wrong:
-        shown = {name: data["after"][name] for name in wrong}
-        return Outcome(False, f"read-back does not confirm: {shown}", data=data)
-    detail = ", ".join(f"{n} {data['after'][n]}" for n in LIMIT_ATTRIBUTES if n in wanted)
-    return Outcome(
-        True,
-        f"set, confirmed by read-back: {detail}" if changed else f"already {detail}",
-        data=data,
-    )
+    shown = _limit_data(after, monitored)
+    return _confirmed(wanted, after, shown, LIMIT_ATTRIBUTES, changed=changed, data=data)
 
 
 # -- push setup (IC 40) --------------------------------------------------------------------------
@@ -342,12 +362,7 @@ def _windows(value: object) -> list[tuple[int, int, int, int]]:
 
 
 def _check_push(p: Mapping[str, Any]) -> None:
-    known = ", ".join(PUSH_ATTRIBUTES)
-    unknown = sorted(set(p) - set(PUSH_ATTRIBUTES))
-    if unknown:
-        raise CommandRejected(f"push_setup: unknown parameter {unknown[0]!r} (known: {known})")
-    if not p:
-        raise CommandRejected(f"push_setup: give at least one of {known}")
+    _check_names("push_setup", p, PUSH_ATTRIBUTES)
     if "destination" in p:
         _destination(p["destination"])
     if "transport" in p and p["transport"] not in TRANSPORTS:
@@ -471,14 +486,4 @@ async def _push_setup(session: MeterSession, params: Mapping[str, Any]) -> Outco
                 False, f"the meter refused {' and '.join(names)}: {result.name}", data=data
             )
     after, _ = await _push_state(session, obis)
-    data["after"] = after
-    data["changed"] = changed
-    wrong = {name: after[name] for name in wanted if after[name] != wanted[name]}
-    if wrong:
-        return Outcome(False, f"read-back does not confirm: {wrong}", data=data)
-    detail = ", ".join(f"{name} {after[name]}" for name in PUSH_ATTRIBUTES if name in wanted)
-    return Outcome(
-        True,
-        f"set, confirmed by read-back: {detail}" if changed else f"already {detail}",
-        data=data,
-    )
+    return _confirmed(wanted, after, after, PUSH_ATTRIBUTES, changed=changed, data=data)

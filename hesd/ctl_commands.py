@@ -136,11 +136,16 @@ def _command(
 ) -> None:
     """Queue a command; with --wait, follow it to its end (exit 3 unless it succeeded)."""
     command = _submit(ctx, meter_id, kind, params, options)
-    if options["as_json"]:
+    _report(command, as_json=options["as_json"], followed=options["wait"] is not None)
+
+
+def _report(command: dict[str, Any], *, as_json: bool, followed: bool) -> None:
+    """Print the command (JSON, or one line); exit 3 if it was followed and did not succeed."""
+    if as_json:
         click.echo(json.dumps(command, indent=2))
     else:
         click.echo(_command_text(command))
-    if options["wait"] is not None and command["state"] != "succeeded":
+    if followed and command["state"] != "succeeded":
         sys.exit(EXIT_COMMAND_FAILED)
 
 

@@ -20,13 +20,21 @@ from typing import Any, Final
 
 import click
 
-from hesd.ctl import Client, Unreachable, _client, _fail, _post_json, _table, main
-from hesd.ctl_commands import EXIT_COMMAND_FAILED, FINAL_STATES, _command_text
+from hesd.ctl import (
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    Client,
+    Unreachable,
+    _client,
+    _fail,
+    _post_json,
+    _table,
+    main,
+)
+from hesd.ctl_commands import FINAL_STATES, _report
 
 __all__ = ["firmware", "images", "upgrade"]
 
-EXIT_REFUSED: Final = 1
-EXIT_UNREACHABLE: Final = 2
 POLL: Final = 0.5  # seconds between looks at a command being followed
 
 
@@ -138,12 +146,7 @@ def upgrade(  # noqa: PLR0917 - one option per parameter of the upgrade
     command = _post_json(client, "/api/v1/commands", body)
     if wait is not None:
         command = _follow(client, command, wait, f"{meter_id} {image['version'] or sha[:12]}")
-    if as_json:
-        click.echo(json.dumps(command, indent=2))
-    else:
-        click.echo(_command_text(command))
-    if wait is not None and command["state"] != "succeeded":
-        sys.exit(EXIT_COMMAND_FAILED)
+    _report(command, as_json=as_json, followed=wait is not None)
 
 
 def _follow(client: Client, command: dict[str, Any], wait: float, label: str) -> dict[str, Any]:

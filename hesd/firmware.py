@@ -41,8 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import enum
-import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -50,8 +48,17 @@ from typing import Any, Final
 
 import structlog
 
-from hesd.command_settings import acting
-from hesd.firmware_images import ImageNotFound, ImageStore, Target, identifier_text, iso, target_of
+from hesd.command_settings import acting, integer_of
+from hesd.firmware_images import (
+    ImageDamaged,
+    ImageNotFound,
+    ImageStore,
+    Target,
+    identifier_text,
+    iso,
+    target_of,
+)
+from hesd.image_transfer import TransferStatus
 from hesd.router import Command, CommandKind, CommandRejected, Outcome
 from hesd.session import MeterSession, SessionError
 from protocols.dlms import apdu as x
@@ -77,19 +84,6 @@ CLOCK_CLASS: Final = 8
 DATA_CLASS: Final = 1
 POLL_INTERVAL: Final = 1.0  # seconds between reads of image_transfer_status
 ACTIVATE_NOW_WITHIN: Final = 60.0  # an activate_at closer than this activates at once
-
-
-class TransferStatus(enum.IntEnum):
-    """image_transfer_status (Blue Book 4.4.6, attribute 6)."""
-
-    NOT_INITIATED = 0
-    INITIATED = 1
-    VERIFICATION_INITIATED = 2
-    VERIFICATION_SUCCESSFUL = 3
-    VERIFICATION_FAILED = 4
-    ACTIVATION_INITIATED = 5
-    ACTIVATION_SUCCESSFUL = 6
-    ACTIVATION_FAILED = 7
 
 
 _RESUMABLE: Final = frozenset(
@@ -156,14 +150,6 @@ def missing_blocks(state: MeterImage, total: int, start: int) -> list[int]:
     return [n for n in range(start, total) if bitmap[n] != "1"]
 
 
-def _int(value: Value | x.DataAccessResult | None) -> int | None:
-    if isinstance(value, Typed):
-        value = value.value  # type: ignore[assignment]
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value
-
-
 def _octets(value: object) -> bytes | None:
     if isinstance(value, Typed):
         value = value.value
@@ -180,7 +166,7 @@ def _to_activate(value: Value | x.DataAccessResult) -> tuple[tuple[int, bytes], 
     for item in value:
         inner = item.value if isinstance(item, Typed) else item
         if isinstance(inner, list | tuple) and len(inner) >= 2:
-            size, identifier = _int(inner[0]), _octets(inner[1])
+            size, identifier = integer_of(inner[0]), _octets(inner[1])
             if size is not None and identifier is not None:
                 found.append((size, identifier))
     return tuple(found)
@@ -230,7 +216,7 @@ class Upgrade:
 
     async def status(self) -> TransferStatus:
         answer = await self._get(6)
-        number = _int(answer)
+        number = integer_of(answer)
         try:
             return TransferStatus(-1 if number is None else number)
         except ValueError:
@@ -240,7 +226,7 @@ class Upgrade:
             ) from None
 
     async def state(self) -> MeterImage:
-        size, enabled = _int(await self._get(2)), await self._get(5)
+        size, enabled = integer_of(await self._get(2)), await self._get(5)
         if size is None or size < 1 or not isinstance(enabled, bool):
             raise SessionError(
                 f"meter {self.meter}: image transfer {self.obis}: unreadable image_block_size "
@@ -250,7 +236,7 @@ class Upgrade:
         return MeterImage(
             block_size=size,
             bitmap=bits.bits if isinstance(bits, BitString) else None,
-            first_missing=_int(await self._get(4)),
+            first_missing=integer_of(await self._get(4)),
             enabled=enabled,
             status=await self.status(),
             to_activate=_to_activate(await self._get(7)),
@@ -552,11 +538,9 @@ def firmware_kind(
     async def run(session: MeterSession, cmd: Command) -> Outcome:
         try:
             target = target_of(cmd.params, images)
-            image = await images.read(target.sha256)
-        except (CommandRejected, ImageNotFound) as exc:
+            image = await images.read(target.sha256)  # checked against its SHA-256
+        except (CommandRejected, ImageNotFound, ImageDamaged) as exc:
             return Outcome(False, str(exc))
-        if hashlib.sha256(image).hexdigest() != target.sha256:
-            return Outcome(False, f"image {target.sha256}: the stored file is damaged")
         upgrade = Upgrade(session, cmd, target, image, verify_timeout=verify_timeout, clock=clock)
         try:
             return await upgrade.run()

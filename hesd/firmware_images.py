@@ -4,7 +4,7 @@
 streamed to a temporary file (hashed and counted on the way, refused past
 ``[firmware] max_image_bytes``), fsynced and renamed, so that a crash leaves an image whole or
 absent; a small ``<sha256>.json`` beside it says when it arrived and, for an image in a format
-hesd can read (the hesd-sim format, ``hesd.sim.image``), the firmware version it activates.
+hesd can read (the hesd-sim format, ``hesd.image_transfer``), the firmware version it activates.
 Leftovers of an interrupted upload are removed at start. An image that an unfinished upgrade
 uses is kept (``images_in_use``; the API refuses to delete it).
 
@@ -33,14 +33,15 @@ from typing import Any, Final
 import msgpack
 import structlog
 
+from hesd.image_transfer import parse_image
 from hesd.router import CommandRejected
-from hesd.sim.image import parse_image
 from hesd.store import Store
 from protocols.errors import HesdError
 
 __all__ = [
     "SHA256",
     "FirmwareError",
+    "ImageDamaged",
     "ImageInfo",
     "ImageNotFound",
     "ImageStore",
@@ -67,6 +68,10 @@ class ImageTooLarge(FirmwareError):
 
 class ImageNotFound(FirmwareError):
     pass
+
+
+class ImageDamaged(FirmwareError):
+    """The stored file no longer has the SHA-256 it is named by."""
 
 
 # -- images ---------------------------------------------------------------------------------------
@@ -129,7 +134,7 @@ class ImageStore:
                 raise FirmwareError("the image is empty")
             await asyncio.to_thread(_sync_close, handle)
             sha = digest.hexdigest()
-            found = self.info(sha)
+            found = await asyncio.to_thread(self.info, sha)
             if found is not None:
                 return found, False
             version = await asyncio.to_thread(_image_version, part)
@@ -160,7 +165,7 @@ class ImageStore:
             return None
         path = self.directory / sha256
         try:
-            size, mtime = path.stat().st_size, path.stat().st_mtime
+            stat = path.stat()
         except FileNotFoundError:
             return None
         meta: dict[str, Any] = {}
@@ -170,8 +175,8 @@ class ImageStore:
         version = meta.get("version")
         return ImageInfo(
             sha256,
-            size,
-            float(received) if isinstance(received, int | float) else mtime,
+            stat.st_size,
+            float(received) if isinstance(received, int | float) else stat.st_mtime,
             version if isinstance(version, str) else None,
         )
 
@@ -181,9 +186,17 @@ class ImageStore:
         return sorted((i for i in found if i is not None), key=lambda i: i.received_at)
 
     async def read(self, sha256: str) -> bytes:
+        """The stored image, checked against its SHA-256 (in a thread: up to
+        ``max_image_bytes`` read and hashed); ``ImageNotFound``, ``ImageDamaged``."""
+        return await asyncio.to_thread(self._read, sha256)
+
+    def _read(self, sha256: str) -> bytes:
         if self.info(sha256) is None:
             raise ImageNotFound(f"image {sha256} is not stored (hesctl firmware images)")
-        return await asyncio.to_thread((self.directory / sha256).read_bytes)
+        data = (self.directory / sha256).read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ImageDamaged(f"image {sha256}: the stored file is damaged")
+        return data
 
     def delete(self, sha256: str) -> None:
         if self.info(sha256) is None:

@@ -7,7 +7,7 @@ expect. The session associates on the first request with the vendor profile's as
 read association, ``[session] association``), keeps the association while the meter is active,
 and associates again after the meter's inactivity timeout or a closed link. Once per connection,
 right after association, it reads what the registry keeps of the meter: the firmware version
-and, where the profile has a GSM diagnostic object, the modem's signal quality.
+and, where the profile has a GSM diagnostic object, the modem's signal (``session_identity``).
 
 Another association: ``with session.using(name):`` runs the calling task's requests (and those
 of tasks started inside the block) under association ``name``; commands that act use the
@@ -52,7 +52,8 @@ import structlog
 
 from adapters.profile import Association
 from hesd.link import Link, LinkClosed, SharedLink
-from hesd.session_settings import SessionError, SessionSettings
+from hesd.session_identity import MeterIdentity
+from hesd.session_settings import SessionError, SessionSettings, failure_text
 from hesd.store import InvocationCounters, Registry
 from protocols.dlms import apdu as x
 from protocols.dlms.axdr import Value
@@ -70,7 +71,6 @@ from protocols.dlms.connection import (
     State,
     TimedOut,
 )
-from protocols.dlms.cosem import CellInfo
 from protocols.dlms.framing import (
     ApduArrived,
     ApduFraming,
@@ -132,13 +132,22 @@ class MeterSession:
         self._shared = False  # the link is a SharedLink: link layer inside the wire holds
         self._opening_sent = False  # the framing's opening (SNRM) is out for this connection
         self._link_layer_down: asyncio.Future[None] | None = None  # shared: a DISC is out
-        self._identity_link: Link | None = None  # the connection _read_identity ran on
+        self._identity_link: Link | None = None  # the connection the identity was read on
         self._current = settings.association  # the association in use, or the next to open
         self._releasing: asyncio.Future[None] | None = None  # an RLRQ is out (switching)
-        self.firmware: str | None = None  # as the meter reported it on this connection
-        self.signal_quality: int | None = None  # dBm, from the modem's GSM diagnostic, ditto
+        self._identity = MeterIdentity(settings.meter_id, registry)
 
     # -- state -------------------------------------------------------------------------------
+
+    @property
+    def firmware(self) -> str | None:
+        """The firmware version as the meter reported it after association."""
+        return self._identity.firmware
+
+    @property
+    def signal_quality(self) -> int | None:
+        """dBm, from the modem's GSM diagnostic, as the meter reported it after association."""
+        return self._identity.signal_quality
 
     @property
     def online(self) -> bool:
@@ -491,13 +500,17 @@ class MeterSession:
         event = await self._request(lambda conn, now: conn.get(attribute, now, access))
         if isinstance(event, GetCompleted):
             return event.result
-        raise SessionError(f"meter {self.meter_id}: GET {_describe(attribute)}: {_failure(event)}")
+        raise SessionError(
+            f"meter {self.meter_id}: GET {_describe(attribute)}: {failure_text(event)}"
+        )
 
     async def set(self, attribute: x.AttributeDescriptor, value: Value) -> x.DataAccessResult:
         event = await self._request(lambda conn, now: conn.set(attribute, value, now))
         if isinstance(event, SetCompleted):
             return event.result
-        raise SessionError(f"meter {self.meter_id}: SET {_describe(attribute)}: {_failure(event)}")
+        raise SessionError(
+            f"meter {self.meter_id}: SET {_describe(attribute)}: {failure_text(event)}"
+        )
 
     async def action(
         self,
@@ -507,7 +520,9 @@ class MeterSession:
         event = await self._request(lambda conn, now: conn.action(method, now, parameters))
         if isinstance(event, ActionCompleted):
             return event.result, event.return_value
-        raise SessionError(f"meter {self.meter_id}: ACTION {_describe(method)}: {_failure(event)}")
+        raise SessionError(
+            f"meter {self.meter_id}: ACTION {_describe(method)}: {failure_text(event)}"
+        )
 
     async def _request(self, send: Callable[[ClientConnection, float], int]) -> Event:
         """One request under the session lock; a link that closes under it is a SessionError
@@ -519,7 +534,8 @@ class MeterSession:
                     conn = await self._ensure_associated()
                     if self._identity_link is not self._link:  # once per connection, associated
                         self._identity_link = self._link
-                        await self._read_identity(conn)
+                        objects = self.settings.profile.objects
+                        await self._identity.read(objects, lambda a: self._get_now(conn, a))
                     return await self._exchange(conn, send)
             except LinkClosed as exc:
                 raise SessionError(f"meter {self.meter_id}: {exc}") from None
@@ -536,31 +552,6 @@ class MeterSession:
         event = await future
         self._last_activity = self._clock()
         return event
-
-    async def _read_identity(self, conn: ClientConnection) -> None:
-        """What the registry keeps of the meter, as it reports it now: the firmware version (it
-        changes with an upgrade over the air) and, from the GSM diagnostic (IC 47) of a meter
-        whose profile has one, its modem's signal in dBm. A meter that does not say is not an
-        error: the registry's value stays."""
-        objects = self.settings.profile.objects
-        event = await self._get_now(conn, x.AttributeDescriptor(1, objects.firmware_version, 2))
-        value = event.result if isinstance(event, GetCompleted) else None
-        if isinstance(value, bytes) and value.isascii():  # octet-string, or visible-string
-            value = value.decode()
-        if isinstance(value, str) and value.isascii() and value.isprintable():
-            self.firmware = value.strip()
-            self._registry.note_state(self.meter_id, firmware=self.firmware)
-        else:
-            said = _failure(event) if not isinstance(event, GetCompleted) else repr(value)[:60]
-            log.info("session.firmware_unknown", meter=self.meter_id, answer=said)
-        if objects.gsm_diagnostic is not None:
-            cell_info = x.AttributeDescriptor(47, objects.gsm_diagnostic, 6)
-            dbm, said = _signal_dbm(await self._get_now(conn, cell_info))
-            if dbm is None:
-                log.info("session.signal_unknown", meter=self.meter_id, answer=said)
-            else:
-                self.signal_quality = dbm
-                self._registry.note_state(self.meter_id, signal_quality=dbm)
 
     def forget_identity(self) -> None:
         """What the meter reports of itself may have changed (a firmware image was activated
@@ -708,24 +699,3 @@ class MeterSession:
 
 def _describe(descriptor: x.AttributeDescriptor) -> str:
     return f"{descriptor.class_id}/{descriptor.instance}/{descriptor.attribute}"
-
-
-def _signal_dbm(event: Event) -> tuple[int | None, str]:
-    """The signal in dBm from the answer to a GET of cell_info, or None and what the meter said
-    instead (a malformed cell_info is the meter's: logged, and the session goes on)."""
-    if not isinstance(event, GetCompleted):
-        return None, _failure(event)
-    if isinstance(event.result, x.DataAccessResult):
-        return None, event.result.name.lower()
-    try:
-        cell = CellInfo.from_value(event.result)
-    except RemoteProtocolError as exc:
-        return None, str(exc)
-    # 3GPP TS 27.007 §8.5: -113 + 2 * <rssi> dBm; 99 is not known (None)
-    return cell.rssi_dbm, f"signal_quality {cell.signal_quality}"
-
-
-def _failure(event: Event) -> str:
-    if isinstance(event, RequestFailed):
-        return event.reason
-    return f"unexpected {type(event).__name__}"

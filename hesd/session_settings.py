@@ -1,8 +1,9 @@
 """What a meter session is told about its meter (``SessionSettings``: the vendor profile, the
-read association, the keyset) and the error a session raises (``SessionError``); ``hesd.session``
-re-exports both. The settings turn an association of the profile into what ``ClientConnection``
-needs: the AARQ's parameters (LLS password from the keyset) and the suite-0 security context
-(the keyset's global unicast and authentication keys, the meter's last accepted counter).
+read association, the keyset), the error a session raises (``SessionError``), and what a request
+that failed says (``failure_text``); ``hesd.session`` re-exports the first two. The settings
+turn an association of the profile into what ``ClientConnection`` needs: the AARQ's parameters
+(LLS password from the keyset) and the suite-0 security context (the keyset's global unicast and
+authentication keys, the meter's last accepted counter).
 """
 
 from __future__ import annotations
@@ -12,15 +13,22 @@ from dataclasses import dataclass
 from adapters.profile import Association, VendorProfile
 from hesd.secrets import KeySet
 from protocols.dlms.acse import Mechanism
-from protocols.dlms.connection import AssociationParameters
+from protocols.dlms.connection import AssociationParameters, Event, RequestFailed
 from protocols.dlms.security import SecurityContext
 from protocols.errors import HesdError
 
-__all__ = ["SessionError", "SessionSettings"]
+__all__ = ["SessionError", "SessionSettings", "failure_text"]
 
 
 class SessionError(HesdError):
     """A request to a meter could not be completed; the message names the meter and why."""
+
+
+def failure_text(event: Event) -> str:
+    """Why a request did not complete, from the event that ended it."""
+    if isinstance(event, RequestFailed):
+        return event.reason
+    return f"unexpected {type(event).__name__}"
 
 
 @dataclass(frozen=True, slots=True)

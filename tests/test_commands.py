@@ -14,6 +14,7 @@ from typing import Any, cast
 import pytest
 
 from adapters.profile import VendorProfile, load_profiles
+from hesd.command_settings import integer_of
 from hesd.commands import command_kinds
 from hesd.daemon import build_normalisers
 from hesd.router import Command, CommandRejected, CommandState
@@ -292,6 +293,37 @@ async def test_limit_on_the_read_association_is_refused_by_the_meter() -> None:
     assert meter.model.limiter[1] == 10_000
 
 
+class DeafMeter(ModelMeter):
+    """Answers every SET with success and keeps what it had."""
+
+    async def set(self, attr: x.AttributeDescriptor, value: Value) -> x.DataAccessResult:
+        self.sets.append((self.association, attr.class_id, attr.attribute))
+        return x.DataAccessResult.SUCCESS
+
+
+async def test_a_setting_the_meter_does_not_keep_fails_the_read_back() -> None:
+    profile = load_profiles(VENDORS, ("is15959",), source="t")["is15959"]
+    spec = MeterSpec("M1", "00000001", b"SIM00001", 7, profile)
+    meter = DeafMeter(Settings(profile), SimulatedMeter(spec))
+    limit = await run_on(meter, "limit", threshold_normal=7500)
+    assert (limit.succeeded, limit.detail) == (
+        False,
+        "read-back does not confirm: {'threshold_normal': 10000}",
+    )
+    assert limit.data["changed"] == ["threshold_normal"]
+    assert limit.data["after"]["threshold_normal"] == 10_000
+    push = await run_on(meter, "push_setup", destination="10.9.8.7:4059", number_of_retries=5)
+    before = push.data["before"]
+    assert (push.succeeded, push.detail) == (
+        False,
+        "read-back does not confirm: "
+        f"{{'destination': {before['destination']!r}, "
+        f"'number_of_retries': {before['number_of_retries']!r}}}",
+    )
+    assert push.data["after"] == before
+    assert push.data["changed"] == ["destination", "number_of_retries"]
+
+
 def test_limit_parameters_are_checked() -> None:
     check = command_kinds(dict)["limit"].check
     for params, message in (
@@ -362,3 +394,12 @@ def test_push_setup_parameters_are_checked() -> None:
             check(params)
     check({"destination": "[2001:db8::1]:4059"})
     check({"destination": "hes.example.net:4059", "communication_window": []})
+
+
+def test_integer_of_takes_plain_and_typed_integers_only() -> None:
+    """What the kinds (and hesd.firmware) accept as an integer the meter sent."""
+    assert integer_of(7) == 7
+    assert integer_of(Typed(Tag.DOUBLE_LONG_UNSIGNED, 4138)) == 4138
+    assert integer_of(Typed(Tag.ENUM, 2)) == 2
+    for other in (True, Typed(Tag.BOOLEAN, True), b"\x07", "7", 7.0, None, (1, 2)):
+        assert integer_of(other) is None, other

@@ -5,6 +5,7 @@ progress; the image routes of the API."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import datetime as dt
@@ -29,6 +30,7 @@ from hesd.daemon import Daemon, build_normalisers
 from hesd.firmware import MeterImage, TransferStatus, firmware_kind, missing_blocks, resume_point
 from hesd.firmware_images import (
     FirmwareError,
+    ImageDamaged,
     ImageStore,
     ImageTooLarge,
     Target,
@@ -358,6 +360,23 @@ async def test_the_meter_already_running_the_version_is_left_alone(
     assert not any(r.startswith("act") for r in session.requests)
 
 
+async def test_a_damaged_stored_image_is_not_sent(store: tuple[ImageStore, list[str]]) -> None:
+    images_, (sha, _, _) = store
+    path = images_.directory / sha
+    damaged = bytearray(path.read_bytes())
+    damaged[10] ^= 1
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(ImageDamaged, match=f"image {sha}: the stored file is damaged"):
+        await images_.read(sha)
+    session = SimSession(sim_meter())
+    outcome = await upgrade(kind(images_), session, command({"image": sha}))
+    assert (outcome.succeeded, outcome.detail) == (
+        False,
+        f"image {sha}: the stored file is damaged",
+    )
+    assert session.requests == []
+
+
 async def test_a_sent_activation_is_repeated_only_if_the_meter_shows_it_never_arrived(
     store: tuple[ImageStore, list[str]],
 ) -> None:
@@ -536,6 +555,24 @@ async def test_the_image_store_keeps_images_whole_and_once(tmp_path: Path) -> No
     assert [i.sha256 for i in store.list()] == [info.sha256]
     store.delete(info.sha256)
     assert store.list() == []
+
+
+@pytest.mark.parametrize(
+    "module", ["firmware.py", "firmware_images.py", "image_transfer.py", "api/firmware.py"]
+)
+def test_the_daemon_reads_images_without_the_simulator(module: str) -> None:
+    """The image format and image_transfer_status are hesd.image_transfer's, which hesd-sim
+    shares: the daemon's firmware code does not import the simulator."""
+    tree = ast.parse((REPO / "hesd" / module).read_text())
+    imported = [
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    ] + [
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    ]
+    assert not [name for name in imported if name.startswith("hesd.sim")]
 
 
 # -- the router: progress, the kind's time cap ----------------------------------------------------

@@ -10,11 +10,14 @@
 * ``DELETE /api/v1/firmware/images/{sha256}``: remove an image (409 while a queued or running
   upgrade uses it).
 
+The image store's file work (stat, its ``.json``, unlink) runs in a thread, off the event loop.
+
 An upgrade itself is a command: ``POST /api/v1/commands`` with kind ``firmware_upgrade``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Final
 
@@ -81,7 +84,7 @@ async def list_images(request: web.Request) -> web.Response:
     in_use = await images_in_use(request.app[DAEMON].store)
     return web.json_response(
         {
-            "images": [_json(i, in_use) for i in images.list()],
+            "images": [_json(i, in_use) for i in await asyncio.to_thread(images.list)],
             "max_image_bytes": images.max_bytes,
         }
     )
@@ -89,7 +92,7 @@ async def list_images(request: web.Request) -> web.Response:
 
 async def get_image(request: web.Request) -> web.Response:
     sha = request.match_info["sha256"]
-    info = _images(request).info(sha)
+    info = await asyncio.to_thread(_images(request).info, sha)
     if info is None:
         raise ApiError(404, "Not Found", f"firmware image {sha} is not stored")
     return web.json_response(_json(info, await images_in_use(request.app[DAEMON].store)))
@@ -105,7 +108,7 @@ async def delete_image(request: web.Request) -> web.Response:
             "end first",
         )
     try:
-        _images(request).delete(sha)
+        await asyncio.to_thread(_images(request).delete, sha)
     except ImageNotFound as exc:
         raise ApiError(404, "Not Found", str(exc)) from None
     return web.Response(status=204)

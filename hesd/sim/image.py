@@ -1,14 +1,8 @@
-"""Firmware images for simulated meters, and the image transfer process (Blue Book 4.4.6, IC 18).
+"""The image transfer process of a simulated meter (Blue Book 4.4.6, IC 18).
 
-The simulator's image format (what ``build_image`` makes and ``parse_image`` accepts)::
-
-    magic      8 octets  b"HESDFW1\\0"
-    length     1 octet   n, 1..64
-    version    n octets  the firmware version, printable ASCII (becomes firmware_version)
-    payload    any       opaque
-    digest     32 octets SHA-256 of everything before it
-
-A meter verifies an image by its digest; activation makes ``version`` its firmware version.
+The image format a simulated meter takes (``build_image`` makes it, ``parse_image`` reads its
+version) and ``image_transfer_status`` are ``hesd.image_transfer``'s, which the daemon shares;
+they are re-exported here for the simulator's users.
 
 ``ImageTransfer`` is the state a meter holds only while a transfer is in progress: the image
 identifier and size, the octets received, and a bitmap of the blocks. Initiating again with the
@@ -18,10 +12,9 @@ starts over.
 
 from __future__ import annotations
 
-import enum
-import hashlib
 from typing import Final
 
+from hesd.image_transfer import DIGEST_SIZE, MAGIC, TransferStatus, build_image, parse_image
 from protocols.dlms.apdu import ActionResult
 from protocols.dlms.axdr import BitString
 
@@ -35,50 +28,8 @@ __all__ = [
     "parse_image",
 ]
 
-MAGIC: Final = b"HESDFW1\x00"
 BLOCK_SIZE: Final = 192  # image_block_size, octets
 MAX_IMAGE_SIZE: Final = 4 << 20  # a simulated meter refuses bigger images
-_DIGEST: Final = 32
-
-
-class TransferStatus(enum.IntEnum):
-    """image_transfer_status (Blue Book 4.4.6, attribute 6)."""
-
-    NOT_INITIATED = 0
-    INITIATED = 1
-    VERIFICATION_INITIATED = 2
-    VERIFICATION_SUCCESSFUL = 3
-    VERIFICATION_FAILED = 4
-    ACTIVATION_INITIATED = 5
-    ACTIVATION_SUCCESSFUL = 6
-    ACTIVATION_FAILED = 7
-
-
-def build_image(version: str, payload: bytes) -> bytes:
-    """A firmware image in the simulator's format (module docstring)."""
-    encoded = version.encode("ascii")
-    if not 1 <= len(encoded) <= 64 or not encoded.isascii() or not version.isprintable():
-        raise ValueError(f"firmware version {version!r} is not 1..64 printable ASCII characters")
-    body = MAGIC + bytes((len(encoded),)) + encoded + payload
-    return body + hashlib.sha256(body).digest()
-
-
-def parse_image(image: bytes) -> str | None:
-    """The firmware version of a valid image; None if the format or the digest is wrong."""
-    if len(image) < len(MAGIC) + 2 + _DIGEST or not image.startswith(MAGIC):
-        return None
-    body, digest = image[:-_DIGEST], image[-_DIGEST:]
-    if hashlib.sha256(body).digest() != digest:
-        return None
-    length = body[len(MAGIC)]
-    version = body[len(MAGIC) + 1 : len(MAGIC) + 1 + length]
-    if not 1 <= length <= 64 or len(version) != length:
-        return None
-    try:
-        text = version.decode("ascii")
-    except UnicodeDecodeError:
-        return None
-    return text if text.isprintable() else None
 
 
 class ImageTransfer:
@@ -134,4 +85,4 @@ class ImageTransfer:
         return ActionResult.SUCCESS
 
     def digest(self) -> bytes:
-        return bytes(self.data[-_DIGEST:]) if self.size >= _DIGEST else b""
+        return bytes(self.data[-DIGEST_SIZE:]) if self.size >= DIGEST_SIZE else b""
