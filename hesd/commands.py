@@ -40,14 +40,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from adapters.hooks import MeterContext
 from adapters.is15959 import EVENT_CATEGORIES
 from adapters.normalise import Batch, NormaliseError, Normaliser
 from hesd.command_settings import acting, integer_of, limit_kinds, push_setup_kinds
 from hesd.config import FirmwareConfig
 from hesd.firmware import firmware_kind
 from hesd.firmware_images import ImageStore
-from hesd.reads import read_events, read_profile, read_quantities
+from hesd.reads import read_events, read_profile, read_quantities, reading_with
 from hesd.router import Command, CommandKind, CommandRejected, Outcome
 from hesd.session import MeterSession, SessionError
 from protocols.dlms import apdu as x
@@ -73,20 +72,9 @@ def command_kinds(
     """The kinds hesd runs, reading with the vendors' current ``normalisers()`` (SIGHUP);
     ``firmware_upgrade`` too when there is an image store."""
 
-    def normaliser(session: MeterSession) -> Normaliser:
-        name = session.settings.profile.name
-        found = normalisers().get(name)
-        if found is None:
-            raise SessionError(f"meter {session.meter_id}: no normaliser for vendor {name}")
-        return found
-
-    def context(session: MeterSession) -> MeterContext:
-        profile = session.settings.profile
-        return MeterContext(session.meter_id, profile.name, session.firmware, profile.model)
-
     async def read(session: MeterSession, cmd: Command) -> Outcome:
         p = cmd.params
-        norm, meter = normaliser(session), context(session)
+        norm, meter = reading_with(session, normalisers())
         if "quantities" in p:
             batch = await read_quantities(session, norm, meter, list(p["quantities"]))
         else:
@@ -109,7 +97,7 @@ def command_kinds(
         return await _switch(session, connect=True)
 
     async def sync_time(session: MeterSession, cmd: Command) -> Outcome:
-        return await _sync_time(session, normaliser(session), clock)
+        return await _sync_time(session, reading_with(session, normalisers())[0], clock)
 
     kinds = {
         "read": CommandKind("read", read, _check_read, max_attempts=3, rerunnable=True),
