@@ -61,11 +61,13 @@ def acting(run: RunKind) -> RunKind:
 
 
 def integer_of(value: Value | x.DataAccessResult | None) -> int | None:
-    """An integer the meter sent (plain or typed), None if it sent something else (a boolean
-    is not an integer here)."""
+    """An integer the meter sent (plain or typed), None if it sent something else: a boolean
+    is not an integer here, and a refusal (a ``DataAccessResult``, an ``IntEnum`` whose
+    read-write-denied is 3, the number of image transfer's "verification successful") is not
+    a value at all."""
     if isinstance(value, Typed):
         value = value.value  # type: ignore[assignment]
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool | x.DataAccessResult) or not isinstance(value, int):
         return None
     return value
 

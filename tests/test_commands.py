@@ -403,3 +403,5 @@ def test_integer_of_takes_plain_and_typed_integers_only() -> None:
     assert integer_of(Typed(Tag.ENUM, 2)) == 2
     for other in (True, Typed(Tag.BOOLEAN, True), b"\x07", "7", 7.0, None, (1, 2)):
         assert integer_of(other) is None, other
+    for refusal in x.DataAccessResult:  # a refusal is no number, though an IntEnum
+        assert integer_of(refusal) is None, refusal

@@ -94,6 +94,7 @@ class SimSession:
     forgot: int = 0
     requests: list[str] = field(default_factory=list)
     used: list[str] = field(default_factory=list)  # associations asked for with ``using``
+    refused: set[tuple[int, int]] = field(default_factory=set)  # (class, attribute) it won't read
 
     @property
     def settings(self) -> Settings:
@@ -124,6 +125,8 @@ class SimSession:
         self, attribute: x.AttributeDescriptor, access: object = None
     ) -> Value | x.DataAccessResult:
         self._check(f"get {attribute.class_id}:{attribute.attribute}")
+        if (attribute.class_id, attribute.attribute) in self.refused:
+            return x.DataAccessResult.READ_WRITE_DENIED
         value = self.meter.get(self.association, attribute, None, self.now)
         return value if isinstance(value, x.DataAccessResult) else wire(value)
 
@@ -343,6 +346,21 @@ async def test_a_corrupt_image_fails_verification(store: tuple[ImageStore, list[
         "image_transfer_status: verification_failed): the image is damaged or not for this meter"
     )
     assert outcome.data["image_transfer_status"] == "verification_failed"
+    assert "act 18:4" not in session.requests  # never activated
+    assert meter.firmware_version == "1.0.0"
+
+
+async def test_a_refused_transfer_status_is_not_taken_for_a_number(
+    store: tuple[ImageStore, list[str]],
+) -> None:
+    """A meter that refuses to read image_transfer_status answers read-write-denied (3), which
+    is also the number of "verification successful": the upgrade must stop, not activate."""
+    images_, (good, _, _) = store
+    meter = sim_meter()
+    session = SimSession(meter, refused={(18, 6)})
+    params = {"image": good, "version": "2.0.0", "image_identifier": "2.0.0"}
+    with pytest.raises(SessionError, match=r"image_transfer_status \(attribute 6\) unreadable"):
+        await kind(images_).run(cast(MeterSession, session), command(params))
     assert "act 18:4" not in session.requests  # never activated
     assert meter.firmware_version == "1.0.0"
 
