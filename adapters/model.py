@@ -15,6 +15,8 @@ and what ``POST /api/v1/meters/readings`` and ``…/events`` carry (docs/mdm-api
 ``to_json()`` gives the wire form (decimal values as strings, ISO 8601 times),
 ``from_json()`` reads it back exactly; ``json_text()`` is that form as compact JSON text, what the
 outbox stores and the forwarder sends (a reading's is built directly, without a dict).
+``ReadingForm`` writes the same text for readings that are never built as objects: the push path
+(``Normaliser.push_wire``) fills one form per column, push after push.
 """
 
 from __future__ import annotations
@@ -41,10 +43,15 @@ __all__ = [
     "Event",
     "Quality",
     "Reading",
+    "ReadingForm",
     "Source",
     "canonical",
     "event_id",
+    "iso_time",
     "json_text",
+    "meter_json",
+    "quality_json",
+    "scaled_text",
 ]
 
 # The normalised unit of each DLMS unit symbol, and the power of ten that takes a value there.
@@ -297,6 +304,84 @@ class Reading:
             quality=Quality.parse(data.get("quality", [])),
             capture_time=None if "capture_time" not in data else _parse_time(data, "capture_time"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ReadingForm:
+    """The wire form of one quantity's readings from one source, built once and filled per
+    reading: ``fill`` writes character for character what ``Reading.json_text()`` writes for
+    a ``Reading`` of the same fields (a test holds them to that), without the object: its
+    construction and validation were most of a push's cost. The caller vouches for what
+    ``Reading`` would check (``Normaliser.push_wire``: a layout resolved against the profile,
+    an exact scaled integer, a UTC time)."""
+
+    quantity: str
+    unit: str
+    source: Source
+    obis: str
+    interval: int | None
+    _value: str = field(init=False, repr=False, compare=False)
+    _stamp: str = field(init=False, repr=False, compare=False)
+    _quality: str = field(init=False, repr=False, compare=False)
+    _tail: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.quantity not in _QUANTITY or self.unit not in _NORMAL_UNITS:
+            raise ValueError(f"reading form {self.quantity!r} in {self.unit!r}: not canonical")
+        pieces = {
+            "_value": f',"quantity":"{self.quantity}","value":"',
+            "_stamp": f'","unit":"{self.unit}","timestamp":"',
+            "_quality": f'","source":"{self.source.value}","obis":{_json_string(self.obis)},'
+            '"quality":',
+            "_tail": "" if self.interval is None else f',"interval":{self.interval}',
+        }
+        for name, text in pieces.items():
+            object.__setattr__(self, name, text)
+
+    def fill(
+        self, meter: str, value: str, stamp: str, quality: str, capture: str | None = None
+    ) -> str:
+        """The text of a reading: ``meter`` its id as ``meter_json`` gives it, ``value`` as
+        ``plain_value``, ``stamp`` and ``capture`` as ``iso_time``, ``quality`` as
+        ``quality_json``."""
+        text = f"{{{meter}{self._value}{value}{self._stamp}{stamp}{self._quality}{quality}"
+        if capture is None:
+            return f"{text}{self._tail}}}"
+        return f'{text}{self._tail},"capture_time":"{capture}"}}'
+
+
+def meter_json(meter_id: str) -> str:
+    """The start of a reading's text: its meter id (``ReadingForm.fill``)."""
+    return f'"meter_id":{_json_string(meter_id)}'
+
+
+def iso_time(stamp: dt.datetime) -> str:
+    """A UTC time as a reading's text has it (``ReadingForm.fill``)."""
+    return _iso_of(stamp)
+
+
+def quality_json(quality: Quality) -> str:
+    """Quality flags as a reading's text has them (``ReadingForm.fill``)."""
+    return _quality_json(quality)
+
+
+def scaled_text(raw: int, exponent: int) -> str:
+    """``raw * 10**exponent`` as a reading's value: exact, without trailing zeros or exponent,
+    what ``Reading.json_text()`` writes for that value (``ReadingForm.fill``)."""
+    if not raw:
+        return "0"
+    if exponent >= 0:
+        return str(raw * 10**exponent)
+    while exponent < 0 and not raw % 10:
+        raw //= 10
+        exponent += 1
+    if not exponent:
+        return str(raw)
+    digits = str(-raw if raw < 0 else raw)
+    places = -exponent
+    if len(digits) <= places:
+        digits = "0" * (places - len(digits) + 1) + digits
+    return f"{'-' if raw < 0 else ''}{digits[:-places]}.{digits[-places:]}"
 
 
 def event_id(

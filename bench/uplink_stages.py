@@ -7,15 +7,18 @@ collection on as in the daemon; the median of ``--repeat`` loops, in µs per pus
 
 * *framing*: ``WrapperFraming.receive_data`` (a fresh framing per push, as on a new link);
 * *APDU + A-XDR decode*: ``apdu.decode_apdu`` of the Data-Notification;
-* *normalise*: ``Normaliser.push`` (26 ``Reading``s, each validated); *of which Reading
-  construction*: building the same 26 ``Reading``s from their fields alone;
-* *outbox encode*: ``Outbox.offer`` with a store that only collects what it is given (the
-  records' wire form and the rows), no SQLite;
-* *outbox insert + commit*: ``Outbox.offer`` on a real store (WAL, ``synchronous=FULL``), pushes
-  offered 200 at a time and committed by the group-commit writer, minus *outbox encode*: the
-  CPU of every thread of this process (SQLite runs in the store's threads);
+* *normalise*: ``Normaliser.push_wire``, the daemon's path: the 26 readings' wire form filled
+  in without ``Reading`` objects; *with Readings*: ``Normaliser.push`` (26 ``Reading``s, each
+  validated: the path of a vendor with an adapter), *of which Reading construction*: building
+  the same 26 ``Reading``s from their fields alone;
+* *outbox encode*: ``Outbox.offer_texts`` of those texts (the daemon's path) with a store that
+  only collects what it is given, no SQLite; *with Readings*: ``Outbox.offer`` of the Readings;
+* *outbox insert + commit*: ``Outbox.offer_texts`` on a real store (WAL, ``synchronous=FULL``),
+  pushes offered 200 at a time and committed by the group-commit writer, minus *outbox encode*:
+  the CPU of every thread of this process (SQLite runs in the store's threads);
 * *forwarder body*: the JSON document of batches of the outbox rows as the forwarder builds it
-  (``Forwarder._body``), without gzip; *gzip*: compressing that document (level 1);
+  (``Forwarder._document``), without gzip; *gzip*: compressing that document (level 1: the
+  daemon does it on another thread);
 * *seal + delete*: the forwarder's two statements per batch (its rows get the batch key, then
   are deleted once delivered), committed one batch at a time, all threads.
 
@@ -126,8 +129,14 @@ async def stages(pushes: int, repeat: int, tmp: Path) -> dict[str, float]:
     assert not batch.errors, batch.errors
     assert len(batch.readings) == 26
     readings = batch.readings
+    texts = normaliser.push_wire(meter, body)
+    assert texts == [r.json_text() for r in readings]
 
     def normalise() -> None:
+        for _ in range(pushes):
+            normaliser.push_wire(meter, body)
+
+    def normalise_readings() -> None:
         for _ in range(pushes):
             normaliser.push(meter, body)
 
@@ -143,22 +152,32 @@ async def stages(pushes: int, repeat: int, tmp: Path) -> dict[str, float]:
 
     def encode() -> None:
         for _ in range(pushes):
+            counting.offer_texts("reading", meter.meter_id, texts)
+
+    def encode_readings() -> None:
+        for _ in range(pushes):
             counting.offer(readings)
 
     result = {
         "framing_us": per_push(framing, pushes, repeat),
         "apdu_axdr_decode_us": per_push(decode, pushes, repeat),
         "normalise_us": per_push(normalise, pushes, repeat),
+        "normalise_readings_us": per_push(normalise_readings, pushes, repeat),
         "reading_construction_us": per_push(construct, pushes, repeat),
         "outbox_encode_us": per_push(encode, pushes, repeat),
+        "outbox_encode_readings_us": per_push(encode_readings, pushes, repeat),
     }
-    result["rows_per_push"] = collector.statements / (pushes * repeat)
-    result.update(await _store_stages(readings, pushes, repeat, tmp, defaults))
+    result["rows_per_push"] = collector.statements / (pushes * repeat * 2)
+    result.update(
+        await _store_stages(
+            meter.meter_id, texts, pushes=pushes, repeat=repeat, tmp=tmp, defaults=defaults
+        )
+    )
     return result
 
 
 async def _store_stages(
-    readings: list[Reading], pushes: int, repeat: int, tmp: Path, defaults: Any
+    meter_id: str, texts: list[str], *, pushes: int, repeat: int, tmp: Path, defaults: Any
 ) -> dict[str, float]:
     runs: dict[str, list[float]] = {}
     for index in range(repeat):
@@ -171,7 +190,10 @@ async def _store_stages(
             started = time.process_time()
             for start in range(0, pushes, 200):
                 await asyncio.gather(
-                    *(outbox.offer(readings) for _ in range(min(200, pushes - start)))
+                    *(
+                        outbox.offer_texts("reading", meter_id, texts)
+                        for _ in range(min(200, pushes - start))
+                    )
                 )
             runs.setdefault("offer_commit_us", []).append(
                 (time.process_time() - started) / pushes * 1e6
@@ -222,12 +244,7 @@ async def _batches(forwarder: forwarding.Forwarder) -> list[Any]:
 
 def _document(forwarder: forwarding.Forwarder, batch: Any) -> bytes:
     """The batch's JSON as the forwarder sends it, before gzip."""
-    compress = gzip.compress
-    try:
-        gzip.compress = lambda data, **_: data  # type: ignore[assignment]
-        return forwarder._body(batch)
-    finally:
-        gzip.compress = compress
+    return forwarder._document(batch)
 
 
 def main() -> None:

@@ -100,7 +100,7 @@ def payload(records: Sequence[Record]) -> bytes:
     return _pack([record.json_text() for record in records])
 
 
-def _pack(texts: list[str]) -> bytes:
+def _pack(texts: Sequence[str]) -> bytes:
     """The payload of a row from its records' wire form (``record_texts`` reads it back)."""
     data: bytes = msgpack.packb(texts)
     return data
@@ -226,19 +226,45 @@ class Outbox:
                 runs.append((kind, meter_id, texts))
             texts.append(record.json_text())
         rows = [(kind, meter_id, now, len(texts), _pack(texts)) for kind, meter_id, texts in runs]
+        # the room above the budget is asked for only past 100 %: the records' kinds and sources
+        return self._submit(rows, len(records), lambda: all(map(_urgent, records)))
+
+    def offer_texts(
+        self, kind: str, meter_id: str, texts: Sequence[str], now: float | None = None
+    ) -> asyncio.Future[None]:
+        """``offer`` for records of one ``kind`` and meter given in their wire form (each a
+        record's ``json_text()``: ``Normaliser.push_wire``), urgent as pushes are."""
+        if kind not in KINDS:
+            raise ValueError(f"outbox: {kind!r} is no record kind")
+        now = time.time() if now is None else now
+        step = self.row_records
+        rows = [
+            (kind, meter_id, now, len(part), _pack(part))
+            for part in (texts[i : i + step] for i in range(0, len(texts), step))
+        ]
+        return self._submit(rows, len(texts), lambda: True)
+
+    def _submit(
+        self,
+        rows: list[tuple[str, str, float, int, Payload]],
+        records: int,
+        urgent: Callable[[], bool],
+    ) -> asyncio.Future[None]:
+        """Rows within the budget to the store (``OutboxFull`` if not: ``urgent()`` says whether
+        all of the ``records`` may use the room above it)."""
         size = sum(len(row[4]) for row in rows)
-        if rows and self._over_budget(records, size):
-            self.refused += len(records)
+        if rows and self._over_budget(size, urgent):
+            self.refused += records
             log.error(
                 "outbox.full",
-                refused=len(records),
+                refused=records,
                 meters=sorted({r[1] for r in rows})[:10],
                 bytes=self._bytes,
                 limit=self.limit,
                 refused_total=self.refused,
             )
             raise OutboxFull(
-                f"outbox full ({self._bytes} of {self.limit} bytes): {len(records)} records refused"
+                f"outbox full ({self._bytes} of {self.limit} bytes): {records} records refused"
             )
         self._bytes += size
         self._check_pressure()
@@ -246,13 +272,11 @@ class Outbox:
         future.add_done_callback(self._committed(size))
         return future
 
-    def _over_budget(self, records: Sequence[Record], size: int) -> bool:
-        """``size`` more bytes of ``records`` exceed the budget: 100 %, or 110 % if every record
-        is urgent (``_urgent``; asked only past 100 %, the records' kinds and sources)."""
+    def _over_budget(self, size: int, urgent: Callable[[], bool]) -> bool:
+        """``size`` more bytes exceed the budget: 100 %, or 110 % if ``urgent()`` (pushes,
+        events and command results, ``_urgent``; asked only past 100 %)."""
         total = self._bytes + size
-        return total > self.limit and (
-            total > self.limit * URGENT_ROOM or not all(map(_urgent, records))
-        )
+        return total > self.limit and (total > self.limit * URGENT_ROOM or not urgent())
 
     def _committed(self, size: int) -> Callable[[asyncio.Future[None]], None]:
         def done(future: asyncio.Future[None]) -> None:
