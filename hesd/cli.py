@@ -71,7 +71,7 @@ def run(config_path: Path | None, log_format: str | None) -> None:
     """Run the daemon in the foreground (systemd: Type=notify)."""
     config, path = _load(config_path)
     configure_logging(log_format or config.log.format, config.log.level)
-    daemon = Daemon(config, path)
+    daemon = Daemon(config, path, tune_gc=True)
     try:
         uvloop.run(daemon.run())
     except Exception as exc:  # startup failure, or a task that brought the TaskGroup down

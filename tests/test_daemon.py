@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from hesd import daemon as daemon_module
 from tests.conftest import REPO, HesdProcess, wait_for, write_config
 
 pytestmark = pytest.mark.integration
@@ -208,3 +209,17 @@ def test_hesctl_without_daemon(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "var/hesd.sock" in result.stderr
+
+
+def test_hesd_run_tunes_its_own_collector_only() -> None:
+    """``hesd run`` (``Daemon(tune_gc=True)``) freezes what start-up built and collects the
+    young generation less often, keeping the older generations' thresholds."""
+    code = (
+        "import gc; from hesd import daemon; before = gc.get_threshold(); daemon._tune_gc(); "
+        "print(before[0], gc.get_threshold()[0], gc.get_threshold()[1:] == before[1:], "
+        "gc.get_freeze_count() > 0)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.split()
+    assert out == ["700", str(daemon_module.GC_YOUNG), "True", "True"]
