@@ -185,6 +185,21 @@ MIGRATIONS: Final[tuple[tuple[int, str, str], ...]] = (
             CHECK (records BETWEEN 1 AND 10000);
         """,
     ),
+    (
+        6,
+        "the outbox's depth, dead letters and oldest record from an index, not its payloads",
+        """
+        -- A row's payload (a push's records, ~5 kB) sits before state and records, in overflow
+        -- pages: summing records read every payload of the backlog, and each status call did
+        -- (hesctl status, the API, the metrics), on the reader the forwarder reads rows with.
+        -- With these columns in the index the sums read the index alone; the forwarder's
+        -- (state, seq) lookups use its first columns as before.
+        DROP INDEX outbox_by_state;
+        CREATE INDEX outbox_by_state ON outbox (state, seq, records, created_at);
+        -- no query ever looked rows up by meter; every insert and delete kept it up to date
+        DROP INDEX outbox_by_meter;
+        """,
+    ),
 )
 
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
