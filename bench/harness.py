@@ -162,11 +162,13 @@ def hesd_toml(secrets: Path, port: int, *sections: str) -> str:
     )
 
 
-def uplink_toml(url: str, batch_delay: float) -> str:
-    """``[uplink]`` to an MDM receiver at ``url`` (its token: ``mdm_secrets``), retrying fast."""
+def uplink_toml(url: str, batch_delay: float, **more: int | None) -> str:
+    """``[uplink]`` to an MDM receiver at ``url`` (its token: ``mdm_secrets``), retrying fast;
+    ``more``: other keys of ``[uplink]`` (None: hesd's default)."""
     return (
         f'[uplink]\nurl = "{url}"\nhes_id = "bench"\ntoken = "mdm"\n'
         f"batch_delay = {batch_delay}\ntimeout = 10.0\nbackoff_initial = 0.1\nbackoff_max = 1.0\n"
+        + "".join(f"{key} = {value}\n" for key, value in more.items() if value is not None)
     )
 
 

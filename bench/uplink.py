@@ -234,6 +234,8 @@ def main() -> None:
     group.add_argument("--warmup", type=float, default=5.0, help="seconds after all are online")
     group.add_argument("--ramp", type=float, default=0.0, help="seconds over which meters dial")
     group.add_argument("--batch-delay", type=float, default=0.2, help="hesd's uplink.batch_delay")
+    group.add_argument("--uplink-batch-size", type=int, help="hesd's uplink.batch_size")
+    group.add_argument("--uplink-lanes", type=int, help="hesd's uplink.lanes")
     group.add_argument("--online-timeout", type=float, default=120.0)
     group.add_argument("--drain-timeout", type=float, default=120.0)
     group.add_argument("--keep", action="store_true", help="keep the work directory and logs")

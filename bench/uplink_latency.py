@@ -313,7 +313,16 @@ def latency_round(args: argparse.Namespace, work: Path, index: int, load: Load) 
         contextlib.closing(Arrivals(cheap=args.receiver == "cheap")) as arrivals,
         Round(here) as fleet,
     ):
-        config = hesd_toml(work / "secrets.toml", port, uplink_toml(arrivals.url, args.batch_delay))
+        config = hesd_toml(
+            work / "secrets.toml",
+            port,
+            uplink_toml(
+                arrivals.url,
+                args.batch_delay,
+                batch_size=args.uplink_batch_size,
+                lanes=args.uplink_lanes,
+            ),
+        )
         daemon, client = fleet.hesd(config, hesd_command(args.profile, index))
         # the largest fleet's inventory: the others are its first meters
         import_inventory(client, work / "sim.csv")
