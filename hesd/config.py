@@ -161,6 +161,11 @@ class LimitsConfig:
     request_timeout: float  # the longest one request (incl. association and blocks) may take
     session_max_bytes: int  # the most a meter may send in one request (blocks included)
     command_workers: int = 64  # commands the router runs at once across the fleet
+    # the intake gate (hesd/intake.py): event-loop lag that pauses reading meters' TCP sockets
+    # (0: never), the lag below which they are read again, the longest one pause
+    intake_lag_pause: float = 0.1
+    intake_lag_resume: float = 0.02
+    intake_max_pause: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +321,7 @@ def parse_config(doc: Table, base: Path) -> Config:
     tcp_t.finish()
 
     limits_t = doc.table("limits")
+    intake_pause, intake_resume, intake_max_pause = _intake_marks(limits_t)
     limits = LimitsConfig(
         max_requests=limits_t.integer("max_requests", lo=1, hi=1_000_000, default=2000),
         request_timeout=limits_t.number("request_timeout", lo=1, hi=86400, default=120.0),
@@ -323,6 +329,9 @@ def parse_config(doc: Table, base: Path) -> Config:
             "session_max_bytes", lo=1024, hi=1 << 30, default=16 << 20
         ),
         command_workers=limits_t.integer("command_workers", lo=1, hi=100_000, default=64),
+        intake_lag_pause=intake_pause,
+        intake_lag_resume=intake_resume,
+        intake_max_pause=intake_max_pause,
     )
     limits_t.finish()
 
@@ -378,6 +387,23 @@ def parse_config(doc: Table, base: Path) -> Config:
         firmware,
         alerts,
     )
+
+
+def _intake_marks(table: Table) -> tuple[float, float, float]:
+    """``[limits]`` intake_lag_pause, intake_lag_resume, intake_max_pause (hesd/intake.py)."""
+    pause = table.number("intake_lag_pause", lo=0, hi=10, default=0.1)
+    resume = table.number("intake_lag_resume", lo=0.001, hi=10, default=0.02)
+    if pause > 0 and resume >= pause:  # blame the key the file set (both: the resume mark)
+        if "intake_lag_resume" in table:
+            raise table.error(
+                "intake_lag_resume",
+                f"must be below limits.intake_lag_pause ({pause:g}), got {resume:g}",
+            )
+        raise table.error(
+            "intake_lag_pause",
+            f"must be above limits.intake_lag_resume ({resume:g}), or 0 (off), got {pause:g}",
+        )
+    return pause, resume, table.number("intake_max_pause", lo=0.05, hi=60, default=1.0)
 
 
 def _api_config(table: Table, base: Path, state_dir: Path) -> ApiConfig:

@@ -259,9 +259,26 @@ def status(ctx: click.Context, as_json: bool, wait: float) -> None:
                 f"({alerts['read_failures']} failed), {alerts['unconfirmed']} unconfirmed",
             )
         )
+    intake = info.get("intake")
+    if intake is not None:
+        rows.append(("intake", _intake_text(intake)))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key.ljust(width)}  {value}")
+
+
+def _intake_text(intake: dict[str, Any]) -> str:
+    """Whether hesd reads meters' TCP sockets now, and how often it stopped (hesd/intake.py)."""
+    if not intake["enabled"]:
+        now = "off"
+    elif intake["paused"]:
+        now = "PAUSED: the event loop is overloaded"
+    else:
+        now = "reading"
+    return (
+        f"{now} (loop lag {intake['lag_ms']:g} ms), {intake['pauses']} pauses, "
+        f"{intake['paused_seconds']:g} s paused since start"
+    )
 
 
 def _api_text(api: dict[str, Any] | None) -> str:

@@ -6,8 +6,9 @@ Life cycle:
   store, serve the API on the unix socket (and on TCP with TLS for the MDM, ``api.listen``), send
   ``READY=1``;
 * SIGHUP: reload vendor profiles and secrets (API keys included), ``[api.clients]``, the API's
-  TLS certificate, ``[scheduler]`` and the schedules from the same config file; a file with
-  errors is refused and the running configuration kept; sessions stay up;
+  TLS certificate, ``[scheduler]``, the schedules and the intake gate's marks (``[limits]``
+  intake_*) from the same config file; a file with errors is refused and the running
+  configuration kept; sessions stay up;
 * SIGTERM/SIGINT: ``STOPPING=1``, stop accepting, let in-flight work finish for up to
   ``daemon.drain_timeout`` seconds, commit and checkpoint the store, exit 0.
 
@@ -44,8 +45,9 @@ from hesd.api.audit import ApiAudit
 from hesd.api.listener import ApiListenError, ApiSite
 from hesd.api.security import ApiGuard
 from hesd.commands import command_kinds
-from hesd.config import Config, load_config
+from hesd.config import Config, LimitsConfig, load_config
 from hesd.firmware_images import ImageStore
+from hesd.intake import IntakeGate
 from hesd.notify import Notifier
 from hesd.router import CommandRouter
 from hesd.schedule_reads import SessionReader
@@ -108,6 +110,8 @@ class Daemon:
             config.daemon.state_dir / "images", config.firmware.max_image_bytes
         )
         self.forwarder: Forwarder | None = None
+        # stops reading meters' TCP sockets while the event loop lags (task intake:gate)
+        self.intake = IntakeGate(*_intake_marks(config))
         self.alerts: Alerts | None = None
         self.audit: ApiAudit | None = None
         self.api_guard: ApiGuard | None = None  # with [api.clients]: what the TCP listener checks
@@ -279,7 +283,7 @@ class Daemon:
                 session_max_bytes=config.limits.session_max_bytes,
                 on_notification=self._on_notification,
             )
-            self._sessions.dialer = TcpDialer(config.tcp)
+            self._sessions.dialer = TcpDialer(config.tcp, self.intake)
             self.alerts = Alerts(
                 config.alerts,
                 store=store,
@@ -304,7 +308,7 @@ class Daemon:
             runners = [runner]
             if config.api.listen is not None and self.api_guard is not None:
                 runners.append(await self._serve_tcp(stack))
-            self.listener = TcpListener(config.tcp, self._sessions, self._registry)
+            self.listener = TcpListener(config.tcp, self._sessions, self._registry, self.intake)
             stack.push_async_callback(self.listener.close)
             await self.listener.start()
             self.serial = SerialPorts(config.serial, self._sessions, self._registry)
@@ -325,6 +329,7 @@ class Daemon:
             async with asyncio.TaskGroup() as tg:
                 writer = tg.create_task(store.run_writer(), name="store:writer")
                 helpers = [
+                    _named(tg, self.intake.run(), "intake:gate"),
                     _named(tg, self._reloader(), "daemon:reload"),
                     _named(tg, self._status_reporter(), "daemon:status"),
                 ]
@@ -470,10 +475,11 @@ class Daemon:
         """Re-read vendor profiles, the secrets file and the schedules; on any error keep what
         runs and log why.
 
-        ``[vendors]``, ``[api.clients]``, ``[scheduler]`` and ``[schedules.*]`` apply at once (a
-        run in progress finishes under its old definition, or is cancelled if its schedule was
-        removed or disabled: ``hesd/scheduler.py``), and the API's TLS files are read again;
-        changes to other sections and keys (the secrets file's path included) are logged as
+        ``[vendors]``, ``[api.clients]``, ``[scheduler]``, ``[schedules.*]`` and the intake
+        gate's marks (``[limits]`` intake_*) apply at once (a run in progress finishes under its
+        old definition, or is cancelled if its schedule was removed or disabled:
+        ``hesd/scheduler.py``), and the API's TLS files are read again; changes to other
+        sections and keys (the secrets file's path included) are logged as
         ``config.restart_required`` and wait for a restart.
         """
         try:
@@ -486,9 +492,13 @@ class Daemon:
         except ConfigError as exc:
             log.error("config.reload_failed", error=str(exc))
             return False
-        # what the file changes beyond what applies now (api.clients) waits for a restart
+        # what the file changes beyond what applies now (api.clients, the intake marks) waits
+        # for a restart
+        limits = _with_intake(self.config.limits, fresh.limits)
         pending = dataclasses.replace(
-            fresh, api=dataclasses.replace(fresh.api, clients=self.config.api.clients)
+            fresh,
+            api=dataclasses.replace(fresh.api, clients=self.config.api.clients),
+            limits=_with_intake(fresh.limits, self.config.limits),
         )
         changed = [
             name
@@ -518,9 +528,11 @@ class Daemon:
             self.config,
             vendors=fresh.vendors,
             api=api,
+            limits=limits,
             scheduler=fresh.scheduler,
             schedules=fresh.schedules,
         )
+        self.intake.configure(*_intake_marks(self.config))
         if self.api_guard is not None and guard is not None:
             self.api_guard.replace(guard)
         self.vendors = vendors
@@ -560,6 +572,21 @@ def _tune_gc() -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG, older, oldest)
+
+
+def _intake_marks(config: Config) -> tuple[float, float, float]:
+    limits = config.limits
+    return limits.intake_lag_pause, limits.intake_lag_resume, limits.intake_max_pause
+
+
+def _with_intake(limits: LimitsConfig, marks: LimitsConfig) -> LimitsConfig:
+    """``limits`` with the intake gate's keys of ``marks``: those a reload applies at once."""
+    return dataclasses.replace(
+        limits,
+        intake_lag_pause=marks.intake_lag_pause,
+        intake_lag_resume=marks.intake_lag_resume,
+        intake_max_pause=marks.intake_max_pause,
+    )
 
 
 def _report_failed_commit(meter_id: str, count: int) -> Callable[[asyncio.Future[None]], None]:

@@ -51,6 +51,14 @@ async def test_status(client: TestClient) -> None:
     body = await response.json()
     assert body["meters"]["total"] == 0
     assert body["vendors"] == ["is15959", "kalpa", "meghdoot", "sunrise"]
+    assert body["intake"] == {
+        "enabled": True,
+        "paused": False,
+        "pauses": 0,
+        "paused_seconds": 0.0,
+        "lag_ms": 0.0,
+        "links": 0,
+    }
 
 
 async def test_unknown_meter_is_a_problem(client: TestClient) -> None:

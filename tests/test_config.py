@@ -123,6 +123,34 @@ def test_socket_path_too_long(tmp_path: Path) -> None:
         load_config(path)
 
 
+def test_intake_marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    limits = load_config(None).limits
+    assert (limits.intake_lag_pause, limits.intake_lag_resume, limits.intake_max_pause) == (
+        0.1,
+        0.02,
+        1.0,
+    )
+    message = error_of(
+        tmp_path, "[limits]\nintake_lag_pause = 0.05\nintake_lag_resume = 0.05\n", monkeypatch
+    )
+    assert message == (
+        "hesd.toml: limits.intake_lag_resume: must be below limits.intake_lag_pause (0.05), "
+        "got 0.05"
+    )
+    message = error_of(tmp_path, "[limits]\nintake_lag_pause = 0.01\n", monkeypatch)
+    assert message == (
+        "hesd.toml: limits.intake_lag_pause: must be above limits.intake_lag_resume (0.02), "
+        "or 0 (off), got 0.01"
+    )
+    message = error_of(tmp_path, "[limits]\nintake_max_pause = 0\n", monkeypatch)
+    assert message == "hesd.toml: limits.intake_max_pause: expected number 0.05..60, got 0"
+    message = error_of(tmp_path, "[limits]\nintake_lag_pause = -1\n", monkeypatch)
+    assert message == "hesd.toml: limits.intake_lag_pause: expected number 0..10, got -1"
+    # 0 turns the gate off: the resume mark is not compared with it
+    path = write(tmp_path, "[limits]\nintake_lag_pause = 0\nintake_lag_resume = 0.5\n")
+    assert load_config(path).limits.intake_lag_pause == 0
+
+
 @given(
     value=st.one_of(
         st.integers(),
@@ -141,6 +169,8 @@ def test_any_value_is_accepted_or_refused_cleanly(value: object) -> None:
         ("log", "level"),
         ("vendors", "enabled"),
         ("daemon", "state_dir"),
+        ("limits", "intake_lag_pause"),
+        ("limits", "intake_lag_resume"),
     ):
         try:
             parse_config(Table("hesd.toml", {section: {key: value}}), Path("/base"))

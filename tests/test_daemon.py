@@ -37,10 +37,12 @@ def test_ready_status_and_clean_stop(start_hesd: StartHesd) -> None:
     status = hesd.hesctl("status")
     assert "hesd      0.1.0 (running)" in status.stdout
     assert "vendors   is15959" in status.stdout
+    assert "intake    reading (loop lag " in status.stdout
     info = json.loads(hesd.hesctl("status", "--json").stdout)
     assert info["state"] == "running"
     assert info["meters"] == {"total": 0, "unknown": 0, "online": 0, "offline": 0}
     assert info["outbox"]["depth"] == 0
+    assert info["intake"]["enabled"]
 
     assert hesd.stop(signal.SIGTERM) == 0
     hesd.notify.wait_for("STOPPING=1")

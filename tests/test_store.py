@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -162,6 +164,172 @@ async def test_a_submission_is_atomic(running: Running) -> None:
     with pytest.raises(StoreError):
         await store.submit([good, bad])
     assert await store.scalar("SELECT count(*) FROM outbox") == 0
+
+
+async def test_a_commit_is_one_call_into_the_writer_thread(
+    running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BEGIN, every run of statements and COMMIT happen in one call on the writer's thread: the
+    event loop awaits one future per commit, not a round trip per statement (under overload,
+    every loop iteration is long, and a commit of several trips took several of them)."""
+    store = running.store
+    await store.sync()  # the flushers' first commit, if any, out of the way
+    executor = store._executor
+    submit = executor.submit
+    calls: list[str] = []
+
+    def counted(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        calls.append(getattr(fn, "__name__", repr(fn)))
+        return submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(executor, "submit", counted)
+    event = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('event', ?, 0, x'00')"
+    reading = (
+        "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('reading', ?, 0, x'00')"
+    )
+    mark = "INSERT INTO read_marks (what, meter_id, last_at, updated_at) VALUES (?, ?, 1, 1)"
+    statements: list[tuple[str, tuple[Any, ...]]] = [
+        *((event, (f"e{i}",)) for i in range(3)),
+        (mark, ("profile:block_load", "M1")),
+        *((reading, (f"r{i}",)) for i in range(3)),
+        (event, ("last",)),
+    ]
+    await store.submit(statements)
+    assert calls == ["_commit_in_thread"]
+    assert await store.scalar("SELECT count(*) FROM outbox") == 7
+    assert await store.scalar("SELECT count(*) FROM read_marks") == 1
+
+
+async def test_a_failing_statement_mid_transaction_rolls_back_its_whole_submission(
+    running: Running,
+) -> None:
+    """Runs before the bad statement were executed in the transaction; none of them stays. The
+    submission committed beside it in the same batch does."""
+    store = running.store
+    event = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('event', ?, 0, x'00')"
+    mark = "INSERT INTO read_marks (what, meter_id, last_at, updated_at) VALUES (?, ?, 1, 1)"
+    bad = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('bad', ?, 0, x'00')"
+    doomed = store.submit(
+        [
+            (event, ("a1",)),
+            (event, ("a2",)),
+            (mark, ("profile:block_load", "A")),
+            (bad, ("a3",)),
+            (event, ("a4",)),
+        ]
+    )
+    fine = store.submit([(event, ("b1",)), (mark, ("profile:block_load", "B"))])
+    results = await asyncio.gather(doomed, fine, return_exceptions=True)
+    assert isinstance(results[0], StoreError)
+    assert "CHECK constraint failed" in str(results[0])
+    assert str(store.path) in str(results[0])
+    assert results[1] is None
+    rows = await store.fetchall("SELECT meter_id FROM outbox ORDER BY seq")
+    assert [r[0] for r in rows] == ["b1"]
+    marks = await store.fetchall("SELECT meter_id FROM read_marks")
+    assert [r[0] for r in marks] == ["B"]
+
+
+class Held:
+    """An SQL function, ``held()``, that holds the writer's thread inside a transaction until the
+    test releases it, and says when it got there."""
+
+    def __init__(self, store: Store) -> None:
+        self.inside = asyncio.Event()
+        self.release = threading.Event()
+        loop = asyncio.get_running_loop()
+
+        def held() -> str:
+            loop.call_soon_threadsafe(self.inside.set)
+            self.release.wait(5)
+            return "held"
+
+        store._writer.create_function("held", 0, held)
+
+
+async def test_cancelling_the_writer_mid_commit_tells_the_senders_what_the_commit_did(
+    tmp_path: Path,
+) -> None:
+    """The thread does not stop mid-transaction when the writer task is cancelled: the commit it
+    began ends, and its senders' futures say so rather than waiting forever or lying."""
+    store = await Store.open(store_config(tmp_path, interval=0))
+    writer = asyncio.create_task(store.run_writer(), name="store:writer")
+    held = Held(store)
+    sql = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('event', ?, 0, x'00')"
+    future = store.submit([(sql, ("m1",)), (sql.replace("?", "held()"), ())])
+    async with asyncio.timeout(5):
+        await held.inside.wait()
+    writer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await writer
+    assert not future.done()
+    held.release.set()
+    async with asyncio.timeout(5):
+        await asyncio.wait([future])
+    assert future.exception() is None
+    await store.close()
+    with sqlite3.connect(store.path) as conn:
+        rows = conn.execute("SELECT meter_id FROM outbox ORDER BY seq").fetchall()
+    assert rows == [("m1",), ("held",)]
+
+
+async def test_close_after_a_cancelled_writer_commits_the_rest_after_the_held_commit(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(store_config(tmp_path, interval=0))
+    writer = asyncio.create_task(store.run_writer(), name="store:writer")
+    held = Held(store)
+    sql = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('event', ?, 0, x'00')"
+    first = store.submit([(sql.replace("?", "held()"), ())])
+    async with asyncio.timeout(5):
+        await held.inside.wait()
+    writer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await writer
+    # the writer task is gone: close() commits what is queued itself, after the held commit
+    second = store.submit([(sql, ("m2",))])
+    closing = asyncio.create_task(store.close(), name="store:close")
+    held.release.set()
+    async with asyncio.timeout(5):
+        await closing
+    assert first.exception() is None
+    assert second.exception() is None
+    with sqlite3.connect(store.path) as conn:
+        rows = conn.execute("SELECT meter_id FROM outbox ORDER BY seq").fetchall()
+    assert rows == [("held",), ("m2",)]
+
+
+async def test_cancelling_the_writer_before_its_commit_began_fails_the_senders(
+    tmp_path: Path,
+) -> None:
+    """A commit still queued for the thread when the writer task is cancelled never runs: its
+    senders get a StoreError at once (nobody else would tell them)."""
+    store = await Store.open(store_config(tmp_path, interval=0))
+    writer = asyncio.create_task(store.run_writer(), name="store:writer")
+    busy = threading.Event()
+    release = threading.Event()
+
+    def occupy() -> None:
+        busy.set()
+        release.wait(5)
+
+    occupied = store._in_writer_thread(occupy)
+    sql = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('event', ?, 0, x'00')"
+    future = store.submit([(sql, ("m1",))])
+    async with asyncio.timeout(5):
+        while store.pending or not busy.is_set():  # noqa: ASYNC110 - the writer takes the batch
+            await asyncio.sleep(0.001)
+    writer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await writer
+    assert future.done()
+    with pytest.raises(StoreError, match="writer cancelled before its commit began"):
+        future.result()
+    release.set()
+    await occupied
+    await store.close()
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
 
 
 async def test_a_lookup_is_one_trip_to_the_reader_thread(

@@ -112,8 +112,22 @@ async def get_status(request: web.Request) -> web.Response:
                 "last_commit_ms": round(store.last_commit_seconds * 1000, 3),
             },
             "api": api_status(daemon.config.api, daemon.api_guard, daemon.api_site),
+            "intake": _intake(daemon),
         }
     )
+
+
+def _intake(daemon: Daemon) -> dict[str, Any]:
+    """The intake gate (hesd/intake.py): whether meters' TCP sockets are being read."""
+    gate = daemon.intake
+    return {
+        "enabled": gate.enabled,
+        "paused": gate.paused,
+        "pauses": gate.pauses,
+        "paused_seconds": round(gate.paused_seconds, 3),
+        "lag_ms": round(gate.lag * 1000, 1),
+        "links": gate.links,
+    }
 
 
 def _outbox_json(state: OutboxState) -> dict[str, Any]:

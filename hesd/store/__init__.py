@@ -1,4 +1,4 @@
-"""The hesd store (aiosqlite, WAL, group commit): registry, outbox, commands, counters."""
+"""The hesd store (SQLite in WAL mode, group commit): registry, outbox, commands, counters."""
 
 from hesd.store.counters import CounterExhausted, InvocationCounters
 from hesd.store.db import Statement, Store, StoreError

@@ -12,6 +12,10 @@ forwarded.
 Dial-out (``TcpDialer``): hesd connects to the meter's ``host:port`` when a request needs it,
 with a connect timeout, at most ``tcp.per_destination`` connections per host at once, and a
 capped, jittered back-off after failures; an idle connection is closed after ``tcp.idle_close``.
+
+Both register their connections with the intake gate (``hesd/intake.py``), which stops reading
+them while the event loop lags, so that meters wait in TCP's flow control rather than in ever
+longer loop iterations.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Final, cast
 import structlog
 
 from hesd.config import TcpConfig
+from hesd.intake import IntakeGate
 from hesd.link import Inbox, LinkClosed
 from hesd.session import SessionError
 from hesd.sessions import SessionManager
@@ -46,8 +51,9 @@ HIGH_WATER: Final = 64 * 1024  # bytes queued in the kernel before send() waits
 class TcpLink(asyncio.Protocol):
     """A ``Link`` over one TCP connection (an asyncio protocol: no stream objects per meter)."""
 
-    def __init__(self, idle_close: float | None = None) -> None:
+    def __init__(self, idle_close: float | None = None, gate: IntakeGate | None = None) -> None:
         self._transport: asyncio.Transport | None = None
+        self._gate = gate
         self._inbox = Inbox()
         self._drained: asyncio.Future[None] | None = None
         self._closed = False
@@ -66,6 +72,8 @@ class TcpLink(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self._transport.set_write_buffer_limits(high=HIGH_WATER)
+        if self._gate is not None:
+            self._gate.register(self._transport)
         self._touch()
         if not self.connected.done():
             self.connected.set_result(None)
@@ -81,6 +89,8 @@ class TcpLink(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
+        if self._gate is not None and self._transport is not None:
+            self._gate.unregister(self._transport)
         if self.on_close is not None:
             self.on_close()
             self.on_close = None
@@ -194,10 +204,17 @@ def identify_push(apdu: bytes) -> tuple[str, str]:
 class TcpListener:
     """Accepts meters dialling in and hands each, once identified, to the session manager."""
 
-    def __init__(self, config: TcpConfig, manager: SessionManager, registry: Registry) -> None:
+    def __init__(
+        self,
+        config: TcpConfig,
+        manager: SessionManager,
+        registry: Registry,
+        gate: IntakeGate | None = None,
+    ) -> None:
         self._config = config
         self._manager = manager
         self._registry = registry
+        self._gate = gate
         self._servers: list[asyncio.Server] = []
         self._pending: set[asyncio.Task[None]] = set()
         self.accepted = 0
@@ -222,7 +239,7 @@ class TcpListener:
         return out
 
     def _new_connection(self) -> TcpLink:
-        link = TcpLink()
+        link = TcpLink(gate=self._gate)
         task = asyncio.get_running_loop().create_task(self._identify(link), name="tcp:identify")
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
@@ -287,8 +304,9 @@ class TcpListener:
 class TcpDialer:
     """Dials ``tcp-out`` meters for the session manager."""
 
-    def __init__(self, config: TcpConfig) -> None:
+    def __init__(self, config: TcpConfig, gate: IntakeGate | None = None) -> None:
         self._config = config
+        self._gate = gate
         self._slots: defaultdict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(config.per_destination)
         )
@@ -305,7 +323,7 @@ class TcpDialer:
         slot = self._slots[host]
         await slot.acquire()
         loop = asyncio.get_running_loop()
-        link = TcpLink(idle_close=self._config.idle_close)
+        link = TcpLink(idle_close=self._config.idle_close, gate=self._gate)
         try:
             async with asyncio.timeout(self._config.connect_timeout):
                 await loop.create_connection(lambda: link, host, int(port_text))
