@@ -68,7 +68,7 @@ from protocols.dlms.framing import WrapperFraming
 
 REPO: Final = Path(__file__).resolve().parent.parent
 START: Final = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-BATCH_SIZE: Final = 500  # hesd.toml's uplink.batch_size
+BATCH_SIZE: Final = 1000  # hesd.toml's uplink.batch_size
 
 
 def push_frame() -> bytes:

@@ -634,7 +634,7 @@ def _uplink_config(table: Table, base: Path) -> UplinkConfig:
         raise table.error("backoff_max", f"must be at least backoff_initial ({backoff_initial})")
     config = UplinkConfig(
         url=url.rstrip("/"),
-        batch_size=table.integer("batch_size", lo=1, hi=10_000, default=500),
+        batch_size=table.integer("batch_size", lo=1, hi=10_000, default=1000),
         batch_delay=table.number("batch_delay", lo=0, hi=60, default=1.0),
         max_backlog_bytes=table.integer(
             "max_backlog_bytes", lo=1 << 20, hi=1 << 42, default=4 << 30

@@ -26,8 +26,8 @@ def test_uplink_bench_runs(tmp_path: Path) -> None:
         out=out,
     )
     throughput = report["throughput"]
-    assert set(throughput["cases"]) == {"batch_size 100, lanes 2", "batch_size 500, lanes 4"}
-    assert throughput["default"] == "batch_size 500, lanes 4"  # hesd.toml's
+    assert set(throughput["cases"]) == {"batch_size 100, lanes 2", "batch_size 1000, lanes 4"}
+    assert throughput["default"] == "batch_size 1000, lanes 4"  # hesd.toml's
     for case in throughput["cases"].values():
         median = case["median"]
         assert median["fill_readings_per_s"] > 0

@@ -37,7 +37,7 @@ def error_of(tmp_path: Path, text: str, monkeypatch: pytest.MonkeyPatch) -> str:
 def test_embedded_defaults_load() -> None:
     config = load_config(None)
     assert config.source == EMBEDDED
-    assert config.uplink.batch_size == 500
+    assert config.uplink.batch_size == 1000
     assert config.api.socket == config.daemon.state_dir / "hesd.sock"
     assert config.api.socket_mode == 0o660
 

@@ -67,7 +67,7 @@ log = structlog.get_logger("hesd.outbox")
 KINDS: Final = ("reading", "event", "command_result")
 PRESSURE: Final = 0.9  # of the budget: alarm, slower scheduled reads
 URGENT_ROOM: Final = 1.1  # of the budget: pushes, events and command results still go in
-ROW_RECORDS: Final = 500  # most records in a row (hesd.toml's uplink.batch_size)
+ROW_RECORDS: Final = 1000  # most records in a row (hesd.toml's uplink.batch_size)
 # A row's seq: the outbox's counter (the last seq ever given, AUTOINCREMENT's) plus its records
 INSERT: Final = (
     "INSERT INTO outbox (seq, kind, meter_id, created_at, records, payload) VALUES ("
