@@ -488,7 +488,13 @@ class Daemon:
             normalisers = build_normalisers(vendors)
             secrets = load_secrets(self.config.daemon.secrets_file)  # the path is a restart setting
             api = dataclasses.replace(self.config.api, clients=fresh.api.clients)
-            guard = ApiGuard.from_config(api, secrets, fresh.source) if api.clients else None
+            # while the TCP listener runs (api.listen waits for a restart), its guard takes the
+            # file's clients, none included: a client removed from the file is refused at once
+            guard = (
+                ApiGuard.from_config(api, secrets, fresh.source)
+                if api.clients or self.api_guard is not None
+                else None
+            )
         except ConfigError as exc:
             log.error("config.reload_failed", error=str(exc))
             return False

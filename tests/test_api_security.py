@@ -737,6 +737,17 @@ def test_a_real_hesd_serves_the_mdm(
     assert table[0].split() == ["TIME", "CLIENT", "PEER", "CALL", "STATUS", "MS", "COMMAND"]
     assert table[1].split()[1:6] == ["reader", "127.0.0.1", "POST", "/api/v1/commands", "403"]
 
+    # a file without the listener and its clients: the listener runs until the restart, and
+    # from the reload on no address is anybody's, so it drops every connection at accept (it
+    # kept the old clients before)
+    write_files(tmp_path, "", SECRETS.replace(MDM_KEY, new_key))
+    hesd.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: hesd.log_text().count('"config.reloaded"') == 2, 15, "second reload")
+    with pytest.raises((ConnectionResetError, ssl.SSLError)):
+        https(port, pki, "GET", "/api/v1/status", new_key)
+    restart = [json.loads(x) for x in hesd.log_text().splitlines() if "restart_required" in x]
+    assert "api" in restart[-1]["sections"]
+
     assert hesd.stop() == 0
     stored = b"".join(p.read_bytes() for p in (tmp_path / "state").glob("hesd.db*"))
     assert b"/api/v1/audit" in stored  # the audit is in the database file...
