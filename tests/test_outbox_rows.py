@@ -158,6 +158,38 @@ async def test_purging_dead_pushes_releases_their_bytes(rig: Rig) -> None:
     assert (await rig.outbox.state()).dead_letters == 0
 
 
+async def test_a_batch_parked_during_a_purge_stays_parked_and_counted(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The purge deletes and releases exactly the dead letters it found: one the forwarder
+    parks between its look and its delete stays, and the disk budget's count stays true."""
+    rig.mdm.reject("BAD")
+    rig.start(lanes=1, batch_delay=0.02)
+    await rig.outbox.offer(push("BAD", 0))
+    async with asyncio.timeout(10):
+        while (await rig.outbox.state()).dead_letters < 26:  # noqa: ASYNC110 - the forwarder
+            await asyncio.sleep(0.02)
+    looked = rig.store.fetchall
+
+    async def look_then_park(sql: str, params: Any = ()) -> Any:
+        rows = await looked(sql, params)
+        if "state = 'dead'" in sql:  # the purge's look: now the forwarder parks another push
+            await rig.outbox.offer(push("BAD", 1))
+            async with asyncio.timeout(10):
+                while (await rig.outbox.state()).dead_letters < 52:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+        return rows
+
+    monkeypatch.setattr(rig.store, "fetchall", look_then_park)
+    assert await rig.outbox.purge_dead() == 26
+    monkeypatch.undo()
+    assert (await rig.outbox.state()).dead_letters == 26  # the one parked meanwhile
+    stored = await rig.store.scalar("SELECT coalesce(sum(length(payload)), 0) FROM outbox")
+    assert rig.outbox.bytes == stored > 0
+    assert await rig.outbox.purge_dead() == 26
+    assert rig.outbox.bytes == 0
+
+
 async def test_the_budget_counts_stored_bytes_and_refusals_count_records(tmp_path: Path) -> None:
     store = await Store.open(StoreConfig(tmp_path / "hesd.db", 0.0, 1000, 5.0))
     writer = asyncio.create_task(store.run_writer(), name="store:writer")

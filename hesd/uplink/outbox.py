@@ -37,6 +37,7 @@ letters included; released when delivered rows are deleted or dead letters purge
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -85,6 +86,7 @@ SPLIT_KEEP: Final = (
     " WHERE seq = ? AND state = 'pending' AND batch_key IS NULL"
 )
 Record = Reading | Event | CommandResult
+_SEQS: Final = "SELECT value FROM json_each(?)"  # rows named by their seqs, a JSON array
 
 
 class OutboxFull(HesdError):
@@ -169,6 +171,7 @@ def _urgent(record: Record) -> bool:
 
 class Outbox:
     __slots__ = (
+        "_admin",
         "_alarm",
         "_bytes",
         "_new",
@@ -190,6 +193,7 @@ class Outbox:
         self._new = asyncio.Event()  # set when rows were committed: the forwarder looks
         self.refused = 0
         self.in_flight = 0  # maintained by the forwarder
+        self._admin = asyncio.Lock()  # replay and purge_dead, one at a time
 
     async def load(self) -> None:
         """Count what a previous run left (call once, before offering)."""
@@ -345,27 +349,38 @@ class Outbox:
     async def replay(self) -> int:
         """Dead letters back to pending, to be batched afresh; how many records. The forwarder
         must be told (``Forwarder.rescan``): its cursor has passed them."""
-        count = int(
-            await self._store.scalar("SELECT sum(records) FROM outbox WHERE state = 'dead'") or 0
-        )
-        await self._store.execute(
-            "UPDATE outbox SET state = 'pending', batch_key = NULL, last_error = NULL"
-            " WHERE state = 'dead'"
-        )
+        async with self._admin:
+            rows = await self._dead_rows()
+            await self._store.execute(
+                "UPDATE outbox SET state = 'pending', batch_key = NULL, last_error = NULL"
+                f" WHERE seq IN ({_SEQS}) AND state = 'dead'",
+                (json.dumps([seq for seq, _, _ in rows]),),
+            )
+        count = sum(records for _, records, _ in rows)
         log.info("outbox.replayed", records=count)
         return count
 
     async def purge_dead(self) -> int:
         """Delete the dead letters for good; how many records."""
-        row = await self._store.fetchone(
-            "SELECT coalesce(sum(records), 0), coalesce(sum(length(payload)), 0) FROM outbox"
-            " WHERE state = 'dead'"
+        async with self._admin:
+            rows = await self._dead_rows()
+            await self._store.execute(
+                f"DELETE FROM outbox WHERE seq IN ({_SEQS}) AND state = 'dead'",
+                (json.dumps([seq for seq, _, _ in rows]),),
+            )
+        count, size = sum(r for _, r, _ in rows), sum(n for _, _, n in rows)
+        self.released(size)
+        log.warning("outbox.purged", records=count, bytes=size)
+        return count
+
+    async def _dead_rows(self) -> list[tuple[int, int, int]]:
+        """The dead letters now, as (seq, records, payload bytes): replay and purge change
+        exactly these rows and count exactly them (a batch the forwarder parks meanwhile stays
+        parked, for the next time; the two, operators' actions, run one at a time)."""
+        found = await self._store.fetchall(
+            "SELECT seq, records, length(payload) FROM outbox WHERE state = 'dead'"
         )
-        assert row is not None
-        await self._store.execute("DELETE FROM outbox WHERE state = 'dead'")
-        self.released(int(row[1]))
-        log.warning("outbox.purged", records=int(row[0]), bytes=int(row[1]))
-        return int(row[0])
+        return [(int(seq), int(records), int(size)) for seq, records, size in found]
 
     async def state(self, now: float | None = None) -> OutboxState:
         now = time.time() if now is None else now
