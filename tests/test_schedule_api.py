@@ -142,3 +142,24 @@ async def test_no_scheduler_is_a_503(daemon: Daemon) -> None:
             assert response.status == 503
             assert (await response.json())["detail"] == "the scheduler is not running"
     assert violations == [], "answers that docs/hes-api.yaml does not describe"
+
+
+async def test_a_schedule_removed_by_a_reload_while_its_runs_are_read_is_answered(
+    client: TestClient, daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handler keeps the schedule it found: a SIGHUP that removes it while the runs are
+    read from the store does not turn the answer into a 500."""
+    scheduler = daemon.scheduler
+    assert scheduler is not None
+    history = scheduler.history
+
+    async def removed_meanwhile(name: str, limit: int = 20) -> Any:
+        kept = [s for s in scheduler.schedules if s.name != name]
+        scheduler.reload(scheduler.config, kept)
+        return await history(name, limit)
+
+    monkeypatch.setattr(scheduler, "history", removed_meanwhile)
+    response = await client.get("/api/v1/schedules/block_load")
+    assert response.status == 200
+    assert (await response.json())["name"] == "block_load"
+    assert "block_load" not in {s.name for s in scheduler.schedules}

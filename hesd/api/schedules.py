@@ -18,7 +18,7 @@ from aiohttp import web
 
 from hesd.api.app import DAEMON, ApiError, Handler, _json
 from hesd.api.security import COMMAND, READ
-from hesd.config_schedules import SCHEDULE_NAME
+from hesd.config_schedules import SCHEDULE_NAME, ScheduleConfig
 from hesd.scheduler import Scheduler, SchedulerError
 
 __all__ = ["SCOPES", "add_routes"]
@@ -33,17 +33,18 @@ def _scheduler(request: web.Request) -> Scheduler:
     return scheduler
 
 
-def _named(request: web.Request) -> tuple[Scheduler, str]:
+def _named(request: web.Request) -> tuple[Scheduler, ScheduleConfig]:
+    """The scheduler and the schedule the path names, as configured now (a handler keeps this
+    object: a SIGHUP while it awaits may remove the schedule from the scheduler)."""
     scheduler = _scheduler(request)
     name = request.match_info["name"]
     try:
-        scheduler.schedule(name)
+        return scheduler, scheduler.schedule(name)
     except KeyError:
         known = ", ".join(s.name for s in scheduler.schedules) or "none"
         raise ApiError(
             404, "Not Found", f"no schedule {name!r} in the configuration (schedules: {known})"
         ) from None
-    return scheduler, name
 
 
 async def list_schedules(request: web.Request) -> web.Response:
@@ -51,7 +52,7 @@ async def list_schedules(request: web.Request) -> web.Response:
 
 
 async def get_schedule(request: web.Request) -> web.Response:
-    scheduler, name = _named(request)
+    scheduler, schedule = _named(request)
     text = request.query.get("runs", "20")
     if not text.isdigit() or not 1 <= int(text) <= MAX_RUNS:
         raise ApiError(
@@ -59,19 +60,19 @@ async def get_schedule(request: web.Request) -> web.Response:
             "Bad Request",
             f"query parameter runs: expected integer 1..{MAX_RUNS}, got {text!r}",
         )
-    runs = await scheduler.history(name, int(text))
-    body = scheduler.schedule_json(scheduler.schedule(name))
+    runs = await scheduler.history(schedule.name, int(text))
+    body = scheduler.schedule_json(schedule)
     body["runs"] = [r.to_json() for r in runs]
     return _json(body)
 
 
 async def run_schedule(request: web.Request) -> web.Response:
-    scheduler, name = _named(request)
+    scheduler, schedule = _named(request)
     try:
-        scheduler.trigger(name)
+        scheduler.trigger(schedule.name)
     except SchedulerError as exc:
         raise ApiError(409, "Conflict", str(exc)) from None
-    return _json(scheduler.schedule_json(scheduler.schedule(name)), status=202)
+    return _json(scheduler.schedule_json(schedule), status=202)
 
 
 # What each route needs on TCP (hesd/api/security.py); merged into hesd.api.app.SCOPES. A run
