@@ -53,7 +53,8 @@ from hesd.router import MeterAccess
 from hesd.schedule_reads import READ_AHEAD
 from hesd.session import MeterSession, SessionError
 from hesd.store import Statement, Store
-from hesd.store.schedules import ScheduleStore, iso, read_mark, set_mark
+from hesd.store.schedules import ScheduleStore, read_mark, set_mark
+from hesd.timefmt import iso
 from hesd.uplink.outbox import Record
 from protocols.errors import HesdError
 

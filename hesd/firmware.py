@@ -55,12 +55,12 @@ from hesd.firmware_images import (
     ImageStore,
     Target,
     identifier_text,
-    iso,
     target_of,
 )
 from hesd.image_transfer import TransferStatus
 from hesd.router import Command, CommandKind, CommandRejected, Outcome
 from hesd.session import MeterSession, SessionError
+from hesd.timefmt import iso
 from protocols.dlms import apdu as x
 from protocols.dlms.axdr import BitString, Tag, Typed, Value
 from protocols.dlms.calendar import Date, DateTime, Time

@@ -36,6 +36,7 @@ import structlog
 from hesd.image_transfer import parse_image
 from hesd.router import CommandRejected
 from hesd.store import Store
+from hesd.timefmt import iso
 from protocols.errors import HesdError
 
 __all__ = [
@@ -332,8 +333,3 @@ def target_of(params: Mapping[str, Any], images: ImageStore) -> Target:
     return Target(
         sha, info.size, identifier, version.strip(), _activate_at(params.get("activate_at"))
     )
-
-
-def iso(t: float) -> str:
-    """A UNIX time as ISO 8601 UTC with a Z."""
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

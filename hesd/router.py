@@ -61,6 +61,7 @@ import structlog
 from adapters.model import CommandResult, CommandStatus, Reading
 from hesd.session import MeterSession, SessionError
 from hesd.store import Statement, Store
+from hesd.timefmt import iso
 from protocols.errors import HesdError, LocalProtocolError
 
 __all__ = [
@@ -217,7 +218,7 @@ class Command:
 
 
 def _iso(t: float) -> str:
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat().replace("+00:00", "Z")
+    return iso(t, "auto")  # a command's times to the microsecond
 
 
 def _from_row(row: Any) -> Command:

@@ -40,7 +40,8 @@ from hesd.reads import read_events, read_profile, read_quantities, reading_with
 from hesd.router import MeterAccess
 from hesd.session import MeterSession
 from hesd.store import MeterEntry, Statement
-from hesd.store.schedules import Hole, add_hole, drop_hole, iso, read_mark
+from hesd.store.schedules import Hole, add_hole, drop_hole, read_mark
+from hesd.timefmt import iso
 from protocols.errors import HesdError
 
 __all__ = [

@@ -70,10 +70,10 @@ from hesd.store import MeterRecord, Registry, Statement, Store
 from hesd.store.schedules import (
     RunRecord,
     ScheduleStore,
-    iso,
     read_mark,
     set_mark,
 )
+from hesd.timefmt import iso
 from hesd.uplink.outbox import Record
 from protocols.errors import HesdError
 

@@ -51,6 +51,7 @@ async def test_status(client: TestClient) -> None:
     body = await response.json()
     assert body["meters"]["total"] == 0
     assert body["vendors"] == ["is15959", "kalpa", "meghdoot", "sunrise"]
+    assert body["started_at"].endswith("Z")  # hesd.timefmt: one format in every answer
     assert body["intake"] == {
         "enabled": True,
         "paused": False,

@@ -15,7 +15,6 @@ import datetime as dt
 import json
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import structlog
@@ -44,6 +43,7 @@ from hesd.reads import read_events, read_profile, read_quantities
 from hesd.router import CommandRejected, CommandRouter, CommandState
 from hesd.session import MeterSession, SessionError
 from hesd.store.registry import METER_ID, STATUSES, RegistryConflict
+from hesd.timefmt import iso
 from hesd.uplink.outbox import Outbox, OutboxState
 from protocols.dlms import apdu as x
 from protocols.dlms.axdr import Value
@@ -67,10 +67,6 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, text=json.dumps(data), content_type="application/json")
 
 
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
-
-
 def _choice(request: web.Request, name: str, choices: tuple[str, ...]) -> str | None:
     value = request.query.get(name)
     if value is not None and value not in choices:
@@ -92,7 +88,7 @@ async def get_status(request: web.Request) -> web.Response:
         {
             "version": __version__,
             "state": daemon.state,
-            "started_at": _iso(daemon.started_at),
+            "started_at": iso(daemon.started_at),
             "uptime_seconds": round(now - daemon.started_at, 3),
             "config": daemon.config.source,
             "vendors": sorted(daemon.vendors),
@@ -505,14 +501,14 @@ async def get_outbox(request: web.Request) -> web.Response:
                 "retries": forwarder.stats.retries,
                 "dead_batches": forwarder.stats.dead_letters,
                 "last_error": forwarder.stats.last_error,
-                "last_delivery": _iso(forwarder.stats.last_delivery),
+                "last_delivery": iso(forwarder.stats.last_delivery),
             },
             "dead_batches": [
                 {
                     "batch_id": b.batch_id,
                     "kind": b.kind,
                     "records": b.records,
-                    "oldest": _iso(b.oldest),
+                    "oldest": iso(b.oldest),
                     "error": b.error,
                 }
                 for b in dead

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 import structlog
@@ -36,6 +36,7 @@ from hesd.api.calls import (
     transport_address,
 )
 from hesd.store.db import Statement, Store
+from hesd.timefmt import iso
 
 __all__ = ["AUDIT", "LISTENERS", "ApiAudit", "ApiCall", "audit_middleware"]
 
@@ -88,7 +89,7 @@ class ApiCall:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "at": datetime.fromtimestamp(self.at, UTC).isoformat(timespec="milliseconds"),
+            "at": iso(self.at, "milliseconds"),
             "listener": self.listener,
             "client": self.client,
             "peer": self.peer,

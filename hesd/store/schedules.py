@@ -12,12 +12,12 @@ Times are UNIX seconds (UTC) as REAL, as everywhere in the store.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Final
 
 from hesd.store.db import Statement, Store
+from hesd.timefmt import iso
 
 __all__ = [
     "RUN_FIELDS",
@@ -26,7 +26,6 @@ __all__ = [
     "ScheduleStore",
     "add_hole",
     "drop_hole",
-    "iso",
     "set_mark",
 ]
 
@@ -45,12 +44,6 @@ RUN_FIELDS: Final = (
     "link_overruns",
 )
 _COLUMNS: Final = "schedule, started_at, trigger, state, finished_at, " + ", ".join(RUN_FIELDS)
-
-
-def iso(t: float | None) -> str | None:
-    if t is None:
-        return None
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
