@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import random
 import re
 import time
 from collections import deque
@@ -34,6 +33,7 @@ import structlog
 from paho.mqtt.reasoncodes import ReasonCode
 
 from adapters.profile import JsonPayload, VendorProfile
+from hesd.backoff import backoff
 from hesd.config import MqttConfig
 from hesd.link import LinkClosed
 from hesd.secrets import SecretStore
@@ -379,10 +379,7 @@ class MqttTransport:
             if up_since is not None and time.monotonic() - up_since >= STABLE_AFTER:
                 failures = 0
             failures += 1
-            delay = min(
-                self._config.backoff_max, self._config.backoff_initial * 2 ** min(failures - 1, 30)
-            )
-            delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+            delay = backoff(failures, self._config.backoff_initial, self._config.backoff_max)
             log.warning(
                 "mqtt.disconnected" if up_since is not None else "mqtt.connect_failed",
                 broker=self.broker,

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
@@ -44,6 +43,7 @@ from typing import Final
 import serial_asyncio_fast
 import structlog
 
+from hesd.backoff import backoff
 from hesd.config import SerialConfig, SerialPortConfig
 from hesd.link import Inbox, LinkClosed
 from hesd.session import SessionError
@@ -255,8 +255,7 @@ class SerialBus(asyncio.Protocol):
 
     def _delay(self, failures: int) -> float:
         initial, cap = self._reopen
-        delay = min(cap, initial * 2.0 ** min(failures - 1, 32))
-        return delay * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+        return backoff(failures, initial, cap)
 
     async def _run(self) -> None:
         failures = 0

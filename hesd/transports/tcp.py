@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from typing import Final, cast
 
 import structlog
 
+from hesd.backoff import backoff
 from hesd.config import TcpConfig
 from hesd.intake import IntakeGate
 from hesd.link import Inbox, LinkClosed
@@ -346,6 +346,5 @@ class TcpDialer:
     def _backoff(self, meter_id: str) -> None:
         failures = self._failures.get(meter_id, 0) + 1
         self._failures[meter_id] = failures
-        delay = min(self._config.backoff_max, self._config.backoff_initial * 2 ** (failures - 1))
-        delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+        delay = backoff(failures, self._config.backoff_initial, self._config.backoff_max)
         self._retry_at[meter_id] = time.monotonic() + delay

@@ -36,7 +36,6 @@ import email.utils
 import functools
 import gzip
 import json
-import random
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ import structlog
 
 from adapters.model import json_text
 from hesd import __version__
+from hesd.backoff import backoff
 from hesd.config import UplinkConfig
 from hesd.secrets import SecretStore
 from hesd.store.db import Store, StoreError
@@ -396,8 +396,7 @@ class Forwarder:
             await asyncio.sleep(wait)  # the back-off itself
 
     def _backoff(self, attempt: int) -> float:
-        delay: float = self.config.backoff_initial * 2.0 ** min(attempt - 1, 30)
-        return min(delay, self.config.backoff_max) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+        return backoff(attempt, self.config.backoff_initial, self.config.backoff_max)
 
     def _document(self, batch: _Batch) -> bytes:
         """The batch's JSON: what ``json.dumps`` of the document (the records in outbox order,
