@@ -333,14 +333,11 @@ class Scheduler:
 
     async def _select(self, schedule: ScheduleConfig) -> list[MeterRecord]:
         vendor = schedule.vendors[0] if len(schedule.vendors) == 1 else None
-        found: list[MeterRecord] = []
-        after = ""
-        while True:
-            page = await self._registry.select(vendor=vendor, after=after, limit=SELECT_PAGE)
-            found.extend(r for r in page if _selects(schedule, r))
-            if len(page) < SELECT_PAGE:
-                return found
-            after = page[-1].meter_id
+        return [
+            record
+            async for record in self._registry.each(vendor=vendor, page=SELECT_PAGE)
+            if _selects(schedule, record)
+        ]
 
     async def _known(self, schedule: ScheduleConfig) -> Plan:
         read, known = schedule.read, Plan()

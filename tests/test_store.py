@@ -441,6 +441,11 @@ async def test_registry_select_filters_and_pages(running: Running) -> None:
     page1 = await registry.select(limit=4)
     page2 = await registry.select(limit=4, after=page1[-1].meter_id)
     assert [r.meter_id for r in page1 + page2] == [f"M{i:03d}" for i in range(8)]
+    # each(): every page, whatever the page size (a last page full, or short)
+    everyone = [r.meter_id for r in await registry.select(limit=1000)]
+    for page in (1, 3, 5, len(everyone), 1000):
+        assert [r.meter_id async for r in registry.each(page=page)] == everyone
+    assert [r.meter_id async for r in registry.each(status="offline", page=1)] == ["M003"]
     assert await registry.counts() == {"unknown": 9, "online": 0, "offline": 1}
 
 

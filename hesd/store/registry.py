@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -288,6 +288,20 @@ class Registry:
             params,
         )
         return [_record(r) for r in rows]
+
+    async def each(
+        self, *, status: str | None = None, vendor: str | None = None, page: int = 1000
+    ) -> AsyncIterator[MeterRecord]:
+        """Every meter, ordered by id and filtered as ``select`` does, read ``page`` rows at a
+        time (a fleet of millions is never one list)."""
+        after = ""
+        while True:
+            found = await self.select(status=status, vendor=vendor, after=after, limit=page)
+            for record in found:
+                yield record
+            if len(found) < page:
+                return
+            after = found[-1].meter_id
 
     async def identify(self, *, serial_number: str = "", system_title: str = "") -> str | None:
         """The meter with this serial number or system title (hex), if the registry has it."""

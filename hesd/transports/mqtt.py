@@ -586,15 +586,9 @@ class MqttTransport:
 
     async def _scan(self) -> None:
         index: dict[str, str] = {}
-        after = ""
-        while True:
-            page = await self._registry.select(after=after, limit=PAGE)
-            for record in page:
-                if record.entry.transport == "mqtt":
-                    index[record.entry.address or record.meter_id] = record.meter_id
-            if len(page) < PAGE:
-                break
-            after = page[-1].meter_id
+        async for record in self._registry.each(page=PAGE):
+            if record.entry.transport == "mqtt":
+                index[record.entry.address or record.meter_id] = record.meter_id
         self._index = index
         log.debug("mqtt.index", keys=len(index))
 

@@ -314,17 +314,12 @@ class SerialBus(asyncio.Protocol):
 
     async def meter_ids(self) -> list[str]:
         """The registry's serial meters on this port, by id."""
-        found: list[str] = []
-        after = ""
-        while True:
-            page = await self._registry.select(after=after, limit=PAGE)
-            for record in page:
-                entry = record.entry
-                if entry.transport == "serial" and entry.address.rpartition(":")[0] == self.path:
-                    found.append(entry.meter_id)
-            if len(page) < PAGE:
-                return found
-            after = page[-1].meter_id
+        return [
+            record.meter_id
+            async for record in self._registry.each(page=PAGE)
+            if record.entry.transport == "serial"
+            and record.entry.address.rpartition(":")[0] == self.path
+        ]
 
     async def attach_new(self) -> int:
         """Attach every meter of this port that has no link yet; returns how many."""
