@@ -81,7 +81,6 @@ log = structlog.get_logger("hesd.firmware")
 IMAGE_TRANSFER_CLASS: Final = 18  # Blue Book 4.4.6
 SCHEDULE_CLASS: Final = 22  # Blue Book 4.5.7 single action schedule
 CLOCK_CLASS: Final = 8
-DATA_CLASS: Final = 1
 POLL_INTERVAL: Final = 1.0  # seconds between reads of image_transfer_status
 ACTIVATE_NOW_WITHIN: Final = 60.0  # an activate_at closer than this activates at once
 
@@ -208,11 +207,9 @@ class Upgrade:
         return result
 
     async def firmware(self) -> str | None:
-        obis = self.session.settings.profile.objects.firmware_version
-        value = await self.session.get(x.AttributeDescriptor(DATA_CLASS, obis, 2))
-        if isinstance(value, bytes) and value.isascii():
-            value = value.decode()
-        return value.strip() if isinstance(value, str) else None
+        """The version the meter runs: the one it reported on this connection (the session
+        reads it right after association), not a second GET."""
+        return await self.session.running_firmware()
 
     async def status(self) -> TransferStatus:
         answer = await self._get(6)

@@ -534,13 +534,29 @@ class MeterSession:
             try:
                 async with self._wire():
                     conn = await self._ensure_associated()
-                    if self._identity_link is not self._link:  # once per connection, associated
-                        self._identity_link = self._link
-                        objects = self.settings.profile.objects
-                        await self._identity.read(objects, lambda a: self._get_now(conn, a))
+                    await self._read_identity(conn)
                     return await self._exchange(conn, send)
             except LinkClosed as exc:
                 raise SessionError(f"meter {self.meter_id}: {exc}") from None
+
+    async def _read_identity(self, conn: ClientConnection) -> None:
+        if self._identity_link is not self._link:  # once per connection, associated
+            self._identity_link = self._link
+            objects = self.settings.profile.objects
+            await self._identity.read(objects, lambda a: self._get_now(conn, a))
+
+    async def running_firmware(self) -> str | None:
+        """The firmware version the meter reports on this connection (None: it did not say):
+        read once per connection right after association, so asking costs no second GET;
+        associates, and reads it, if need be. ``SessionError`` as any request."""
+        async with self._lock:
+            await self._disc_retried()
+            try:
+                async with self._wire():
+                    await self._read_identity(await self._ensure_associated())
+            except LinkClosed as exc:
+                raise SessionError(f"meter {self.meter_id}: {exc}") from None
+        return self._identity.firmware if self._identity.firmware_read else None
 
     async def _exchange(
         self, conn: ClientConnection, send: Callable[[ClientConnection, float], int]

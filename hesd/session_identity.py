@@ -31,12 +31,13 @@ Get = Callable[[x.AttributeDescriptor], Awaitable[Event]]
 class MeterIdentity:
     """One meter's firmware version and signal, as it last reported them."""
 
-    __slots__ = ("_registry", "firmware", "meter_id", "signal_quality")
+    __slots__ = ("_registry", "firmware", "firmware_read", "meter_id", "signal_quality")
 
     def __init__(self, meter_id: str, registry: Registry) -> None:
         self.meter_id = meter_id
         self._registry = registry
         self.firmware: str | None = None  # as the meter reported it after association
+        self.firmware_read = False  # the last read got it (else ``firmware`` is an older one)
         self.signal_quality: int | None = None  # dBm, from the modem's GSM diagnostic, ditto
 
     async def read(self, objects: StandardObjects, get: Get) -> None:
@@ -46,7 +47,8 @@ class MeterIdentity:
         value = event.result if isinstance(event, GetCompleted) else None
         if isinstance(value, bytes) and value.isascii():  # octet-string, or visible-string
             value = value.decode()
-        if isinstance(value, str) and value.isascii() and value.isprintable():
+        self.firmware_read = isinstance(value, str) and value.isascii() and value.isprintable()
+        if isinstance(value, str) and self.firmware_read:
             self.firmware = value.strip()
             self._registry.note_state(self.meter_id, firmware=self.firmware)
         else:

@@ -121,6 +121,15 @@ class SimSession:
     def forget_identity(self) -> None:
         self.forgot += 1
 
+    async def running_firmware(self) -> str | None:
+        """``MeterSession.running_firmware``: the version the meter reports (a GET here, as
+        the session's identity read after association is one)."""
+        obis = self.settings.profile.objects.firmware_version
+        value = await self.get(x.AttributeDescriptor(1, obis, 2))
+        if isinstance(value, bytes) and value.isascii():
+            value = value.decode()
+        return value.strip() if isinstance(value, str) else None
+
     async def get(
         self, attribute: x.AttributeDescriptor, access: object = None
     ) -> Value | x.DataAccessResult:

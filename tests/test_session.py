@@ -133,6 +133,24 @@ async def test_firmware_version_is_read_once_per_connection(rig: Rig) -> None:
     assert session.firmware == "KX-2.1.0"
 
 
+async def test_running_firmware_is_the_identity_read_not_a_second_get(rig: Rig) -> None:
+    firmware = (1, "1.0.0.2.0.255", 2)
+    model = RecordingModel({firmware: b"KX-2.1.0 "})  # (below)
+    session = rig.session("reader")
+    await rig.connect(session, meter(model))
+    assert await session.running_firmware() == "KX-2.1.0"  # associates, reads the identity
+    assert await session.running_firmware() == "KX-2.1.0"
+    assert model.read.count(firmware) == 1
+    model.values[firmware] = b"KX-2.2.0"
+    session.forget_identity()  # an activation: the next request reads it again
+    assert await session.running_firmware() == "KX-2.2.0"
+    assert model.read.count(firmware) == 2
+    del model.values[firmware]  # the meter no longer says: unknown, not the older version
+    session.forget_identity()
+    assert await session.running_firmware() is None
+    assert session.firmware == "KX-2.2.0"  # what it said last, as the registry keeps it
+
+
 async def test_hls_gmac_ciphered_read_persists_counters(rig: Rig) -> None:
     session = rig.session("utility")
     await rig.connect(session, meter())
