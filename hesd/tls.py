@@ -7,7 +7,7 @@ import ssl
 from pathlib import Path
 
 from adapters.schema import ConfigError
-from hesd.config import ApiConfig
+from hesd.config_api import ApiConfig
 
 __all__ = ["client_context", "server_context"]
 

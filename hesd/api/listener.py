@@ -26,7 +26,7 @@ from aiohttp import web
 
 from hesd.api.calls import peer_address
 from hesd.api.security import ApiGuard
-from hesd.config import ApiConfig
+from hesd.config_api import ApiConfig
 from protocols.errors import HesdError
 
 __all__ = ["HANDSHAKE_TIMEOUT", "MAX_HANDSHAKES", "ApiListenError", "ApiSite", "api_status"]

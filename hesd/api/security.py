@@ -31,7 +31,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from hesd.api.calls import IPAddress, note_client, transport_address
 from hesd.api.problem import problem
-from hesd.config import API_SCOPES, ApiConfig, IPNetwork
+from hesd.config_api import API_SCOPES, ApiConfig, IPNetwork
 from hesd.secrets import SecretStore
 from hesd.tls import server_context
 
