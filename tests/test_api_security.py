@@ -465,6 +465,22 @@ async def test_keys_addresses_scopes_and_sizes(hes: Hes) -> None:
     assert no_key_in(json.dumps(body))
 
 
+async def test_a_bad_audit_query_is_a_problem_that_names_the_parameter(hes: Hes) -> None:
+    for query, detail in (
+        ("since=yesterday", "query parameter since: 'yesterday' is not an ISO 8601 time"),
+        (
+            "since=2026-01-01T00:00:00",
+            "query parameter since: '2026-01-01T00:00:00' has no UTC offset",
+        ),
+        ("limit=0", "query parameter limit: expected integer 1..10000, got '0'"),
+    ):
+        status, headers, body = await hes.call(
+            "GET", f"/api/v1/audit?{query}", ADMIN_KEY, source="127.0.0.2"
+        )
+        assert (status, body["detail"], body["title"]) == (400, detail, "Bad Request")
+        assert headers["Content-Type"].startswith("application/problem+json")
+
+
 async def test_an_address_no_client_allows_is_reset_before_tls(hes: Hes) -> None:
     host, port = hes.site.address
     with capture_logs() as logs:

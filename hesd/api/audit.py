@@ -35,6 +35,7 @@ from hesd.api.calls import (
     socket_peer,
     transport_address,
 )
+from hesd.api.problem import ApiError
 from hesd.store.db import Statement, Store
 from hesd.timefmt import iso
 
@@ -229,15 +230,15 @@ def audit_middleware(listener: str) -> Middleware:
     return audit_calls
 
 
-def _refuse(detail: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=detail)
+def _refuse(detail: str) -> ApiError:
+    return ApiError(400, "Bad Request", f"query parameter {detail}")
 
 
 async def list_calls(request: web.Request) -> web.Response:
     """``GET /api/v1/audit?since=&client=&limit=``: the latest calls, newest first."""
     audit = request.app[AUDIT]()
     if audit is None:
-        raise web.HTTPServiceUnavailable(text="the audit is not open")
+        raise ApiError(503, "Service Unavailable", "the audit is not open")
     since_text = request.query.get("since")
     since = None
     if since_text is not None:
