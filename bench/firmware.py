@@ -29,6 +29,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -149,6 +150,7 @@ def main() -> None:
     parser.add_argument("--latency", default="0ms", help="the simulator's latency fault")
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: temp)")
     parser.add_argument("--out", default="bench/results/firmware.json")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-firmware-", dir=args.dir))
     vendors = _vendors(work)
@@ -213,8 +215,13 @@ def main() -> None:
                 )
                 rounds.append(result)
                 print(f"{name:5}  {json.dumps(result)}", flush=True)
+    except BaseException:
+        print(f"kept the work directory and its logs: {work}", file=sys.stderr)
+        raise
     finally:
         stop(processes)
+    if not args.keep:  # once hesd and the simulator have stopped writing there
+        shutil.rmtree(work, ignore_errors=True)
     keys = (
         "wall_s",
         "upgrade_s_median",
