@@ -149,6 +149,16 @@ class _WireColumn:
 
 
 @dataclass(frozen=True, slots=True)
+class _Wire:
+    """The instantaneous push as ``push_wire`` writes it, for one source: resolved once."""
+
+    width: int  # values in the push
+    clock: int  # where its clock is
+    interval: int  # the instantaneous profile's (0: none), timestamps are aligned to it
+    columns: tuple[_WireColumn, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class _Layout:
     """What each column of a row means: a profile's columns, or the push's."""
 
@@ -195,8 +205,8 @@ class Normaliser:
         self.adapter = adapter
         self._by_name: dict[str, Quantity] = {q.name: q for q in profile.quantities}
         self._layouts: dict[tuple[str, tuple[str, ...]], _Layout] = {}
-        # push_wire's columns by layout and source; None: that layout needs Readings
-        self._wires: dict[tuple[str, tuple[str, ...], Source], tuple[_WireColumn, ...] | None] = {}
+        # push_wire's push by source; None: its pushes need Readings (``_wire``)
+        self._wires: dict[Source, _Wire | None] = {}
         # capture times by their octets: a maximum demand's stays the same push after push
         self._captures: dict[bytes, dt.datetime | None] = {}
 
@@ -292,7 +302,7 @@ class Normaliser:
         where = f"meter {meter.meter_id}: push"
         try:
             load = self._profile("instantaneous", meter)
-            columns = (*_PUSH_HEAD, *load.columns[1:])
+            columns = _push_columns(load)
             if (
                 isinstance(body, list | tuple)
                 and len(body) != len(columns)
@@ -320,31 +330,24 @@ class Normaliser:
         """
         if self.adapter is not NULL_ADAPTER or not meter.meter_id:
             return None
-        load = self.profile.profile("instantaneous")
-        if load is None:
+        wire = self._wire(source)
+        if wire is None or not isinstance(body, list | tuple) or len(body) != wire.width:
             return None
-        columns = (*_PUSH_HEAD, *load.columns[1:])
-        if not isinstance(body, list | tuple) or len(body) != len(columns):
-            return None
-        wire = self._wire(load, columns, source)
-        if wire is None:
-            return None
-        layout = self._layout(load, columns)
         try:
-            stamp, quality = self.timestamp(body[layout.clock])
+            stamp, quality = self.timestamp(body[wire.clock])
         except NormaliseError:
             return None
         if stamp.tzinfo is not dt.UTC:
             return None
-        if load.interval:
-            stamp = self._align(stamp, load.interval)
+        if wire.interval:
+            stamp = self._align(stamp, wire.interval)
         meter_text, stamp_text, quality_text = (
             meter_json(meter.meter_id),
             iso_time(stamp),
             quality_json(quality),
         )
         texts = []
-        for column in wire:
+        for column in wire.columns:
             raw = body[column.index]
             if type(raw) is not int or raw in column.overflow:
                 return None
@@ -356,30 +359,38 @@ class Normaliser:
             texts.append(column.form.fill(meter_text, value, stamp_text, quality_text, capture))
         return texts
 
-    def _wire(
-        self, load: LoadProfile, columns: tuple[str, ...], source: Source
-    ) -> tuple[_WireColumn, ...] | None:
-        """``push_wire``'s columns of a layout, resolved once; None if a column needs the
-        ``Reading`` path (no such quantity, no normalised unit) or the rows carry a status."""
-        key = (load.name, columns, source)
-        if key in self._wires:
-            return self._wires[key]
-        layout = self._layout(load, columns)
-        wire: tuple[_WireColumn, ...] | None = None
-        if layout.status is None and all(v.spec is not None and v.normal for v in layout.values):
-            wire = tuple(
-                _WireColumn(
-                    v.index,
-                    v.factor,
-                    v.exponent,
-                    v.overflow,
-                    v.capture,
-                    ReadingForm(v.name, v.unit, source, v.obis, v.interval),
-                )
-                for v in layout.values
-            )
-        self._wires[key] = wire
+    def _wire(self, source: Source) -> _Wire | None:
+        """``push_wire``'s push from ``source``, resolved once (``_push_wire``)."""
+        if source in self._wires:
+            return self._wires[source]
+        wire = self._wires[source] = self._push_wire(source)
         return wire
+
+    def _push_wire(self, source: Source) -> _Wire | None:
+        """The push's ``_layout`` as forms to fill; None if the vendor has no instantaneous
+        profile, a column needs the ``Reading`` path (no such quantity, no normalised unit) or
+        the rows carry a status."""
+        load = self.profile.profile("instantaneous")
+        if load is None:
+            return None
+        columns = _push_columns(load)
+        layout = self._layout(load, columns)
+        if layout.status is not None or not all(
+            v.spec is not None and v.normal for v in layout.values
+        ):
+            return None
+        forms = tuple(
+            _WireColumn(
+                v.index,
+                v.factor,
+                v.exponent,
+                v.overflow,
+                v.capture,
+                ReadingForm(v.name, v.unit, source, v.obis, v.interval),
+            )
+            for v in layout.values
+        )
+        return _Wire(len(columns), layout.clock, load.interval, forms)
 
     def json_values(
         self,
@@ -637,6 +648,12 @@ def _scaled(raw: int, exponent: int) -> Decimal:
         raw //= 10
         exponent += 1
     return Decimal(raw).scaleb(exponent) if exponent else Decimal(raw)
+
+
+def _push_columns(load: LoadProfile) -> tuple[str, ...]:
+    """The columns of a push (IS 15959): logical device name, clock, then ``load``'s after its
+    clock."""
+    return (*_PUSH_HEAD, *load.columns[1:])
 
 
 def _cells(row: object, width: int, where: str) -> Sequence[object]:
