@@ -14,9 +14,10 @@ and what ``POST /api/v1/meters/readings`` and ``…/events`` carry (docs/mdm-api
 
 ``to_json()`` gives the wire form (decimal values as strings, ISO 8601 times),
 ``from_json()`` reads it back exactly; ``json_text()`` is that form as compact JSON text, what the
-outbox stores and the forwarder sends (a reading's is built directly, without a dict).
-``ReadingForm`` writes the same text for readings that are never built as objects: the push path
-(``Normaliser.push_wire``) fills one form per column, push after push.
+outbox stores and the forwarder sends. A reading's is written, without a dict, by a
+``ReadingForm``: the text of one quantity's readings from one source, built once and filled per
+reading, by ``Reading.json_text()`` and by the push path, which builds no ``Reading``
+(``Normaliser.push_wire`` fills one form per column, push after push).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ UNITS: Final = {
 EVENT_SEVERITIES: Final = is15959.SEVERITIES
 _QUANTITY: Final = frozenset(is15959.QUANTITIES)
 _NORMAL_UNITS: Final = frozenset({unit for unit, _ in UNITS.values()} | {"count"})
-# Reading.json_text puts these in JSON strings as they are: nothing in them needs escaping
+# ReadingForm puts these in JSON strings as they are: nothing in them needs escaping
 assert all(re.fullmatch(r"[A-Za-z0-9_]*", name) for name in _QUANTITY | _NORMAL_UNITS)
 
 
@@ -270,18 +271,16 @@ class Reading:
         return data
 
     def json_text(self) -> str:
-        """``json_text(self.to_json())``, character for character, in a fifth of the time."""
-        text = (
-            f'{{"meter_id":{_json_string(self.meter_id)},"quantity":"{self.quantity}",'
-            f'"value":"{_plain(self.value)}","unit":"{self.unit}",'
-            f'"timestamp":"{_iso_of(self.timestamp)}","source":"{self.source.value}",'
-            f'"obis":{_json_string(self.obis)},"quality":{_quality_json(self.quality)}'
+        """``json_text(self.to_json())``, character for character, in a fifth of the time: its
+        ``ReadingForm``'s text (one layout, whether a reading is built or not)."""
+        capture = None if self.capture_time is None else _iso_of(self.capture_time)
+        return _form(self.quantity, self.unit, self.source, self.obis, self.interval).fill(
+            meter_json(self.meter_id),
+            _plain(self.value),
+            _iso_of(self.timestamp),
+            _quality_json(self.quality),
+            capture,
         )
-        if self.interval is not None:
-            text += f',"interval":{self.interval}'
-        if self.capture_time is not None:
-            text += f',"capture_time":"{_iso_of(self.capture_time)}"'
-        return text + "}"
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Reading:
@@ -342,12 +341,16 @@ class ReadingForm:
         self, meter: str, value: str, stamp: str, quality: str, capture: str | None = None
     ) -> str:
         """The text of a reading: ``meter`` its id as ``meter_json`` gives it, ``value`` as
-        ``plain_value``, ``stamp`` and ``capture`` as ``iso_time``, ``quality`` as
+        ``scaled_text``, ``stamp`` and ``capture`` as ``iso_time``, ``quality`` as
         ``quality_json``."""
         text = f"{{{meter}{self._value}{value}{self._stamp}{stamp}{self._quality}{quality}"
         if capture is None:
             return f"{text}{self._tail}}}"
         return f'{text}{self._tail},"capture_time":"{capture}"}}'
+
+
+# the forms of ``Reading.json_text``: a fleet's are its vendors' quantities by source and interval
+_form: Final = functools.lru_cache(maxsize=4096)(ReadingForm)
 
 
 def meter_json(meter_id: str) -> str:
