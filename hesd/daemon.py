@@ -197,26 +197,35 @@ class Daemon:
         for error in batch.errors[:1]:
             log.warning("daemon.normalise_failed", meter=meter_id, kind=what, error=str(error))
         records: list[Record] = [*batch.readings, *batch.events]
-        if not records or self.outbox is None:
-            return
-        try:
-            committed = self.outbox.offer(records)
-        except HesdError as exc:  # OutboxFull (logged and counted there), the store closing
-            log.error("daemon.records_refused", meter=meter_id, kind=what, error=str(exc))
-            return
-        committed.add_done_callback(_report_failed_commit(meter_id, len(records)))
+        self._offer(meter_id, what, len(records), lambda outbox: outbox.offer(records))
 
     def _offer_texts(self, meter_id: str, texts: list[str]) -> None:
         """A push's readings in their wire form to the outbox (``_normalised``'s fast path)."""
         self.readings_normalised += len(texts)
-        if not texts or self.outbox is None:
+        self._offer(
+            meter_id,
+            "push",
+            len(texts),
+            lambda outbox: outbox.offer_texts("reading", meter_id, texts),
+        )
+
+    def _offer(
+        self,
+        meter_id: str,
+        what: str,
+        count: int,
+        offer: Callable[[Outbox], asyncio.Future[None]],
+    ) -> None:
+        """``count`` records to the outbox, by ``offer``: refused (``OutboxFull``, logged and
+        counted there; the store closing), logged; lost in a failed commit, logged."""
+        if not count or self.outbox is None:
             return
         try:
-            committed = self.outbox.offer_texts("reading", meter_id, texts)
-        except HesdError as exc:  # as in _normalised
-            log.error("daemon.records_refused", meter=meter_id, kind="push", error=str(exc))
+            committed = offer(self.outbox)
+        except HesdError as exc:
+            log.error("daemon.records_refused", meter=meter_id, kind=what, error=str(exc))
             return
-        committed.add_done_callback(_report_failed_commit(meter_id, len(texts)))
+        committed.add_done_callback(_report_failed_commit(meter_id, count))
 
     async def outbox_state(self) -> OutboxState:
         if self.outbox is None:
