@@ -50,6 +50,7 @@ from hesd.backoff import backoff
 from hesd.config import UplinkConfig
 from hesd.secrets import SecretStore
 from hesd.store.db import Store, StoreError
+from hesd.timefmt import iso
 from hesd.tls import client_context
 from hesd.uplink.outbox import Outbox, OutboxCorrupt, RowPart, record_texts
 
@@ -407,8 +408,7 @@ class Forwarder:
             for text in record_texts(row.seq, row.records, row.payload):
                 seq += 1
                 records.append(f'{text[:-1]},"seq":{seq}}}')
-        newest = max(r.created_at for r in batch.rows)
-        sent_at = dt.datetime.fromtimestamp(newest, dt.UTC).isoformat().replace("+00:00", "Z")
+        sent_at = iso(max(r.created_at for r in batch.rows), "auto")
         head = json_text({"hes_id": self.config.hes_id, "batch_id": batch.key, "sent_at": sent_at})
         return f'{head[:-1]},"records":[{",".join(records)}]}}'.encode()
 
