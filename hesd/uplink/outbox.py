@@ -133,6 +133,7 @@ def record_texts(seq: int, records: int, payload: bytes) -> list[str]:
 
 Payload = bytes  # a row's payload (inside Outbox, ``bytes`` names its property)
 RowPart = tuple[int, int, Payload]  # (seq, records, payload) of a row
+NewRow = tuple[str, str, float, int, Payload]  # (kind, meter_id, created_at, records, payload)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,11 +226,11 @@ class Outbox:
         kind = meter_id = ""
         for record in records:
             this = _kind(record)
-            if this != kind or record.meter_id != meter_id or len(texts) >= self.row_records:
+            if this != kind or record.meter_id != meter_id:
                 kind, meter_id, texts = this, record.meter_id, []
                 runs.append((kind, meter_id, texts))
             texts.append(record.json_text())
-        rows = [(kind, meter_id, now, len(texts), _pack(texts)) for kind, meter_id, texts in runs]
+        rows = [row for run in runs for row in self._rows(*run, now)]
         # the room above the budget is asked for only past 100 %: the records' kinds and sources
         return self._submit(rows, len(records), lambda: all(map(_urgent, records)))
 
@@ -241,16 +242,19 @@ class Outbox:
         if kind not in KINDS:
             raise ValueError(f"outbox: {kind!r} is no record kind")
         now = time.time() if now is None else now
+        return self._submit(self._rows(kind, meter_id, texts, now), len(texts), lambda: True)
+
+    def _rows(self, kind: str, meter_id: str, texts: Sequence[str], now: float) -> list[NewRow]:
+        """The rows of one meter's records of one kind, in order, at most ``row_records`` a row."""
         step = self.row_records
-        rows = [
+        return [
             (kind, meter_id, now, len(part), _pack(part))
             for part in (texts[i : i + step] for i in range(0, len(texts), step))
         ]
-        return self._submit(rows, len(texts), lambda: True)
 
     def _submit(
         self,
-        rows: list[tuple[str, str, float, int, Payload]],
+        rows: list[NewRow],
         records: int,
         urgent: Callable[[], bool],
     ) -> asyncio.Future[None]:
