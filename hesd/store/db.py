@@ -137,7 +137,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
 
 
-def _prepare_writer(conn: sqlite3.Connection, path: Path) -> int:
+def _writer_pragmas(conn: sqlite3.Connection, path: Path) -> int:
     """WAL and the writer's PRAGMAs; returns the schema version found (``PRAGMA user_version``)."""
     row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
     if row is None or str(row[0]).lower() != "wal":
@@ -225,7 +225,7 @@ class Store:
         """The PRAGMAs, then the migrations, each step one call in the writer's thread (and
         logged from the loop, where the log's context lives)."""
         try:
-            found = await loop.run_in_executor(executor, _prepare_writer, conn, path)
+            found = await loop.run_in_executor(executor, _writer_pragmas, conn, path)
             if found > SCHEMA_VERSION:
                 raise StoreError(
                     f"{path}: database schema version {found} is newer than this hesd "
