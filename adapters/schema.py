@@ -20,7 +20,7 @@ from typing import Any, Final, TypeVar
 
 from protocols.errors import HesdError
 
-__all__ = ["ConfigError", "Table", "format_value", "load_toml"]
+__all__ = ["NAME_PATTERN", "ConfigError", "Table", "format_value", "load_toml"]
 
 _T = TypeVar("_T")
 
@@ -31,6 +31,10 @@ class _Missing:
 
 
 REQUIRED: Final = _Missing()
+
+# a name the files give a thing: a named sub-table ([keysets.x], [api.clients.x]), a token, an
+# API key, a keyset
+NAME_PATTERN: Final = r"[A-Za-z0-9_.-]{1,64}"
 
 
 class ConfigError(HesdError):
@@ -261,7 +265,7 @@ class Table:
         self,
         key: str,
         *,
-        name_pattern: str = r"[A-Za-z0-9_.-]{1,64}",
+        name_pattern: str = NAME_PATTERN,
         describe: str | None = None,
     ) -> dict[str, Table]:
         """A table of named sub-tables, such as ``[associations.public]``; ``describe`` says in

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from adapters.profile import VENDOR_NAME, VendorProfile, load_profiles
-from adapters.schema import ConfigError, Table, load_toml
+from adapters.schema import NAME_PATTERN, ConfigError, Table, load_toml
 from hesd.config_alerts import AlertsConfig, parse_alerts
 from hesd.config_api import (
     API_SCOPES,
@@ -446,7 +446,7 @@ def _uplink_config(table: Table, base: Path) -> UplinkConfig:
     token = table.string(
         "token",
         default="",
-        pattern=r"([A-Za-z0-9_.-]{1,64})?",
+        pattern=f"({NAME_PATTERN})?",
         describe="the name of a token in the secrets file's [tokens], or empty",
     )
     if auth == "none" and token:
@@ -497,7 +497,7 @@ def _mqtt_config(table: Table, base: Path) -> MqttConfig:
     password_token = table.string(
         "password_token",
         default="",
-        pattern=r"([A-Za-z0-9_.-]{1,64})?",
+        pattern=f"({NAME_PATTERN})?",
         describe="the name of a token in the secrets file's [tokens], or empty",
     )
     if password_token and not username:
@@ -525,7 +525,7 @@ def _mqtt_config(table: Table, base: Path) -> MqttConfig:
         shared_group=table.string(
             "shared_group",
             default="",
-            pattern=r"([A-Za-z0-9_.-]{1,64})?",
+            pattern=f"({NAME_PATTERN})?",
             describe="a group name of 1..64 of A-Z a-z 0-9 _ . -, or empty",
         ),
         uplink_topic=uplink,

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from adapters.schema import ConfigError, Table
+from adapters.schema import NAME_PATTERN, ConfigError, Table
 
 __all__ = [
-    "API_CLIENT_NAME",
     "API_RESERVED_CLIENTS",
     "API_SCOPES",
     "ApiClientConfig",
@@ -24,7 +23,6 @@ __all__ = [
 ]
 
 API_SCOPES: Final = ("read", "command", "admin")
-API_CLIENT_NAME: Final = r"[A-Za-z0-9_.-]{1,64}"
 API_RESERVED_CLIENTS: Final = ("socket", "anonymous")  # what the audit calls the socket / no key
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -122,7 +120,6 @@ def _api_clients(api_t: Table) -> tuple[ApiClientConfig, ...]:
     key_owner: dict[str, str] = {}
     named = api_t.tables(
         "clients",
-        name_pattern=API_CLIENT_NAME,
         describe="a client name of 1..64 of A-Z a-z 0-9 _ . -",
     )
     for name, table in named.items():
@@ -161,7 +158,7 @@ def _api_clients(api_t: Table) -> tuple[ApiClientConfig, ...]:
         key = table.string(
             "key",
             default=name,
-            pattern=r"[A-Za-z0-9_.-]{1,64}",
+            pattern=NAME_PATTERN,
             describe="the name of a key in the secrets file's [api_keys]",
         )
         if key in key_owner:

@@ -45,7 +45,7 @@ from hesd.api.audit import ApiAudit
 from hesd.api.listener import ApiListenError, ApiSite
 from hesd.api.security import ApiGuard
 from hesd.commands import command_kinds
-from hesd.config import Config, LimitsConfig, load_config
+from hesd.config import Config, load_config
 from hesd.firmware_images import ImageStore
 from hesd.intake import IntakeGate
 from hesd.notify import Notifier
@@ -507,14 +507,17 @@ class Daemon:
         except ConfigError as exc:
             log.error("config.reload_failed", error=str(exc))
             return False
-        # what the file changes beyond what applies now (api.clients, the intake marks) waits
-        # for a restart
-        limits = _with_intake(self.config.limits, fresh.limits)
-        pending = dataclasses.replace(
-            fresh,
-            api=dataclasses.replace(fresh.api, clients=self.config.api.clients),
-            limits=_with_intake(fresh.limits, self.config.limits),
+        applied = dataclasses.replace(
+            self.config,
+            vendors=fresh.vendors,
+            api=api,
+            limits=dataclasses.replace(
+                self.config.limits, **{key: getattr(fresh.limits, key) for key in RELOADED_LIMITS}
+            ),
+            scheduler=fresh.scheduler,
+            schedules=fresh.schedules,
         )
+        # what the file says beyond what applies now waits for a restart
         changed = [
             name
             for name in (
@@ -531,7 +534,7 @@ class Daemon:
                 "firmware",
                 "alerts",
             )
-            if getattr(pending, name) != getattr(self.config, name)
+            if getattr(fresh, name) != getattr(applied, name)
         ]
         if changed:
             log.warning(
@@ -539,14 +542,7 @@ class Daemon:
                 sections=changed,
                 detail="these sections apply at the next restart",
             )
-        self.config = dataclasses.replace(
-            self.config,
-            vendors=fresh.vendors,
-            api=api,
-            limits=limits,
-            scheduler=fresh.scheduler,
-            schedules=fresh.schedules,
-        )
+        self.config = applied
         self.intake.configure(*_intake_marks(self.config))
         if self.api_guard is not None and guard is not None:
             self.api_guard.replace(guard)
@@ -568,6 +564,10 @@ class Daemon:
         )
         return True
 
+
+# the keys of [limits] a reload applies at once (the intake gate's marks); the rest wait for a
+# restart
+RELOADED_LIMITS: Final = ("intake_lag_pause", "intake_lag_resume", "intake_max_pause")
 
 GC_YOUNG: Final = 10_000  # allocations less deallocations between young collections
 
@@ -592,16 +592,6 @@ def _tune_gc() -> None:
 def _intake_marks(config: Config) -> tuple[float, float, float]:
     limits = config.limits
     return limits.intake_lag_pause, limits.intake_lag_resume, limits.intake_max_pause
-
-
-def _with_intake(limits: LimitsConfig, marks: LimitsConfig) -> LimitsConfig:
-    """``limits`` with the intake gate's keys of ``marks``: those a reload applies at once."""
-    return dataclasses.replace(
-        limits,
-        intake_lag_pause=marks.intake_lag_pause,
-        intake_lag_resume=marks.intake_lag_resume,
-        intake_max_pause=marks.intake_max_pause,
-    )
 
 
 def _report_failed_commit(meter_id: str, count: int) -> Callable[[asyncio.Future[None]], None]:

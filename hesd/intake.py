@@ -70,8 +70,7 @@ class IntakeGate:
     __slots__ = (
         "_accounted_at",
         "_deadline",
-        "_episode_paused",
-        "_episode_pauses",
+        "_episode_from",
         "_episode_start",
         "_hold_open",
         "_interval",
@@ -86,9 +85,8 @@ class IntakeGate:
         "_paused_at",
         "_paused_total",
         "_resume_lag",
+        "_window_from",
         "_window_lag",
-        "_window_paused",
-        "_window_pauses",
         "lag",
         "on_change",
         "pauses",
@@ -116,12 +114,12 @@ class IntakeGate:
         self._hold_open = False  # the cap just opened the gate: one tick without pausing
         self._paused_total = 0.0
         self._last_open = 0.0
+        # an overload episode's log: when it began, and the counters (pauses, paused_total) as
+        # they stood then and at its last summary line; its figures are the differences
         self._episode_start: float | None = None
-        self._episode_pauses = 0
-        self._episode_paused = 0.0
+        self._episode_from = (0, 0.0)
         self._last_log = 0.0
-        self._window_pauses = 0
-        self._window_paused = 0.0
+        self._window_from = (0, 0.0)
         self._window_lag = 0.0
         self.lag = 0.0  # the last lag measured, in seconds
         self.pauses = 0  # since start
@@ -235,11 +233,9 @@ class IntakeGate:
         for transport in self._links:
             self._hold(transport)
         self._paused_at = self._accounted_at = now
-        self.pauses += 1
-        self._episode_pauses += 1
-        self._window_pauses += 1
         if self._episode_start is None:
             self._episode_start = self._last_log = now
+            self._episode_from = self._window_from = (self.pauses, self._paused_total)
             log.warning(
                 "intake.paused",
                 lag_ms=round(lag * 1000, 1),
@@ -247,6 +243,7 @@ class IntakeGate:
                 held=len(self._paused),
                 detail="the event loop is overloaded: meters' sockets are not read for now",
             )
+        self.pauses += 1
         if self.on_change is not None:
             self.on_change(True)
 
@@ -269,8 +266,6 @@ class IntakeGate:
         seconds = max(0.0, now - self._accounted_at)
         self._accounted_at = now
         self._paused_total += seconds
-        self._episode_paused += seconds
-        self._window_paused += seconds
 
     def _report(self, now: float) -> None:
         """The summary lines of an overload episode, and its end."""
@@ -279,30 +274,33 @@ class IntakeGate:
             return
         if now - self._last_log >= LOG_EVERY:
             self._account(now)
-            if self._window_pauses or self.paused:
+            pauses, paused = self._since(self._window_from)
+            if pauses or self.paused:
                 log.warning(
                     "intake.paused",
-                    pauses=self._window_pauses,
-                    paused_seconds=round(self._window_paused, 3),
+                    pauses=pauses,
+                    paused_seconds=round(paused, 3),
                     over_seconds=round(now - self._last_log, 3),
                     max_lag_ms=round(self._window_lag * 1000, 1),
                     links=len(self._links),
                 )
             self._last_log = now
-            self._window_pauses = 0
-            self._window_paused = 0.0
+            self._window_from = (self.pauses, self._paused_total)
             self._window_lag = 0.0
         if not self.paused and now - self._last_open >= QUIET:
+            pauses, paused = self._since(self._episode_from)
             log.info(
                 "intake.resumed",
-                pauses=self._episode_pauses,
-                paused_seconds=round(self._episode_paused, 3),
+                pauses=pauses,
+                paused_seconds=round(paused, 3),
                 over_seconds=round(self._last_open - self._episode_start, 3),
                 links=len(self._links),
             )
             self._episode_start = None
-            self._episode_pauses = 0
-            self._episode_paused = 0.0
-            self._window_pauses = 0
-            self._window_paused = 0.0
             self._window_lag = 0.0
+
+    def _since(self, counters: tuple[int, float]) -> tuple[int, float]:
+        """Pauses and paused seconds since ``counters`` (``pauses``, ``_paused_total``) were
+        taken, up to the last accounting."""
+        pauses, paused_total = counters
+        return self.pauses - pauses, self._paused_total - paused_total

@@ -27,11 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from adapters.schema import ConfigError, Table, load_toml
+from adapters.schema import NAME_PATTERN, ConfigError, Table, load_toml
 
 __all__ = ["KeySet", "Secret", "SecretStore", "load_secrets"]
 
-KEYSET_NAME: Final = r"[A-Za-z0-9_.-]{1,64}"
 _HEX16: Final = r"[0-9A-Fa-f]{32}"
 # An API key goes in "Authorization: Bearer <key>": RFC 6750 §2.1 b64token characters; at least
 # 32 of them (e.g. `openssl rand -base64 32`, or -hex 32), so that it cannot be guessed.
@@ -155,7 +154,7 @@ def load_secrets(path: Path | None) -> SecretStore:
     _check_permissions(path)
     doc = load_toml(path, source=str(path))
     keysets: dict[str, KeySet] = {}
-    for name, table in doc.tables("keysets", name_pattern=KEYSET_NAME).items():
+    for name, table in doc.tables("keysets").items():
         keysets[name] = KeySet(
             name=name,
             lls_password=_secret_text(table, "lls_password"),
@@ -181,8 +180,8 @@ def _api_keys(table: Table) -> dict[str, Secret]:
     keys: dict[str, Secret] = {}
     owners: dict[bytes, str] = {}
     for name in list(table.keys()):
-        if re.fullmatch(KEYSET_NAME, name) is None:
-            raise table.error(name, f"key name must match {KEYSET_NAME}")
+        if re.fullmatch(NAME_PATTERN, name) is None:
+            raise table.error(name, f"key name must match {NAME_PATTERN}")
         value = table.string(
             name,
             pattern=API_KEY,

@@ -239,6 +239,26 @@ def test_the_next_episode_logs_its_first_pause_again() -> None:
     assert [e["event"] for e in logs] == ["intake.paused", "intake.resumed", "intake.paused"]
 
 
+def test_an_episode_s_totals_are_its_own() -> None:
+    g = gate()
+    links(g, "a")
+    pause = INTERVAL + 0.08 + INTERVAL  # shut, held one tick 0.08 s late, opened the next
+    with capture_logs() as logs:
+        for pauses in (1, 2):  # two episodes
+            for _ in range(pauses):
+                late(g, 0.3)
+                late(g, 0.08)  # above the resume mark: still held
+                late(g, 0.0)
+            for _ in range(int(QUIET / INTERVAL) + 2):
+                late(g, 0.0)
+    ends = [e for e in logs if e["event"] == "intake.resumed"]
+    assert [e["pauses"] for e in ends] == [1, 2]
+    assert ends[0]["paused_seconds"] == pytest.approx(pause, abs=0.001)
+    assert ends[1]["paused_seconds"] == pytest.approx(2 * pause, abs=0.001)
+    assert g.pauses == 3
+    assert g.paused_seconds == pytest.approx(3 * pause)
+
+
 def test_every_log_event_of_the_gate_is_in_the_docs() -> None:
     """Operators grep for these: architecture.md lists them, operations.md explains the first."""
     source = (REPO / "hesd" / "intake.py").read_text()

@@ -26,6 +26,10 @@ from hesd.store.migrations import MIGRATIONS, SCHEMA_VERSION
 from hesd.store.registry import IDENTIFY_BY_SERIAL, IDENTIFY_BY_SYSTEM_TITLE
 from hesd.uplink.outbox import Outbox
 
+INSERT_EVENT = (  # one outbox row, meter_id the parameter
+    "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('event', ?, 0, x'00')"
+)
+
 
 def store_config(tmp_path: Path, interval: float = 0.005) -> StoreConfig:
     return StoreConfig(
@@ -125,7 +129,7 @@ async def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
 
 async def test_concurrent_writes_share_commits(running: Running) -> None:
     store = running.store
-    sql = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('event', ?, 0, x'00')"
+    sql = INSERT_EVENT
     await asyncio.gather(*(store.execute(sql, (f"m{i}",)) for i in range(500)))
     assert await store.scalar("SELECT count(*) FROM outbox") == 500
     assert store.commits < 50, f"500 concurrent writes took {store.commits} commits"
@@ -133,7 +137,7 @@ async def test_concurrent_writes_share_commits(running: Running) -> None:
 
 async def test_a_bad_statement_fails_only_its_sender(running: Running) -> None:
     store = running.store
-    good = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('event', ?, 0, x'00')"
+    good = INSERT_EVENT
     bad = (
         "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('nonsense', ?, 0, x'00')"
     )
@@ -183,7 +187,7 @@ async def test_a_commit_is_one_call_into_the_writer_thread(
         return submit(fn, *args, **kwargs)
 
     monkeypatch.setattr(executor, "submit", counted)
-    event = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('event', ?, 0, x'00')"
+    event = INSERT_EVENT
     reading = (
         "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('reading', ?, 0, x'00')"
     )
@@ -206,7 +210,7 @@ async def test_a_failing_statement_mid_transaction_rolls_back_its_whole_submissi
     """Runs before the bad statement were executed in the transaction; none of them stays. The
     submission committed beside it in the same batch does."""
     store = running.store
-    event = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('event', ?, 0, x'00')"
+    event = INSERT_EVENT
     mark = "INSERT INTO read_marks (what, meter_id, last_at, updated_at) VALUES (?, ?, 1, 1)"
     bad = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('bad', ?, 0, x'00')"
     doomed = store.submit(
@@ -228,6 +232,13 @@ async def test_a_failing_statement_mid_transaction_rolls_back_its_whole_submissi
     assert [r[0] for r in rows] == ["b1"]
     marks = await store.fetchall("SELECT meter_id FROM read_marks")
     assert [r[0] for r in marks] == ["B"]
+
+
+async def cancelled(writer: asyncio.Task[None]) -> None:
+    """Cancel the writer task and wait until it has ended."""
+    writer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await writer
 
 
 class Held:
@@ -255,13 +266,11 @@ async def test_cancelling_the_writer_mid_commit_tells_the_senders_what_the_commi
     store = await Store.open(store_config(tmp_path, interval=0))
     writer = asyncio.create_task(store.run_writer(), name="store:writer")
     held = Held(store)
-    sql = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('event', ?, 0, x'00')"
+    sql = INSERT_EVENT
     future = store.submit([(sql, ("m1",)), (sql.replace("?", "held()"), ())])
     async with asyncio.timeout(5):
         await held.inside.wait()
-    writer.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await writer
+    await cancelled(writer)
     assert not future.done()
     held.release.set()
     async with asyncio.timeout(5):
@@ -279,13 +288,11 @@ async def test_close_after_a_cancelled_writer_commits_the_rest_after_the_held_co
     store = await Store.open(store_config(tmp_path, interval=0))
     writer = asyncio.create_task(store.run_writer(), name="store:writer")
     held = Held(store)
-    sql = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('event', ?, 0, x'00')"
+    sql = INSERT_EVENT
     first = store.submit([(sql.replace("?", "held()"), ())])
     async with asyncio.timeout(5):
         await held.inside.wait()
-    writer.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await writer
+    await cancelled(writer)
     # the writer task is gone: close() commits what is queued itself, after the held commit
     second = store.submit([(sql, ("m2",))])
     closing = asyncio.create_task(store.close(), name="store:close")
@@ -314,14 +321,12 @@ async def test_cancelling_the_writer_before_its_commit_began_fails_the_senders(
         release.wait(5)
 
     occupied = store._in_writer_thread(occupy)
-    sql = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('event', ?, 0, x'00')"
+    sql = INSERT_EVENT
     future = store.submit([(sql, ("m1",))])
     async with asyncio.timeout(5):
         while store.pending or not busy.is_set():  # noqa: ASYNC110 - the writer takes the batch
             await asyncio.sleep(0.001)
-    writer.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await writer
+    await cancelled(writer)
     assert future.done()
     with pytest.raises(StoreError, match="writer cancelled before its commit began"):
         future.result()
@@ -340,7 +345,7 @@ async def test_a_lookup_is_one_trip_to_the_reader_thread(
     close: three trips), 10,000 meters dialling in at once held 10,000 prepared statements open in
     that thread: 7 s of CPU, and some 80 MB of C heap that glibc then kept (bench/sessions.py)."""
     store = running.store
-    sql = "INSERT INTO outbox (kind, meter_id, created_at, payload) VALUES ('event', ?, 0, x'00')"
+    sql = INSERT_EVENT
     await store.execute_many(sql, [(f"m{i}",) for i in range(100)])
     reader = store._reader
     calls = reader._execute

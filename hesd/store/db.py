@@ -107,31 +107,27 @@ def _transaction(conn: sqlite3.Connection, statements: list[Statement]) -> None:
         raise
 
 
+def _try_transaction(conn: sqlite3.Connection, statements: list[Statement]) -> str | None:
+    """``_transaction``; returns None if it committed, else the SQLite error that undid it."""
+    try:
+        _transaction(conn, statements)
+    except sqlite3.Error as exc:
+        return str(exc)
+    return None
+
+
 def _commit(
     conn: sqlite3.Connection, submissions: list[list[Statement]], flushed: list[Statement]
 ) -> _Outcome:
     """A group commit, in the writer's thread: the whole batch in one transaction or, if that
     fails with an SQLite error, each submission (and then the flushed state) in its own."""
-    try:
-        _transaction(conn, [s for statements in submissions for s in statements] + flushed)
-    except sqlite3.Error as exc:
-        batch_error = str(exc)
-    else:
+    batch_error = _try_transaction(
+        conn, [s for statements in submissions for s in statements] + flushed
+    )
+    if batch_error is None:
         return _Outcome(None, [None] * len(submissions), None)
-    errors: list[str | None] = []
-    for statements in submissions:
-        try:
-            _transaction(conn, statements)
-        except sqlite3.Error as exc:
-            errors.append(str(exc))
-        else:
-            errors.append(None)
-    flush_error = None
-    if flushed:
-        try:
-            _transaction(conn, flushed)
-        except sqlite3.Error as exc:
-            flush_error = str(exc)
+    errors = [_try_transaction(conn, statements) for statements in submissions]
+    flush_error = _try_transaction(conn, flushed) if flushed else None
     return _Outcome(batch_error, errors, flush_error)
 
 
@@ -141,7 +137,7 @@ def _connect(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
 
 
-def _prepare_writer(conn: sqlite3.Connection, path: Path) -> int:
+def _writer_pragmas(conn: sqlite3.Connection, path: Path) -> int:
     """WAL and the writer's PRAGMAs; returns the schema version found (``PRAGMA user_version``)."""
     row = conn.execute("PRAGMA journal_mode = WAL").fetchone()
     if row is None or str(row[0]).lower() != "wal":
@@ -229,7 +225,7 @@ class Store:
         """The PRAGMAs, then the migrations, each step one call in the writer's thread (and
         logged from the loop, where the log's context lives)."""
         try:
-            found = await loop.run_in_executor(executor, _prepare_writer, conn, path)
+            found = await loop.run_in_executor(executor, _writer_pragmas, conn, path)
             if found > SCHEMA_VERSION:
                 raise StoreError(
                     f"{path}: database schema version {found} is newer than this hesd "
