@@ -28,7 +28,7 @@ from hesd import __version__
 from hesd.api.audit import AUDIT, audit_middleware, list_calls
 from hesd.api.calls import current_client, note_command
 from hesd.api.listener import api_status
-from hesd.api.problem import ApiError, problem_middleware
+from hesd.api.problem import ApiError, problem_middleware, query_int
 from hesd.api.security import (
     ADMIN,
     COMMAND,
@@ -153,14 +153,7 @@ async def list_meters(request: web.Request) -> web.Response:
     fmt = _choice(request, "format", ("json", "csv")) or "json"
     vendor = request.query.get("vendor")
     after = request.query.get("after", "")
-    limit_text = request.query.get("limit", "1000")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
-        raise ApiError(
-            400,
-            "Bad Request",
-            f"query parameter limit: expected integer 1..{MAX_PAGE}, got {limit_text!r}",
-        )
-    limit = int(limit_text)
+    limit = query_int(request, "limit", 1000, MAX_PAGE)
     records = await daemon.registry.select(status=status, vendor=vendor, after=after, limit=limit)
     next_after = records[-1].meter_id if len(records) == limit else None
     if fmt == "csv":

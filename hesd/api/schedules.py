@@ -17,6 +17,7 @@ from typing import Final
 from aiohttp import web
 
 from hesd.api.app import DAEMON, ApiError, Handler, _json
+from hesd.api.problem import query_int
 from hesd.api.security import COMMAND, READ
 from hesd.config_schedules import SCHEDULE_NAME, ScheduleConfig
 from hesd.scheduler import Scheduler, SchedulerError
@@ -53,14 +54,7 @@ async def list_schedules(request: web.Request) -> web.Response:
 
 async def get_schedule(request: web.Request) -> web.Response:
     scheduler, schedule = _named(request)
-    text = request.query.get("runs", "20")
-    if not text.isdigit() or not 1 <= int(text) <= MAX_RUNS:
-        raise ApiError(
-            400,
-            "Bad Request",
-            f"query parameter runs: expected integer 1..{MAX_RUNS}, got {text!r}",
-        )
-    runs = await scheduler.history(schedule.name, int(text))
+    runs = await scheduler.history(schedule.name, query_int(request, "runs", 20, MAX_RUNS))
     body = scheduler.schedule_json(schedule)
     body["runs"] = [r.to_json() for r in runs]
     return _json(body)
