@@ -16,7 +16,7 @@ from typing import Final
 
 from aiohttp import web
 
-from hesd.api.app import DAEMON, ApiError, Handler, _json
+from hesd.api.app import DAEMON, ApiError, Handler
 from hesd.api.problem import query_int
 from hesd.api.security import COMMAND, READ
 from hesd.config_schedules import SCHEDULE_NAME, ScheduleConfig
@@ -49,7 +49,7 @@ def _named(request: web.Request) -> tuple[Scheduler, ScheduleConfig]:
 
 
 async def list_schedules(request: web.Request) -> web.Response:
-    return _json(_scheduler(request).status())
+    return web.json_response(_scheduler(request).status())
 
 
 async def get_schedule(request: web.Request) -> web.Response:
@@ -57,7 +57,7 @@ async def get_schedule(request: web.Request) -> web.Response:
     runs = await scheduler.history(schedule.name, query_int(request, "runs", 20, MAX_RUNS))
     body = scheduler.schedule_json(schedule)
     body["runs"] = [r.to_json() for r in runs]
-    return _json(body)
+    return web.json_response(body)
 
 
 async def run_schedule(request: web.Request) -> web.Response:
@@ -66,7 +66,7 @@ async def run_schedule(request: web.Request) -> web.Response:
         scheduler.trigger(schedule.name)
     except SchedulerError as exc:
         raise ApiError(409, "Conflict", str(exc)) from None
-    return _json(scheduler.schedule_json(schedule), status=202)
+    return web.json_response(scheduler.schedule_json(schedule), status=202)
 
 
 # What each route needs on TCP (hesd/api/security.py); merged into hesd.api.app.SCOPES. A run
