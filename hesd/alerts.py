@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +53,7 @@ from hesd.schedule_reads import READ_AHEAD
 from hesd.session import MeterSession, SessionError
 from hesd.store import Statement, Store
 from hesd.store.schedules import ScheduleStore, read_mark, set_mark
-from hesd.timefmt import iso
+from hesd.timefmt import iso, utc
 from hesd.uplink.outbox import Record
 from protocols.errors import HesdError
 
@@ -136,10 +135,6 @@ def confirm(
     return out, left
 
 
-def _utc(t: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(t, dt.UTC)
-
-
 class Alerts:
     """See the module docstring. ``run()`` is its task; ``close()`` ends it and its reads."""
 
@@ -177,7 +172,7 @@ class Alerts:
         for the instantaneous push's normaliser)."""
         meter_id = meter.meter_id
         try:
-            alert = decode_alert(normaliser, meter, body, received=_utc(self._clock()))
+            alert = decode_alert(normaliser, meter, body, received=utc(self._clock()))
         except NormaliseError as exc:  # it named the alert push setup and does not fit
             log.warning("alerts.malformed", meter=meter_id, error=str(exc))
             return True
@@ -366,7 +361,7 @@ class Alerts:
         found = {}
         for category, (start, end) in spans.items():
             found[category] = await read_events(
-                session, normaliser, meter, category, start=_utc(start), end=_utc(end),
+                session, normaliser, meter, category, start=utc(start), end=utc(end),
                 source=Source.PULL,
             )  # fmt: skip
         return found

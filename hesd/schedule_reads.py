@@ -24,7 +24,6 @@ the meter does not have those intervals).
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import itertools
 from collections.abc import Callable, Iterable, Mapping
@@ -41,7 +40,7 @@ from hesd.router import MeterAccess
 from hesd.session import MeterSession
 from hesd.store import MeterEntry, Statement
 from hesd.store.schedules import Hole, add_hole, drop_hole, read_mark
-from hesd.timefmt import iso
+from hesd.timefmt import iso, utc
 from protocols.errors import HesdError
 
 __all__ = [
@@ -112,10 +111,6 @@ class Reader(Protocol):
     async def read(self, meter_id: str, step: Step) -> Batch: ...
 
 
-def _utc(t: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(t, dt.UTC)
-
-
 class SessionReader:
     """Runs steps on meters' sessions with ``hesd.reads``; records are ``Source.SCHEDULE``."""
 
@@ -135,7 +130,7 @@ class SessionReader:
                 return await read_quantities(
                     session, normaliser, meter, step.quantities, source=Source.SCHEDULE
                 )
-            start, end = _utc(step.start), _utc(step.end)
+            start, end = utc(step.start), utc(step.end)
             if step.kind == "profile":
                 return await read_profile(
                     session, normaliser, meter, step.what, start=start, end=end,

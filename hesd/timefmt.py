@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal, overload
 
-__all__ = ["iso"]
+__all__ = ["iso", "utc"]
 
 Spec = Literal["seconds", "milliseconds", "auto"]  # isoformat's timespec, those hesd uses
 
@@ -28,4 +28,9 @@ def iso(t: float | None, timespec: Spec = "seconds") -> str | None:
     ``"auto"``, with its microseconds when it has any); None stays None."""
     if t is None:
         return None
-    return dt.datetime.fromtimestamp(t, dt.UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+    return utc(t).isoformat(timespec=timespec).replace("+00:00", "Z")
+
+
+def utc(t: float) -> dt.datetime:
+    """``t`` (UNIX seconds) as an aware datetime in UTC."""
+    return dt.datetime.fromtimestamp(t, dt.UTC)

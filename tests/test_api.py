@@ -87,6 +87,11 @@ async def test_bad_query_parameters(client: TestClient) -> None:
     assert (await response.json())["detail"] == (
         "query parameter limit: expected integer 1..100000, got '0'"
     )
+    response = await client.get("/api/v1/meters", params={"limit": "\N{SUPERSCRIPT TWO}"})
+    assert response.status == 400  # a digit to str.isdigit(), not to int()
+    assert (await response.json())["detail"] == (
+        "query parameter limit: expected integer 1..100000, got '\N{SUPERSCRIPT TWO}'"
+    )
 
 
 async def test_import_needs_csv(client: TestClient) -> None:

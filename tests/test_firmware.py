@@ -477,6 +477,23 @@ async def test_activate_at_is_written_to_the_meters_activation_scheduler(
     assert meter.take_restart()
 
 
+def test_the_activation_scheduler_takes_an_array_not_a_structure(tmp_path: Path) -> None:
+    """execution_time is an array (a list, or typed); an untyped tuple is a structure
+    (protocols/dlms/axdr.py), refused as push setup's communication_window refuses it."""
+    profile = scheduled_profile(tmp_path)
+    meter = sim_meter(profile)
+    scheduler = profile.objects.image_activation
+    assert scheduler is not None
+    execution = x.AttributeDescriptor(22, scheduler, 4)
+    entry = (b"\x03\x04\x05\x00", b"\x07\xea\x01\x02\xff")
+    assert meter.set("utility", execution, (entry,), NOW) is x.DataAccessResult.TYPE_UNMATCHED
+    assert meter.activation_at is None
+    assert meter.set("utility", execution, [entry], NOW) is x.DataAccessResult.SUCCESS
+    assert meter.activation_at is not None
+    typed = axdr.Typed(axdr.Tag.ARRAY, (entry,))
+    assert meter.set("utility", execution, typed, NOW) is x.DataAccessResult.SUCCESS
+
+
 async def test_activate_at_needs_a_scheduler(store: tuple[ImageStore, list[str]]) -> None:
     images_, (sha, _, _) = store
     session = SimSession(sim_meter())

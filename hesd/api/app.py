@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
@@ -28,7 +27,7 @@ from hesd import __version__
 from hesd.api.audit import AUDIT, audit_middleware, list_calls
 from hesd.api.calls import current_client, note_command
 from hesd.api.listener import api_status
-from hesd.api.problem import ApiError, problem_middleware
+from hesd.api.problem import ApiError, problem_middleware, query_int
 from hesd.api.security import (
     ADMIN,
     COMMAND,
@@ -63,10 +62,6 @@ DAEMON: Final[web.AppKey[Daemon]] = web.AppKey("daemon")
 MAX_PAGE: Final = 100_000
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, text=json.dumps(data), content_type="application/json")
-
-
 def _choice(request: web.Request, name: str, choices: tuple[str, ...]) -> str | None:
     value = request.query.get(name)
     if value is not None and value not in choices:
@@ -84,7 +79,7 @@ async def get_status(request: web.Request) -> web.Response:
     counts = await daemon.registry.counts()
     outbox = await daemon.outbox_state()
     store = daemon.store
-    return _json(
+    return web.json_response(
         {
             "version": __version__,
             "state": daemon.state,
@@ -153,14 +148,7 @@ async def list_meters(request: web.Request) -> web.Response:
     fmt = _choice(request, "format", ("json", "csv")) or "json"
     vendor = request.query.get("vendor")
     after = request.query.get("after", "")
-    limit_text = request.query.get("limit", "1000")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_PAGE:
-        raise ApiError(
-            400,
-            "Bad Request",
-            f"query parameter limit: expected integer 1..{MAX_PAGE}, got {limit_text!r}",
-        )
-    limit = int(limit_text)
+    limit = query_int(request, "limit", 1000, MAX_PAGE)
     records = await daemon.registry.select(status=status, vendor=vendor, after=after, limit=limit)
     next_after = records[-1].meter_id if len(records) == limit else None
     if fmt == "csv":
@@ -170,7 +158,7 @@ async def list_meters(request: web.Request) -> web.Response:
             content_type="text/csv",
             headers=headers,
         )
-    return _json({"meters": [r.to_json() for r in records], "next_after": next_after})
+    return web.json_response({"meters": [r.to_json() for r in records], "next_after": next_after})
 
 
 async def get_meter(request: web.Request) -> web.Response:
@@ -178,7 +166,7 @@ async def get_meter(request: web.Request) -> web.Response:
     record = await request.app[DAEMON].registry.get(meter_id)
     if record is None:
         raise ApiError(404, "Not Found", f"meter {meter_id!r} is not in the registry")
-    return _json(record.to_json())
+    return web.json_response(record.to_json())
 
 
 async def import_meters(request: web.Request) -> web.Response:
@@ -211,7 +199,7 @@ async def import_meters(request: web.Request) -> web.Response:
         ) from None
     async with daemon.import_lock:
         if dry_run:
-            return _json({"dry_run": True, "meters": len(entries)})
+            return web.json_response({"dry_run": True, "meters": len(entries)})
         try:
             summary = await daemon.registry.upsert(entries)
         except RegistryConflict as exc:
@@ -223,7 +211,7 @@ async def import_meters(request: web.Request) -> web.Response:
         updated=summary.updated,
         unchanged=summary.unchanged,
     )
-    return _json(
+    return web.json_response(
         {"created": summary.created, "updated": summary.updated, "unchanged": summary.unchanged}
     )
 
@@ -305,7 +293,7 @@ async def read_meter(request: web.Request) -> web.Response:
         values = await daemon.sessions.request(meter_id, read_all)
     except SessionError as exc:
         raise ApiError(503, "Meter Unavailable", str(exc)) from None
-    return _json(
+    return web.json_response(
         {
             "meter_id": meter_id,
             "results": [
@@ -387,7 +375,7 @@ async def _read_normalised(daemon: Daemon, meter_id: str, body: dict[str, Any]) 
         batch = await daemon.sessions.request(meter_id, run)
     except (SessionError, NormaliseError) as exc:
         raise ApiError(503, "Meter Unavailable", str(exc)) from None
-    return _json(
+    return web.json_response(
         {
             "meter_id": meter_id,
             "readings": [r.to_json() for r in batch.readings],
@@ -454,7 +442,7 @@ async def decode_frame(request: web.Request) -> web.Response:
             else None,
         )
     translation = translate(data, keys=keys)
-    return _json({"text": translation.to_text(), **translation.to_json()})
+    return web.json_response({"text": translation.to_text(), **translation.to_json()})
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -469,7 +457,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 async def list_vendors(request: web.Request) -> web.Response:
     vendors = request.app[DAEMON].vendors
-    return _json(
+    return web.json_response(
         {
             "vendors": [
                 {
@@ -489,7 +477,7 @@ async def get_outbox(request: web.Request) -> web.Response:
     state = await daemon.outbox_state()
     forwarder = daemon.forwarder
     dead = await _outbox(daemon).dead_batches()
-    return _json(
+    return web.json_response(
         {
             **_outbox_json(state),
             "forwarding": None
@@ -523,7 +511,7 @@ async def replay_outbox(request: web.Request) -> web.Response:
     count = await _outbox(daemon).replay()
     if daemon.forwarder is not None:
         daemon.forwarder.rescan()
-    return _json({"replayed": count})
+    return web.json_response({"replayed": count})
 
 
 async def purge_dead_letters(request: web.Request) -> web.Response:
@@ -531,7 +519,7 @@ async def purge_dead_letters(request: web.Request) -> web.Response:
         raise ApiError(
             400, "Bad Request", "purging dead letters loses them for good: add ?confirm=yes"
         )
-    return _json({"purged": await _outbox(request.app[DAEMON]).purge_dead()})
+    return web.json_response({"purged": await _outbox(request.app[DAEMON]).purge_dead()})
 
 
 def _outbox(daemon: Daemon) -> Outbox:

@@ -35,7 +35,7 @@ from hesd.api.calls import (
     socket_peer,
     transport_address,
 )
-from hesd.api.problem import ApiError
+from hesd.api.problem import ApiError, query_int
 from hesd.store.db import Statement, Store
 from hesd.timefmt import iso
 
@@ -249,10 +249,6 @@ async def list_calls(request: web.Request) -> web.Response:
         if stamp.tzinfo is None:
             raise _refuse(f"since: {since_text!r} has no UTC offset")
         since = stamp.timestamp()
-    limit_text = request.query.get("limit", "100")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 10_000:
-        raise _refuse(f"limit: expected integer 1..10000, got {limit_text!r}")
-    calls = await audit.query(
-        since=since, client=request.query.get("client"), limit=int(limit_text)
-    )
+    limit = query_int(request, "limit", 100, 10_000)
+    calls = await audit.query(since=since, client=request.query.get("client"), limit=limit)
     return web.json_response({"calls": [c.to_json() for c in calls]})

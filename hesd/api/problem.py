@@ -18,7 +18,7 @@ from aiohttp.typedefs import Handler
 
 from protocols.errors import HesdError
 
-__all__ = ["PROBLEM", "ApiError", "problem", "problem_middleware"]
+__all__ = ["PROBLEM", "ApiError", "problem", "problem_middleware", "query_int"]
 
 log = structlog.get_logger("hesd.api")
 
@@ -34,6 +34,19 @@ class ApiError(HesdError):
         self.title = title
         self.detail = detail
         self.extra = extra
+
+
+def query_int(request: web.Request, name: str, default: int, most: int) -> int:
+    """Query parameter ``name``, an integer 1..``most`` (``default`` when absent); a 400
+    ``ApiError`` that says so otherwise."""
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isdecimal() or not 1 <= int(text) <= most:  # isdigit() would pass '²' to int()
+        raise ApiError(
+            400, "Bad Request", f"query parameter {name}: expected integer 1..{most}, got {text!r}"
+        )
+    return int(text)
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> web.Response:

@@ -16,7 +16,8 @@ from typing import Final
 
 from aiohttp import web
 
-from hesd.api.app import DAEMON, ApiError, Handler, _json
+from hesd.api.app import DAEMON, ApiError, Handler
+from hesd.api.problem import query_int
 from hesd.api.security import COMMAND, READ
 from hesd.config_schedules import SCHEDULE_NAME, ScheduleConfig
 from hesd.scheduler import Scheduler, SchedulerError
@@ -48,22 +49,15 @@ def _named(request: web.Request) -> tuple[Scheduler, ScheduleConfig]:
 
 
 async def list_schedules(request: web.Request) -> web.Response:
-    return _json(_scheduler(request).status())
+    return web.json_response(_scheduler(request).status())
 
 
 async def get_schedule(request: web.Request) -> web.Response:
     scheduler, schedule = _named(request)
-    text = request.query.get("runs", "20")
-    if not text.isdigit() or not 1 <= int(text) <= MAX_RUNS:
-        raise ApiError(
-            400,
-            "Bad Request",
-            f"query parameter runs: expected integer 1..{MAX_RUNS}, got {text!r}",
-        )
-    runs = await scheduler.history(schedule.name, int(text))
+    runs = await scheduler.history(schedule.name, query_int(request, "runs", 20, MAX_RUNS))
     body = scheduler.schedule_json(schedule)
     body["runs"] = [r.to_json() for r in runs]
-    return _json(body)
+    return web.json_response(body)
 
 
 async def run_schedule(request: web.Request) -> web.Response:
@@ -72,7 +66,7 @@ async def run_schedule(request: web.Request) -> web.Response:
         scheduler.trigger(schedule.name)
     except SchedulerError as exc:
         raise ApiError(409, "Conflict", str(exc)) from None
-    return _json(scheduler.schedule_json(schedule), status=202)
+    return web.json_response(scheduler.schedule_json(schedule), status=202)
 
 
 # What each route needs on TCP (hesd/api/security.py); merged into hesd.api.app.SCOPES. A run

@@ -94,10 +94,6 @@ async def _problems(request: web.Request, handler: Handler) -> web.StreamRespons
         return _problem(500, "the simulator failed to serve this request; see its log")
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, text=json.dumps(data), content_type="application/json")
-
-
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
 
@@ -130,7 +126,7 @@ def _summary(sim: Simulator, e: MeterEndpoint) -> dict[str, object]:
 
 async def list_meters(request: web.Request) -> web.Response:
     sim = request.app[SIM]
-    return _json({"meters": [_summary(sim, e) for e in sim.endpoints]})
+    return web.json_response({"meters": [_summary(sim, e) for e in sim.endpoints]})
 
 
 async def get_meter(request: web.Request) -> web.Response:
@@ -138,7 +134,7 @@ async def get_meter(request: web.Request) -> web.Response:
     e = _endpoint(request)
     now = sim.clock.now()
     snap = e.meter.snapshot(now)
-    return _json(
+    return web.json_response(
         {
             **_summary(sim, e),
             "time": _iso(now),
@@ -251,7 +247,7 @@ async def get_truth(request: web.Request) -> web.Response:
             "register_unit": register.unit.symbol,
             "obis": str(register.obis),
         }
-    return _json(body)
+    return web.json_response(body)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -277,7 +273,7 @@ async def post_event(request: web.Request) -> web.Response:
         result = sim.inject(e, what, sim.clock.now())
     except ValueError as exc:
         raise ControlError(422, str(exc)) from None
-    return _json({"meter": e.meter_id, **result}, status=201)
+    return web.json_response({"meter": e.meter_id, **result}, status=201)
 
 
 async def post_faults(request: web.Request) -> web.Response:
@@ -291,7 +287,7 @@ async def post_faults(request: web.Request) -> web.Response:
         text = sim.set_faults(e, spec)
     except FaultSpecError as exc:
         raise ControlError(422, str(exc)) from None
-    return _json({"meter": e.meter_id, "faults": text})
+    return web.json_response({"meter": e.meter_id, "faults": text})
 
 
 async def post_signal(request: web.Request) -> web.Response:
@@ -305,13 +301,13 @@ async def post_signal(request: web.Request) -> web.Response:
         sim.set_signal(e, quality)
     except ValueError as exc:
         raise ControlError(422, str(exc)) from None
-    return _json({"meter": e.meter_id, "signal_quality": quality})
+    return web.json_response({"meter": e.meter_id, "signal_quality": quality})
 
 
 async def get_stats(request: web.Request) -> web.Response:
     sim = request.app[SIM]
     transport = sim.transport
-    return _json(
+    return web.json_response(
         {
             "time": _iso(sim.clock.now()),
             "mode": None if transport is None else transport.mode,

@@ -100,6 +100,15 @@ def _elements(value: Value | None, count: int) -> list[Value] | None:
     return None
 
 
+def _array(value: Value | None) -> list[Value] | None:
+    """An array's elements: a ``list``, or typed (its elements in a tuple); an untyped tuple is
+    a structure (protocols/dlms/axdr.py), not an array."""
+    if isinstance(value, Typed):
+        inner = value.value if value.tag == Tag.ARRAY else None
+        return list(inner) if isinstance(inner, list | tuple) else None
+    return value if isinstance(value, list) else None
+
+
 def _no_parameter(parameters: Value | None) -> bool:
     """Methods whose parameter is integer(0) (Blue Book) also take none."""
     return parameters is None or _integer(parameters, Tag.INTEGER) is not None
@@ -427,8 +436,8 @@ def _set_activation(
     """execution_time: one time and date in the meter's local time (IST), or all of them not
     specified to cancel; this meter takes single instants only (no wildcards)."""
     del now
-    inner: object = value.value if isinstance(value, Typed) and value.tag == Tag.ARRAY else value
-    if index != 4 or not isinstance(inner, list | tuple) or len(inner) != 1:
+    inner = _array(value)
+    if index != 4 or inner is None or len(inner) != 1:
         return DataAccessResult.TYPE_UNMATCHED
     fields = _elements(inner[0], 2)
     octets = [_octets(f) for f in fields] if fields else []
@@ -484,13 +493,11 @@ def _set_push(meter: SimulatedMeter, index: int, value: Value, now: float) -> Da
             push, transport=transport, destination=destination, message=message
         )
     elif index == 4:
-        inner: object = value  # array: a list, or typed (its elements in a tuple)
-        if isinstance(value, Typed):
-            inner = value.value if value.tag == Tag.ARRAY else None
-        if not isinstance(inner, list | tuple) or (inner is value and isinstance(inner, tuple)):
+        entries = _array(value)
+        if entries is None:
             return DataAccessResult.TYPE_UNMATCHED
         window: list[tuple[bytes, bytes]] = []
-        for entry in inner:
+        for entry in entries:
             edges = [_octets(v) for v in _elements(entry, 2) or ()]
             if len(edges) != 2 or any(e is None or len(e) != 12 for e in edges):
                 return DataAccessResult.TYPE_UNMATCHED
