@@ -41,7 +41,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.harness import BIN, ENV, REPO, epoch, free_port, sim_api, stop, wait_ready
-from bench.report import write_report
+from bench.report import median_of, write_report
 from hesd.ctl import Client
 from hesd.sim.image import BLOCK_SIZE, build_image
 
@@ -231,8 +231,7 @@ def main() -> None:
         "received_per_block",
     )
     medians = {
-        name: {k: statistics.median(r[k] for r in rounds) for k in keys}
-        for name, rounds in cases.items()
+        name: median_of([{k: r[k] for k in keys} for r in rounds]) for name, rounds in cases.items()
     }
     print()
     blocks = cases["clean"][0]["blocks"]

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.bench_run import run_bench
+
 OPERATIONS = [
     "register GET (WRAPPER)",
     "register GET, suite 0 auth+enc (WRAPPER)",
@@ -26,17 +24,7 @@ OPERATIONS = [
 
 @pytest.mark.timeout(180)
 def test_codec_bench_quick_run_writes_every_operation(tmp_path: Path) -> None:
-    out = tmp_path / "codec.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "codec.py"), "--quick", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    result = json.loads(out.read_text())
+    result = run_bench("codec.py", "--quick", out=tmp_path / "codec.json")
     assert result["benchmark"] == "codec"
     assert result["params"]["quick"] is True
     assert [op["operation"] for op in result["operations"]] == OPERATIONS

@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.bench_run import run_bench
 
 
 def test_sim_bench_runs(tmp_path: Path) -> None:
-    out = tmp_path / "sim.json"
-    subprocess.run(
-        [
-            sys.executable,
-            "bench/sim.py",
-            "--meters",
-            "200",
-            "--sessions",
-            "50",
-            "--repeat",
-            "1",
-            "--out",
-            str(out),
-        ],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        timeout=120,
+    report = run_bench(
+        "sim.py",
+        *("--meters", "200", "--sessions", "50", "--repeat", "1"),
+        out=tmp_path / "sim.json",
     )
-    results = json.loads(out.read_text())["results"]
+    results = report["results"]
     assert results["meters"] == 200
     for key in ("rss_bytes_per_idle_meter", "sessions_per_s_median", "requests_per_s_median"):
         assert isinstance(results[key], int)
